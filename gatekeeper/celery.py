@@ -1,0 +1,25 @@
+"""The Celery app: worker runs polls and actions, beat runs the watchdog."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatekeeper.settings")
+
+app = Celery("gatekeeper")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule_watchdog(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    # The watchdog is what makes Redis disposable: it re-drives from PostgreSQL whatever
+    # the broker lost. Expiring its own messages keeps a stalled beat from piling them up.
+    interval = float(settings.WATCHDOG_INTERVAL)
+    sender.add_periodic_task(
+        interval, sender.signature("releases.watchdog"), name="watchdog", expires=interval
+    )

@@ -1,0 +1,172 @@
+"""Gatekeeper settings, read from the environment (see README, "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gatekeeper.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+# The development key lets `make run` and the tests start; the system check
+# gatekeeper.E001 refuses it whenever DEBUG is off.
+SECRET_KEY_FROM_ENV = bool(env_str("SECRET_KEY"))
+SECRET_KEY = env_str("SECRET_KEY") or "gatekeeper-insecure-development-key-0123456789abcdef"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "releases",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gatekeeper.urls"
+WSGI_APPLICATION = "gatekeeper.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite only for `make run` on a bare machine; tests and production use PostgreSQL.
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "sqlite:///db.sqlite3"), BASE_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Webhook bodies above this are refused with 413 before they are parsed.
+WEBHOOK_MAX_BODY = env_int("WEBHOOK_MAX_BODY", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY
+
+# --- Security (production: `manage.py check --deploy` is clean with DEBUG off) -------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Gatekeeper API",
+    "DESCRIPTION": "Release gates for Vercel deployments judged by Sentry release health.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Celery (broker only: PostgreSQL is the source of truth; Redis may vanish) ---------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+# Every countdown we use is far below this, so Redis never redelivers a scheduled task
+# that is still waiting (kombu#337): polls cap their countdown, the watchdog covers the rest.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# One message at a time per process: a poll chain should never sit in a busy worker's buffer.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing from a web request or on_commit must not hang when Redis is down: give up
+# quickly, the watchdog re-drives from PostgreSQL.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+CELERY_TASK_ALWAYS_EAGER = False
+WATCHDOG_INTERVAL = env_float("WATCHDOG_INTERVAL", 15.0)
+
+# --- Gatekeeper ------------------------------------------------------------------------------
+GATEKEEPER_CONFIG = env_str("GATEKEEPER_CONFIG", str(BASE_DIR / "gatekeeper.yaml"))
+# Where people reach the admin, for links in Slack and PagerDuty.
+GATEKEEPER_PUBLIC_URL = env_str("GATEKEEPER_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Longest Celery countdown we ever ask for; longer waits are re-checked (see releases.tasks).
+MAX_COUNTDOWN = env_float("GATEKEEPER_MAX_COUNTDOWN", 300.0)
+
+VERCEL_API_URL = env_url("VERCEL_API_URL", "https://api.vercel.com")
+VERCEL_TOKEN = env_str("VERCEL_TOKEN")
+VERCEL_WEBHOOK_SECRET = env_str("VERCEL_WEBHOOK_SECRET")
+SENTRY_API_URL = env_url("SENTRY_API_URL", "https://sentry.io/api/0")
+SENTRY_AUTH_TOKEN = env_str("SENTRY_AUTH_TOKEN")
+SENTRY_WEBHOOK_SECRET = env_str("SENTRY_WEBHOOK_SECRET")
+# Where people open a Sentry release; by default https://<org>.sentry.io for sentry.io.
+SENTRY_WEB_URL = env_str("SENTRY_WEB_URL")
+SLACK_API_URL = env_url("SLACK_API_URL", "https://slack.com/api")
+SLACK_BOT_TOKEN = env_str("SLACK_BOT_TOKEN")
+PAGERDUTY_EVENTS_URL = env_url("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com")
+DATADOG_API_URL = env_url("DATADOG_API_URL", "https://api.datadoghq.com")
+DD_API_KEY = env_str("DD_API_KEY")
+DD_APP_KEY = env_str("DD_APP_KEY")
+POSTHOG_API_URL = env_url("POSTHOG_API_URL", "https://us.posthog.com")
+POSTHOG_API_KEY = env_str("POSTHOG_API_KEY")
+PROVIDER_TIMEOUT = env_float("PROVIDER_TIMEOUT", 10.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

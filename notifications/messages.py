@@ -1,0 +1,126 @@
+"""What Gatekeeper says in Slack: the verdict, its numbers, what was done, and where to look.
+
+Messages are built when the decision is recorded and stored in the outbox row, so what is
+posted is exactly what was decided, even if it is posted minutes later after a Slack outage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from django.conf import settings
+
+EMOJI = {
+    "pass": ":white_check_mark:",
+    "fail": ":x:",
+    "inconclusive": ":hourglass:",
+    "info": ":information_source:",
+}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The numbers and names a message shows; plain values, easy to test."""
+
+    project: str
+    release: str
+    deployment_id: str
+    outcome: str  # pass | fail | inconclusive | info
+    headline: str  # what happened, e.g. "promoting to production"
+    reasons: tuple[str, ...] = ()
+    sessions: int | None = None
+    crashed: int | None = None
+    crash_free_rate: float | None = None
+    threshold: float | None = None
+    elapsed: float | None = None
+    sentry_url: str = ""
+    vercel_url: str = ""
+    admin_url: str = ""
+    dry_run: bool = False
+
+
+def percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate * 100:.2f}%"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def count(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def verdict_message(facts: Facts) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, Block Kit blocks) for a verdict."""
+    prefix = "[dry run] " if facts.dry_run else ""
+    word = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}.get(facts.outcome, "")
+    title = f"{prefix}{facts.project} {facts.release}: {word + ', ' if word else ''}{facts.headline}"
+    rate_line = f"{percent(facts.crash_free_rate)} (threshold {percent(facts.threshold)})"
+    text = (
+        f"{EMOJI.get(facts.outcome, '')} {title}. Crash-free {rate_line}, "
+        f"{count(facts.sessions)} sessions, {count(facts.crashed)} crashed, after {duration(facts.elapsed)}."
+    )
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {
+            "type": "section",
+            "fields": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"*Verdict*\n{EMOJI.get(facts.outcome, '')} {word or facts.outcome}",
+                },
+                {"type": "mrkdwn", "text": f"*Crash-free rate*\n{rate_line}"},
+                {"type": "mrkdwn", "text": f"*Sessions*\n{count(facts.sessions)}"},
+                {"type": "mrkdwn", "text": f"*Crashed*\n{count(facts.crashed)}"},
+                {"type": "mrkdwn", "text": f"*Time taken*\n{duration(facts.elapsed)}"},
+                {"type": "mrkdwn", "text": f"*Deployment*\n`{facts.deployment_id}`"},
+            ],
+        },
+    ]
+    if facts.reasons:
+        reasons = "\n".join(f"• {reason}" for reason in facts.reasons)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": reasons[:2900]}})
+    links = [
+        f"<{url}|{label}>"
+        for label, url in (
+            ("Sentry release", facts.sentry_url),
+            ("Vercel deployment", facts.vercel_url),
+            ("Gatekeeper", facts.admin_url),
+        )
+        if url
+    ]
+    if links:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(links)}]})
+    return text, blocks
+
+
+def sentry_release_url(org: str, version: str, project: str = "") -> str:
+    """Where a person opens the release in Sentry (not the API)."""
+    if not version:
+        return ""
+    base = settings.SENTRY_WEB_URL.rstrip("/")
+    release = quote(version, safe="")
+    suffix = f"?project={quote(project, safe='')}" if project.isdigit() else ""
+    if base:
+        return f"{base}/organizations/{quote(org)}/releases/{release}/{suffix}"
+    host = urlsplit(settings.SENTRY_API_URL).netloc
+    if host == "sentry.io" or host.endswith(".sentry.io"):
+        return f"https://{quote(org)}.sentry.io/releases/{release}/{suffix}"
+    scheme = urlsplit(settings.SENTRY_API_URL).scheme
+    return f"{scheme}://{host}/organizations/{quote(org)}/releases/{release}/{suffix}"
+
+
+def admin_url(release_id: int) -> str:
+    return f"{settings.GATEKEEPER_PUBLIC_URL}/admin/releases/release/{release_id}/change/"

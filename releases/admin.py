@@ -1,0 +1,225 @@
+"""The operators' view: releases with their checks, history and actions, and the overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+from notifications.messages import percent
+from releases import overrides
+from releases.models import Action, GateCheck, Project, Release, ReleaseEvent, WebhookDelivery
+
+EXTEND_BY = timedelta(minutes=30)
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class GateCheckInline(ReadOnlyInline):
+    model = GateCheck
+    fields = (
+        "checked_at",
+        "phase",
+        "sessions",
+        "crashed",
+        "rate",
+        "outcome",
+        "rule",
+        "reasons",
+        "error",
+        "duration_ms",
+    )
+    readonly_fields = fields
+    ordering = ("-checked_at",)
+
+    @admin.display(description="crash-free")
+    def rate(self, obj: GateCheck) -> str:
+        return percent(obj.crash_free_rate)
+
+
+class ReleaseEventInline(ReadOnlyInline):
+    model = ReleaseEvent
+    fields = ("created_at", "kind", "from_state", "to_state", "actor", "reason")
+    readonly_fields = fields
+
+
+class ActionInline(ReadOnlyInline):
+    model = Action
+    fields = (
+        "created_at",
+        "kind",
+        "key",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "result",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+
+def _override(label: str, run: Callable[[Release, str], Any]) -> Callable[..., None]:
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Release]) -> None:
+        for release in queryset:
+            try:
+                run(release, request.user.get_username())
+            except overrides.OverrideRefused as exc:
+                modeladmin.message_user(request, f"{release}: {exc}", messages.WARNING)
+            else:
+                modeladmin.message_user(request, f"{release}: {label.lower()} recorded", messages.SUCCESS)
+
+    action.short_description = label  # type: ignore[attr-defined]
+    action.__name__ = label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    return action
+
+
+@admin.register(Release)
+class ReleaseAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "project",
+        "version_short",
+        "state",
+        "age",
+        "crash_free",
+        "sessions",
+        "verdict_rule",
+    )
+    list_filter = ("state", "project", "verdict")
+    search_fields = ("deployment_id", "version")
+    list_select_related = ("project",)
+    date_hierarchy = "created_at"
+    inlines = [GateCheckInline, ReleaseEventInline, ActionInline]
+    readonly_fields = [f.name for f in Release._meta.fields] + ["links"]
+    actions = [
+        _override("Approve (promote now)", lambda r, u: overrides.approve(r.pk, u)),
+        _override("Reject (roll back now)", lambda r, u: overrides.reject(r.pk, u)),
+        _override("Pause", lambda r, u: overrides.pause(r.pk, u)),
+        _override("Resume", lambda r, u: overrides.resume(r.pk, u)),
+        _override("Extend wait by 30 minutes", lambda r, u: overrides.extend_wait(r.pk, u, EXTEND_BY)),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="release", ordering="version")
+    def version_short(self, obj: Release) -> str:
+        version = obj.version or obj.deployment_id
+        return version if len(version) <= 16 else version[:12] + "…"
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: Release) -> str:
+        return timesince(obj.created_at, timezone.now())
+
+    @admin.display(description="crash-free", ordering="crash_free_rate")
+    def crash_free(self, obj: Release) -> str:
+        return f"{percent(obj.crash_free_rate)} / {percent(obj.project.crash_free_threshold)}"
+
+    @admin.display(description="links")
+    def links(self, obj: Release) -> str:
+        from notifications.messages import sentry_release_url
+
+        sentry = sentry_release_url(obj.project.sentry_org, obj.version, obj.project.sentry_project)
+        return format_html(
+            '<a href="{}">Sentry release</a> · <a href="{}">Vercel deployment</a>',
+            sentry or "#",
+            obj.inspector_url or "#",
+        )
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "vercel_project_id",
+        "sentry_org",
+        "sentry_project",
+        "min_sessions",
+        "crash_free_threshold",
+        "dry_run",
+        "live_deployment_id",
+    )
+    search_fields = ("name", "vercel_project_id")
+    readonly_fields = ("live_deployment_id", "live_since", "synced_from", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "synced_from")}),
+        (
+            "Vercel",
+            {
+                "fields": (
+                    "vercel_project_id",
+                    "vercel_team_id",
+                    "production_domains",
+                    "start_on",
+                    "live_deployment_id",
+                    "live_since",
+                )
+            },
+        ),
+        ("Sentry", {"fields": ("sentry_org", "sentry_project", "sentry_environment", "release_template")}),
+        ("Notifications", {"fields": ("slack_channel", "pagerduty_routing_key_env")}),
+        (
+            "Gate",
+            {
+                "fields": (
+                    "min_sessions",
+                    "crash_free_threshold",
+                    "poll_interval",
+                    "max_wait",
+                    "on_timeout",
+                    "max_consecutive_errors",
+                    "fail_fast",
+                    "early_fail_confidence",
+                    "early_fail_min_sessions",
+                    "watch_after_promotion",
+                    "dry_run",
+                )
+            },
+        ),
+        ("Canary", {"fields": ("canary",)}),
+    )
+
+
+@admin.register(Action)
+class ActionAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "release", "status", "attempts", "next_attempt_at", "last_error")
+    list_filter = ("status", "kind")
+    readonly_fields = [f.name for f in Action._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "source", "event_type", "outcome", "project", "release", "note")
+    list_filter = ("source", "outcome", "event_type")
+    search_fields = ("delivery_id",)
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,0 +1,311 @@
+"""``gatekeeper.yaml``: projects as code, validated whole before anything is applied.
+
+A bad file is refused with every problem named by its path in the file
+(``projects[0].gate.crash_free_threshold: ...``); nothing is written unless all of it is good.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from releases.gate import OnTimeout
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TEMPLATE_FIELDS = {"id", "url", "name", "meta", "project_id", "target"}
+CHECK_KINDS = {"sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http"}
+
+SCHEMA: dict[str, set[str]] = {
+    "": {"name", "vercel", "sentry", "slack", "pagerduty", "gate", "canary"},
+    "vercel": {"project_id", "team_id", "production_domains", "start_on"},
+    "sentry": {"org", "project", "environment", "release"},
+    "slack": {"channel"},
+    "pagerduty": {"routing_key_env"},
+    "gate": {
+        "min_sessions",
+        "crash_free_threshold",
+        "poll_interval",
+        "max_wait",
+        "on_timeout",
+        "max_consecutive_errors",
+        "fail_fast",
+        "watch_after_promotion",
+        "dry_run",
+        "early_fail_confidence",
+        "early_fail_min_sessions",
+    },
+    "canary": {
+        "stages",
+        "confirmations",
+        "confirmation_interval",
+        "abort_on_failure",
+        "checks",
+        "failures_to_abort",
+    },
+}
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90s``, ``10m``, ``2h``, ``1d`` (and ``500ms``) -> timedelta; anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("write durations with a unit, e.g. 90s, 10m, 2h")
+    match = DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (write e.g. 90s, 10m, 2h)")
+    return timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+
+
+def template_problems(template: str) -> list[str]:
+    """Release-name templates may use deployment fields only, never attributes of them."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return [f"is not a valid template ({exc})"]
+    problems = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        root = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not name or root not in TEMPLATE_FIELDS:
+            problems.append(f"unknown field {{{name}}} (use {', '.join(sorted(TEMPLATE_FIELDS))})")
+        elif "." in name or (root != "meta" and "[" in name) or name.count("[") > 1:
+            problems.append(f"{{{name}}}: only meta[key] lookups are allowed")
+        if spec or conversion:
+            problems.append(f"{{{name}}}: format specs and conversions are not allowed")
+    if not any(name for _, name, _, _ in parsed) and not template.strip():
+        problems.append("is empty")
+    return problems
+
+
+def render_release(template: str, deployment: dict[str, Any]) -> str:
+    """The Sentry release name of a Vercel deployment. Raises KeyError naming a missing field."""
+    values = {
+        "id": deployment.get("id", ""),
+        "url": deployment.get("url", ""),
+        "name": deployment.get("name", ""),
+        "project_id": deployment.get("project_id", ""),
+        "target": deployment.get("target") or "",
+        "meta": {str(k): str(v) for k, v in (deployment.get("meta") or {}).items()},
+    }
+    rendered = template.format_map(values)
+    if not rendered.strip():
+        raise KeyError("release name is empty")
+    return rendered.strip()
+
+
+@dataclass
+class _Reader:
+    problems: list[str] = field(default_factory=list)
+
+    def keys(self, where: str, section: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.problems.append(f"{where}: must be a mapping")
+            return {}
+        for key in value:
+            if key not in SCHEMA[section]:
+                close = difflib.get_close_matches(str(key), SCHEMA[section], n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                self.problems.append(f"{where}.{key}: unknown key{hint}")
+        return value
+
+    def get(
+        self,
+        where: str,
+        data: dict[str, Any],
+        key: str,
+        kind: str,
+        default: Any = None,
+        *,
+        required: bool = False,
+    ) -> Any:
+        path = f"{where}.{key}"
+        if key not in data or data[key] is None:
+            if required:
+                self.problems.append(f"{path}: is required")
+            return default
+        value = data[key]
+        try:
+            return _convert(kind, value)
+        except ValueError as exc:
+            self.problems.append(f"{path}: {exc}")
+            return default
+
+
+def _convert(kind: str, value: Any) -> Any:
+    if kind == "str":
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            raise ValueError("must be a non-empty string")
+        return str(value).strip()
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be a whole number")
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    if kind == "duration":
+        return parse_duration(value)
+    if kind == "fraction":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a number")
+        if value > 1:
+            raise ValueError(f"rates are fractions: write {value / 100:g} for {value:g}%")
+        if value <= 0:
+            raise ValueError("must be more than 0")
+        return float(value)
+    if kind == "str_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError("must be a list of strings")
+        return [v.strip() for v in value]
+    raise AssertionError(kind)
+
+
+def _project(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
+    data = reader.keys(where, "", raw)
+    out: dict[str, Any] = {"name": reader.get(where, data, "name", "str", required=True)}
+    if out["name"] and not re.fullmatch(r"[-a-zA-Z0-9_]+", out["name"]):
+        reader.problems.append(f"{where}.name: use letters, digits, - and _ only")
+    vercel = reader.keys(f"{where}.vercel", "vercel", data.get("vercel", {}))
+    out["vercel_project_id"] = reader.get(f"{where}.vercel", vercel, "project_id", "str", required=True)
+    out["vercel_team_id"] = reader.get(f"{where}.vercel", vercel, "team_id", "str", "")
+    out["production_domains"] = reader.get(f"{where}.vercel", vercel, "production_domains", "str_list", [])
+    start_on = reader.get(f"{where}.vercel", vercel, "start_on", "str", "deployment.succeeded")
+    if start_on not in ("deployment.succeeded", "deployment.ready"):
+        reader.problems.append(f"{where}.vercel.start_on: must be deployment.succeeded or deployment.ready")
+    out["start_on"] = start_on
+    sentry = reader.keys(f"{where}.sentry", "sentry", data.get("sentry", {}))
+    out["sentry_org"] = reader.get(f"{where}.sentry", sentry, "org", "str", required=True)
+    out["sentry_project"] = reader.get(f"{where}.sentry", sentry, "project", "str", required=True)
+    out["sentry_environment"] = reader.get(f"{where}.sentry", sentry, "environment", "str", "")
+    template = reader.get(f"{where}.sentry", sentry, "release", "str", "{meta[githubCommitSha]}")
+    for problem in template_problems(template or ""):
+        reader.problems.append(f"{where}.sentry.release: {problem}")
+    out["release_template"] = template
+    slack = reader.keys(f"{where}.slack", "slack", data.get("slack") or {})
+    out["slack_channel"] = reader.get(f"{where}.slack", slack, "channel", "str", "")
+    pagerduty = reader.keys(f"{where}.pagerduty", "pagerduty", data.get("pagerduty") or {})
+    key_env = reader.get(f"{where}.pagerduty", pagerduty, "routing_key_env", "str", "")
+    if key_env and not ENV_NAME.match(key_env):
+        reader.problems.append(
+            f"{where}.pagerduty.routing_key_env: must name an environment variable, never hold the key itself"
+        )
+    out["pagerduty_routing_key_env"] = key_env
+    out.update(_gate(reader, f"{where}.gate", data.get("gate") or {}))
+    out["canary"] = _canary(reader, f"{where}.canary", data["canary"]) if data.get("canary") else None
+    return out
+
+
+def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
+    gate = reader.keys(where, "gate", raw)
+    out = {
+        "min_sessions": reader.get(where, gate, "min_sessions", "int", 500),
+        "crash_free_threshold": reader.get(where, gate, "crash_free_threshold", "fraction", 0.995),
+        "poll_interval": reader.get(where, gate, "poll_interval", "duration", timedelta(seconds=60)),
+        "max_wait": reader.get(where, gate, "max_wait", "duration", timedelta(hours=2)),
+        "on_timeout": reader.get(where, gate, "on_timeout", "str", "hold"),
+        "max_consecutive_errors": reader.get(where, gate, "max_consecutive_errors", "int", 4),
+        "fail_fast": reader.get(where, gate, "fail_fast", "bool", True),
+        "watch_after_promotion": reader.get(
+            where, gate, "watch_after_promotion", "duration", timedelta(minutes=60)
+        ),
+        "dry_run": reader.get(where, gate, "dry_run", "bool", False),
+        "early_fail_confidence": reader.get(where, gate, "early_fail_confidence", "fraction", None),
+        "early_fail_min_sessions": reader.get(where, gate, "early_fail_min_sessions", "int", 50),
+    }
+    if out["on_timeout"] not in {o.value for o in OnTimeout}:
+        reader.problems.append(f"{where}.on_timeout: must be hold or rollback")
+    if out["poll_interval"] < timedelta(seconds=1):
+        reader.problems.append(f"{where}.poll_interval: must be at least 1s")
+    if out["max_wait"] <= out["poll_interval"]:
+        reader.problems.append(f"{where}.max_wait: must be longer than poll_interval")
+    if out["early_fail_confidence"] is not None and out["early_fail_confidence"] >= 1:
+        reader.problems.append(f"{where}.early_fail_confidence: must be below 1 (e.g. 0.99)")
+    return out
+
+
+def _canary(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
+    """Kept as data for the canary ramp; its shape is checked here so a typo fails the sync."""
+    canary = reader.keys(where, "canary", raw)
+    stages = canary.get("stages")
+    if not isinstance(stages, list) or not stages:
+        reader.problems.append(f"{where}.stages: must be a non-empty list")
+        stages = []
+    out_stages = []
+    last = 0
+    for i, stage in enumerate(stages):
+        path = f"{where}.stages[{i}]"
+        if not isinstance(stage, dict) or not isinstance(stage.get("percent"), (int, float)):
+            reader.problems.append(f"{path}.percent: is required (1-100)")
+            continue
+        percent = stage["percent"]
+        if not last < percent <= 100:
+            reader.problems.append(f"{path}.percent: must rise stage by stage, at most 100")
+        last = percent
+        hold = reader.get(path, stage, "hold", "duration", timedelta(0))
+        out_stages.append({"percent": percent, "hold": hold.total_seconds()})
+    if out_stages and out_stages[-1]["percent"] != 100:
+        reader.problems.append(f"{where}.stages: the last stage must be 100")
+    checks = canary.get("checks") or []
+    for i, check in enumerate(checks if isinstance(checks, list) else []):
+        if not isinstance(check, dict) or check.get("kind") not in CHECK_KINDS:
+            reader.problems.append(
+                f"{where}.checks[{i}].kind: must be one of {', '.join(sorted(CHECK_KINDS))}"
+            )
+    interval = reader.get(where, canary, "confirmation_interval", "duration", timedelta(seconds=30))
+    return {
+        "stages": out_stages,
+        "confirmations": reader.get(where, canary, "confirmations", "int", 2),
+        "confirmation_interval": interval.total_seconds(),
+        "abort_on_failure": reader.get(where, canary, "abort_on_failure", "bool", True),
+        "failures_to_abort": reader.get(where, canary, "failures_to_abort", "int", 1),
+        "checks": checks if isinstance(checks, list) else [],
+    }
+
+
+def parse(text: str) -> list[dict[str, Any]]:
+    """Validate a whole config file; returns project field dicts or raises ConfigError."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"]) from exc
+    if not isinstance(document, dict) or not isinstance(document.get("projects"), list):
+        raise ConfigError(["projects: the file must have a top-level list 'projects:'"])
+    extra = set(document) - {"projects"}
+    reader = _Reader()
+    reader.problems.extend(f"{key}: unknown top-level key" for key in sorted(map(str, extra)))
+    projects = [_project(reader, f"projects[{i}]", raw) for i, raw in enumerate(document["projects"])]
+    for key, label in (("name", "name"), ("vercel_project_id", "vercel.project_id")):
+        seen: dict[Any, int] = {}
+        for i, project in enumerate(projects):
+            if project.get(key) in seen:
+                reader.problems.append(f"projects[{i}].{label}: same as projects[{seen[project[key]]}]")
+            seen.setdefault(project.get(key), i)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return projects
+
+
+def load(path: str | Path) -> list[dict[str, Any]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    return parse(text)

@@ -1,0 +1,252 @@
+"""From a verdict (or a human override) to state changes and the side effects they imply.
+
+Everything here runs inside the caller's transaction: a decision is its transitions, its
+history rows and its outbox rows, committed together or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from notifications.messages import Facts, admin_url, sentry_release_url, verdict_message
+from releases.gate import OnTimeout, Outcome, Verdict
+from releases.models import Action, Project, Release
+from releases.states import ActionSpec, ReleaseState, transition
+
+S = ReleaseState
+GATEKEEPER = "gatekeeper"
+
+
+def known_good(project: Project, *, exclude: Release | None = None) -> Release | None:
+    """The project's latest release that was promoted and never rolled back, other than ``exclude``."""
+    candidates = Release.objects.filter(
+        project=project, promoted_at__isnull=False, rolled_back_at__isnull=True
+    ).order_by("-promoted_at", "-id")
+    if exclude is not None:
+        candidates = candidates.exclude(Q(pk=exclude.pk) | Q(deployment_id=exclude.deployment_id))
+    return candidates.first()
+
+
+def _next_key(release: Release, kind: str) -> str:
+    # Transitions are compare-and-set, so two decisions for one release cannot both get here
+    # for the same state: counting existing intents gives each decision its own stable key.
+    n = Action.objects.filter(release=release, kind=kind).count() + 1
+    return f"{kind}:{release.pk}:{n}"
+
+
+def facts_for(
+    release: Release,
+    *,
+    outcome: str,
+    headline: str,
+    reasons: tuple[str, ...] = (),
+    figures: dict[str, Any] | None = None,
+) -> Facts:
+    project = release.project
+    figures = figures or {}
+    return Facts(
+        project=project.name,
+        release=release.version or release.deployment_id,
+        deployment_id=release.deployment_id,
+        outcome=outcome,
+        headline=headline,
+        reasons=reasons,
+        sessions=figures.get("sessions", release.sessions),
+        crashed=figures.get("crashed", release.crashed),
+        crash_free_rate=figures.get("crash_free_rate", release.crash_free_rate),
+        threshold=figures.get("threshold", project.crash_free_threshold),
+        elapsed=figures.get("elapsed", release.elapsed()),
+        sentry_url=sentry_release_url(project.sentry_org, release.version, project.sentry_project),
+        vercel_url=release.inspector_url,
+        admin_url=admin_url(release.pk),
+        dry_run=project.dry_run,
+    )
+
+
+def slack_spec(release: Release, facts: Facts) -> list[ActionSpec]:
+    channel = release.project.slack_channel
+    if not channel:
+        return []
+    text, blocks = verdict_message(facts)
+    return [
+        ActionSpec(
+            kind=Action.Kind.SLACK,
+            key=_next_key(release, Action.Kind.SLACK),
+            payload={"channel": channel, "text": text, "blocks": blocks},
+        )
+    ]
+
+
+def _dry(release: Release) -> str:
+    return "dry run: decided and reported, not performed" if release.project.dry_run else ""
+
+
+def promote_specs(release: Release, facts: Facts) -> list[ActionSpec]:
+    promote = ActionSpec(
+        kind=Action.Kind.PROMOTE,
+        key=_next_key(release, Action.Kind.PROMOTE),
+        payload={"deployment_id": release.deployment_id},
+        skip_reason=_dry(release),
+    )
+    return [promote, *slack_spec(release, facts)]
+
+
+def rollback_specs(release: Release, target: Release, facts: Facts) -> list[ActionSpec]:
+    rollback = ActionSpec(
+        kind=Action.Kind.ROLLBACK,
+        key=_next_key(release, Action.Kind.ROLLBACK),
+        payload={
+            "deployment_id": target.deployment_id,
+            "from_deployment_id": release.deployment_id,
+            "target_release_id": target.pk,
+        },
+        skip_reason=_dry(release),
+    )
+    return [rollback, *slack_spec(release, facts)]
+
+
+def decide(release: Release, verdict: Verdict) -> None:
+    """Record a gate's verdict: pass -> promote, fail -> keep/restore the known-good deployment,
+    inconclusive -> hold for a human or roll back, per policy."""
+    figures = verdict.figures.as_dict()
+    decided = {
+        "verdict": verdict.outcome.value,
+        "verdict_rule": verdict.rule,
+        "verdict_reasons": list(verdict.reasons),
+        "decided_at": timezone.now(),
+    }
+    data = {"rule": verdict.rule, "figures": figures}
+    reason = "; ".join(verdict.reasons) or verdict.rule
+    if verdict.outcome == Outcome.PASS:
+        if transition(release, S.PASSED, actor=GATEKEEPER, reason=reason, data=data, fields=decided) is None:
+            return
+        start_promotion(
+            release,
+            actor=GATEKEEPER,
+            reason="gate passed",
+            outcome="pass",
+            reasons=verdict.reasons,
+            figures=figures,
+        )
+    elif verdict.outcome == Outcome.FAIL or verdict.on_inconclusive == OnTimeout.ROLLBACK:
+        outcome = "fail" if verdict.outcome == Outcome.FAIL else "inconclusive"
+        if transition(release, S.FAILED, actor=GATEKEEPER, reason=reason, data=data, fields=decided) is None:
+            return
+        start_rollback(
+            release,
+            actor=GATEKEEPER,
+            reason="gate failed",
+            outcome=outcome,
+            reasons=verdict.reasons,
+            figures=figures,
+        )
+    else:
+        facts = facts_for(
+            release,
+            outcome="inconclusive",
+            headline="held: a human decides (approve or reject in Gatekeeper)",
+            reasons=verdict.reasons,
+            figures=figures,
+        )
+        transition(
+            release,
+            S.HELD,
+            actor=GATEKEEPER,
+            reason=reason,
+            data=data,
+            fields=decided,
+            actions=slack_spec(release, facts),
+        )
+
+
+def start_promotion(
+    release: Release,
+    *,
+    actor: str,
+    reason: str,
+    outcome: str = "pass",
+    reasons: tuple[str, ...] = (),
+    figures: dict[str, Any] | None = None,
+) -> bool:
+    """Move a release that may be promoted into ``promoting`` with its promote action.
+
+    In dry-run the promote is recorded as skipped and the release stays where it is.
+    """
+    dry = release.project.dry_run
+    headline = "would promote to production" if dry else "promoting to production"
+    facts = facts_for(release, outcome=outcome, headline=headline, reasons=reasons, figures=figures)
+    specs = promote_specs(release, facts)
+    if dry:
+        from releases.outbox import enqueue_actions, write_actions
+
+        enqueue_actions(write_actions(release, specs))
+        return True
+    return transition(release, S.PROMOTING, actor=actor, reason=reason, actions=specs) is not None
+
+
+def start_rollback(
+    release: Release,
+    *,
+    actor: str,
+    reason: str,
+    outcome: str = "fail",
+    reasons: tuple[str, ...] = (),
+    figures: dict[str, Any] | None = None,
+) -> bool:
+    """Restore the previous known-good deployment; with none known, say so and touch nothing."""
+    from releases.outbox import enqueue_actions, write_actions
+
+    target = known_good(release.project, exclude=release)
+    dry = release.project.dry_run
+    if target is None:
+        headline = "no known-good deployment to roll back to: production left as it is"
+        facts = facts_for(release, outcome=outcome, headline=headline, reasons=reasons, figures=figures)
+        enqueue_actions(write_actions(release, slack_spec(release, facts)))
+        return False
+    verb = "would keep" if dry else "keeping"
+    headline = f"{verb} production on {target.version or target.deployment_id} ({target.deployment_id})"
+    facts = facts_for(release, outcome=outcome, headline=headline, reasons=reasons, figures=figures)
+    specs = rollback_specs(release, target, facts)
+    if dry:
+        enqueue_actions(write_actions(release, specs))
+        return True
+    return (
+        transition(
+            release,
+            S.ROLLING_BACK,
+            actor=actor,
+            reason=reason,
+            actions=specs,
+            fields={"rollback_target": target.deployment_id},
+        )
+        is not None
+    )
+
+
+def mark_live(project: Project, deployment_id: str, *, actor: str, reason: str) -> Release | None:
+    """Record that ``deployment_id`` serves production now; the one before it is superseded."""
+    now = timezone.now()
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    release = Release.objects.filter(deployment_id=deployment_id).first()
+    previous = project.live_deployment_id
+    if release is not None and release.promoted_at is None:
+        release.promoted_at = now
+        Release.objects.filter(pk=release.pk).update(promoted_at=now)
+    if release is not None and release.state in (
+        S.PROMOTING,
+        S.PASSED,
+        S.GATING,
+        S.HELD,
+        S.RECEIVED,
+        S.SUPERSEDED,
+    ):
+        transition(release, S.PROMOTED, actor=actor, reason=reason)
+    if previous and previous != deployment_id:
+        old = Release.objects.filter(deployment_id=previous, state=S.PROMOTED).first()
+        if old is not None:
+            transition(old, S.SUPERSEDED, actor=actor, reason=f"{deployment_id} now serves production")
+    Project.objects.filter(pk=project.pk).update(live_deployment_id=deployment_id, live_since=now)
+    return release

@@ -1,0 +1,164 @@
+"""Promote and roll back through Vercel, each checked against Vercel's state before acting.
+
+Vercel's promote and rollback answer 201/202 with an empty body and re-alias production in the
+background (api-contracts.md §2.4-2.5): the action is done only when the project's
+``lastAliasRequest`` says ``succeeded`` for our target. Before sending, the executor looks at
+what production serves and at any alias job already running for the target, so a retry after
+a crash never sends the same request twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
+
+from releases import clients
+from releases.decisions import GATEKEEPER, facts_for, mark_live, slack_spec
+from releases.models import Action, Project, Release
+from releases.outbox import Confirming, Done, Handler, mark_started, register
+from releases.providers.base import ProviderError
+from releases.providers.vercel import VercelClient
+from releases.states import ReleaseState, transition
+
+logger = logging.getLogger(__name__)
+
+S = ReleaseState
+IN_FLIGHT = frozenset({"pending", "in-progress"})
+CONFIRM_WINDOW = 4.0  # seconds spent watching the alias job inside one task run
+CONFIRM_POLL = 0.25  # the Vercel CLI polls every 250 ms
+CONFIRM_GIVE_UP = timedelta(minutes=3)  # as the CLI: a job not done by then is retried
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _forget_request(action: Action) -> None:
+    result = {k: v for k, v in action.result.items() if k != "requested_at"}
+    action.result = result
+    Action.objects.filter(pk=action.pk).update(result=result)
+
+
+def _perform(action: Action, kind: str) -> Done | Confirming:
+    release: Release = action.release
+    project: Project = release.project
+    target = str(action.payload["deployment_id"])
+    with clients.vercel(project) as vercel:
+        if not action.result.get("requested_at"):
+            if (
+                vercel.production_deployment_id(project.vercel_project_id, project.production_domains)
+                == target
+            ):
+                return Done({**action.result, "note": f"production already served {target}; nothing sent"})
+            job = vercel.last_alias_request(project.vercel_project_id)
+            if not (
+                job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT
+            ):
+                mark_started(action, requested_at=_now_iso())
+                if kind == "promote":
+                    vercel.promote(project.vercel_project_id, target)
+                else:
+                    vercel.rollback(
+                        project.vercel_project_id,
+                        target,
+                        description=f"Gatekeeper: {release.version or release.deployment_id} failed its gate",
+                    )
+            else:
+                mark_started(action, requested_at=_now_iso(), adopted_job=True)
+        return _confirm(vercel, action, project, target, kind)
+
+
+def _confirm(
+    vercel: VercelClient, action: Action, project: Project, target: str, kind: str
+) -> Done | Confirming:
+    deadline = time.monotonic() + CONFIRM_WINDOW
+    while True:
+        job = vercel.last_alias_request(project.vercel_project_id)
+        if job is not None and job.to_deployment_id == target and job.type == kind:
+            if job.job_status == "succeeded":
+                return Done({**action.result, "job_status": job.job_status, "confirmed_at": _now_iso()})
+            if job.job_status not in IN_FLIGHT:
+                _forget_request(action)
+                raise ProviderError(
+                    f"Vercel {kind} job for {target} ended {job.job_status}", provider="vercel"
+                )
+        elif vercel.production_deployment_id(project.vercel_project_id, project.production_domains) == target:
+            return Done({**action.result, "note": "production serves the target"})
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(CONFIRM_POLL)
+    requested = datetime.fromisoformat(action.result["requested_at"])
+    if datetime.now(UTC) - requested > CONFIRM_GIVE_UP:
+        _forget_request(action)
+        raise ProviderError(f"Vercel {kind} of {target} not finished after 3 minutes", provider="vercel")
+    return Confirming(action.result, recheck_in=1.0)
+
+
+def _held_after_failure(action: Action, error: str, what: str) -> None:
+    release = Release.objects.select_related("project").get(pk=action.release_id)
+    facts = facts_for(release, outcome="fail", headline=f"{what} failed: a human decides", reasons=(error,))
+    transition(
+        release,
+        S.HELD,
+        actor=GATEKEEPER,
+        reason=f"{what} failed: {error}",
+        actions=slack_spec(release, facts),
+    )
+
+
+def _promoted(action: Action, done: Done) -> None:
+    release = Release.objects.select_related("project").get(pk=action.release_id)
+    mark_live(
+        release.project,
+        release.deployment_id,
+        actor=GATEKEEPER,
+        reason="promoted: Vercel finished re-aliasing production",
+    )
+
+
+def _rolled_back(action: Action, done: Done) -> None:
+    release = Release.objects.select_related("project").get(pk=action.release_id)
+    target = str(action.payload["deployment_id"])
+    # Marked even if a human moved the release meanwhile: it must never be a rollback target.
+    Release.objects.filter(pk=release.pk, rolled_back_at__isnull=True).update(rolled_back_at=timezone.now())
+    transition(
+        release,
+        S.ROLLED_BACK,
+        actor=GATEKEEPER,
+        reason=f"production serves {target}",
+        expected=S.ROLLING_BACK,
+    )
+    mark_live(release.project, target, actor=GATEKEEPER, reason=f"rolled back from {release.deployment_id}")
+
+
+def _promote_failed(action: Action, error: str) -> None:
+    if Release.objects.filter(pk=action.release_id, state=S.PROMOTING).exists():
+        _held_after_failure(action, error, "promote")
+
+
+def _rollback_failed(action: Action, error: str) -> None:
+    if Release.objects.filter(pk=action.release_id, state=S.ROLLING_BACK).exists():
+        _held_after_failure(action, error, "rollback")
+
+
+register(
+    Action.Kind.PROMOTE,
+    Handler(
+        perform=lambda a: _perform(a, "promote"),
+        idempotent=True,
+        on_success=_promoted,
+        on_failure=_promote_failed,
+    ),
+)
+register(
+    Action.Kind.ROLLBACK,
+    Handler(
+        perform=lambda a: _perform(a, "rollback"),
+        idempotent=True,
+        on_success=_rolled_back,
+        on_failure=_rollback_failed,
+    ),
+)

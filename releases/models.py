@@ -1,0 +1,272 @@
+"""Gatekeeper's source of truth: projects, releases, every check, decision and side effect."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from releases.gate import OnTimeout, Policy
+from releases.states import FINAL, ReleaseState
+
+DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
+
+
+def _positive_duration(value: timedelta) -> None:
+    if value.total_seconds() <= 0:
+        raise ValidationError("must be longer than zero")
+
+
+class Project(models.Model):
+    """One Vercel project watched by one Sentry project, with its gate policy."""
+
+    class StartOn(models.TextChoices):
+        SUCCEEDED = "deployment.succeeded"
+        READY = "deployment.ready"
+
+    name = models.SlugField(max_length=100, unique=True)
+    vercel_project_id = models.CharField(max_length=100, unique=True)
+    vercel_team_id = models.CharField(max_length=100, blank=True)
+    production_domains = models.JSONField(default=list, blank=True)
+    start_on = models.CharField(max_length=40, choices=StartOn.choices, default=StartOn.SUCCEEDED)
+
+    sentry_org = models.CharField(max_length=100)
+    sentry_project = models.CharField(max_length=100, help_text="slug or numeric id")
+    sentry_environment = models.CharField(max_length=100, blank=True, default="production")
+    release_template = models.CharField(max_length=200, default=DEFAULT_RELEASE_TEMPLATE)
+
+    slack_channel = models.CharField(max_length=100, blank=True)
+    pagerduty_routing_key_env = models.CharField(
+        max_length=100, blank=True, help_text="name of the environment variable holding the key"
+    )
+
+    min_sessions = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1)])
+    crash_free_threshold = models.FloatField(
+        default=0.995, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    poll_interval = models.DurationField(default=timedelta(seconds=60), validators=[_positive_duration])
+    max_wait = models.DurationField(default=timedelta(hours=2), validators=[_positive_duration])
+    on_timeout = models.CharField(
+        max_length=20, choices=[(o.value, o.value) for o in OnTimeout], default=OnTimeout.HOLD.value
+    )
+    max_consecutive_errors = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
+    fail_fast = models.BooleanField(default=True)
+    early_fail_confidence = models.FloatField(null=True, blank=True)
+    early_fail_min_sessions = models.PositiveIntegerField(default=50)
+    watch_after_promotion = models.DurationField(default=timedelta(minutes=60))
+    dry_run = models.BooleanField(default=False)
+    canary = models.JSONField(null=True, blank=True)
+
+    # What serves production now, as far as we know (our promotions, rollbacks, and
+    # deployment.promoted webhooks for promotions made outside Gatekeeper).
+    live_deployment_id = models.CharField(max_length=100, blank=True)
+    live_since = models.DateTimeField(null=True, blank=True)
+
+    synced_from = models.CharField(max_length=500, blank=True, help_text="config file of the last sync")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def policy(self, *, extra_wait: timedelta = timedelta(0)) -> Policy:
+        return Policy(
+            min_sessions=self.min_sessions,
+            crash_free_threshold=self.crash_free_threshold,
+            max_wait=(self.max_wait + extra_wait).total_seconds(),
+            max_consecutive_errors=self.max_consecutive_errors,
+            on_timeout=OnTimeout(self.on_timeout),
+            fail_fast=self.fail_fast,
+            early_fail_confidence=self.early_fail_confidence,
+            early_fail_min_sessions=self.early_fail_min_sessions,
+        )
+
+
+class Release(models.Model):
+    """One Vercel deployment of a project, judged as a Sentry release."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="releases")
+    deployment_id = models.CharField(max_length=100, unique=True)
+    deployment_url = models.CharField(max_length=300, blank=True)
+    inspector_url = models.URLField(max_length=500, blank=True)
+    target = models.CharField(max_length=30, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    version = models.CharField(max_length=200, blank=True, help_text="the Sentry release name")
+    deployment_created_at = models.DateTimeField(null=True, blank=True)
+
+    state = models.CharField(max_length=20, choices=ReleaseState.choices, default=ReleaseState.RECEIVED)
+    # Bumped by every poll claim: a poll message for an older generation is a stale duplicate.
+    generation = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    gating_started_at = models.DateTimeField(null=True, blank=True)
+    extra_wait = models.DurationField(default=timedelta(0))
+    consecutive_errors = models.PositiveIntegerField(default=0)
+
+    sessions = models.PositiveIntegerField(null=True, blank=True)
+    crashed = models.PositiveIntegerField(null=True, blank=True)
+    crash_free_rate = models.FloatField(null=True, blank=True)
+
+    verdict = models.CharField(max_length=20, blank=True)
+    verdict_rule = models.CharField(max_length=40, blank=True)
+    verdict_reasons = models.JSONField(default=list, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rollback_target = models.CharField(max_length=100, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "next_poll_at"], name="release_due_polls"),
+            models.Index(fields=["project", "-promoted_at"], name="release_known_good"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name} {self.version or self.deployment_id}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL
+
+    def policy(self) -> Policy:
+        return self.project.policy(extra_wait=self.extra_wait)
+
+    def elapsed(self, now: Any = None) -> float:
+        if self.gating_started_at is None:
+            return 0.0
+        return ((now or timezone.now()) - self.gating_started_at).total_seconds()
+
+
+class GateCheck(models.Model):
+    """One poll of Sentry for one release: every number it saw, every error, and the verdict."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="checks")
+    generation = models.PositiveIntegerField()
+    checked_at = models.DateTimeField(default=timezone.now)
+    phase = models.CharField(max_length=20, default="gate")
+    sessions = models.PositiveIntegerField(null=True, blank=True)
+    crashed = models.PositiveIntegerField(null=True, blank=True)
+    crash_free_rate = models.FloatField(null=True, blank=True)
+    upper_bound = models.FloatField(null=True, blank=True)
+    outcome = models.CharField(max_length=20)
+    rule = models.CharField(max_length=40)
+    reasons = models.JSONField(default=list)
+    figures = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+
+class AppendOnly(models.Model):
+    """History rows are written once and never changed."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValidationError(f"{type(self).__name__} rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValidationError(f"{type(self).__name__} rows are append-only")
+
+
+class ReleaseEvent(AppendOnly):
+    """The history of a release: every transition, override, webhook and note, with who and why."""
+
+    class Kind(models.TextChoices):
+        TRANSITION = "transition"
+        NOTE = "note"
+        OVERRIDE = "override"
+        WEBHOOK = "webhook"
+        ACTION = "action"
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20, blank=True)
+    actor = models.CharField(max_length=150, help_text="gatekeeper, vercel, sentry or user:<name>")
+    reason = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class Action(models.Model):
+    """The outbox: one side effect (promote, rollback, a message), done at most once per intent."""
+
+    class Kind(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+        SLACK = "slack"
+        PAGERDUTY = "pagerduty"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"  # claimed by a worker; lease_until says until when
+        CONFIRMING = "confirming"  # the vendor accepted it; waiting to see it done
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    key = models.CharField(max_length=200, unique=True)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=8)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="action_due")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.status})"
+
+
+class WebhookDelivery(models.Model):
+    """Every accepted inbound delivery, unique per source and delivery id (repeats are no-ops)."""
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted"
+        IGNORED = "ignored"
+
+    source = models.CharField(max_length=20)
+    delivery_id = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=100)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    note = models.TextField(blank=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL)
+    release = models.ForeignKey(Release, null=True, blank=True, on_delete=models.SET_NULL)
+    payload = models.JSONField(default=dict)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "delivery_id"], name="unique_delivery"),
+        ]

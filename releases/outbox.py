@@ -1,0 +1,261 @@
+"""The outbox: side effects recorded with the decision, performed at most once per intent.
+
+A decision writes its actions in the same transaction as its state change; each action is
+dispatched to a worker after commit. A worker *claims* an action with a compare-and-set
+(pending -> running, with a lease), performs it through the kind's handler, and records
+the outcome. If the worker dies, the watchdog finds the expired lease and either re-drives the
+action (idempotent kinds: the handler checks the vendor's current state before acting again)
+or, for kinds that cannot be checked (a Slack post), gives up rather than risk a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from releases.models import Action, Release
+from releases.providers.base import ProviderError
+
+if TYPE_CHECKING:
+    from releases.states import ActionSpec
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=90)  # longer than any one handler run (timeouts + confirmation)
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+
+
+@dataclass(frozen=True)
+class Done:
+    """The side effect happened (or was found already in place)."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Confirming:
+    """The vendor accepted the request; look again in ``recheck_in`` seconds."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    recheck_in: float = 2.0
+
+
+@dataclass(frozen=True)
+class Handler:
+    perform: Callable[[Action], Done | Confirming]
+    # Safe to perform again after a worker died mid-way (the handler checks the vendor first).
+    idempotent: bool
+    on_success: Callable[[Action, Done], None] | None = None
+    on_failure: Callable[[Action, str], None] | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def register(kind: str, handler: Handler) -> None:
+    HANDLERS[kind] = handler
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter, capped: attempt 1 -> up to 2 s, 2 -> 4 s, ..."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE**attempt)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+# --- writing and dispatching ------------------------------------------------------------------
+
+
+def write_actions(release: Release, specs: Sequence[ActionSpec]) -> list[Action]:
+    """Insert the outbox rows for ``specs``; an intent already recorded is not written twice."""
+    now = timezone.now()
+    written: list[Action] = []
+    for spec in specs:
+        skipped = bool(spec.skip_reason)
+        action, created = Action.objects.get_or_create(
+            key=spec.key,
+            defaults={
+                "release": release,
+                "kind": spec.kind,
+                "payload": spec.payload,
+                "status": Action.Status.SKIPPED if skipped else Action.Status.PENDING,
+                "result": {"skipped": spec.skip_reason} if skipped else {},
+                "finished_at": now if skipped else None,
+            },
+        )
+        if created:
+            written.append(action)
+    return written
+
+
+def enqueue_actions(actions: Iterable[Action]) -> None:
+    for action in actions:
+        if action.status == Action.Status.PENDING:
+            action_id = action.pk
+            # robust: a broker outage must not undo or break the committed decision;
+            # the watchdog re-drives anything whose message was lost.
+            transaction.on_commit(lambda action_id=action_id: dispatch(action_id), robust=True)
+
+
+def dispatch(action_id: int, countdown: float | None = None) -> None:
+    from releases.tasks import run_action
+
+    try:
+        run_action.apply_async((action_id,), countdown=countdown, retry=False)
+    except Exception:  # the broker is down; PostgreSQL still has the row
+        logger.warning("outbox.dispatch_failed", extra={"action_id": action_id}, exc_info=True)
+
+
+# --- performing -------------------------------------------------------------------------------
+
+
+def claim(action_id: int) -> Action | None:
+    """pending/confirming -> running, if due. Exactly one worker wins."""
+    now = timezone.now()
+    due = Action.objects.filter(pk=action_id, next_attempt_at__lte=now)
+    lease = now + LEASE
+    if due.filter(status=Action.Status.PENDING).update(
+        status=Action.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1, updated_at=now
+    ):
+        return Action.objects.select_related("release__project").get(pk=action_id)
+    if due.filter(status=Action.Status.CONFIRMING).update(
+        status=Action.Status.RUNNING, lease_until=lease, updated_at=now
+    ):
+        return Action.objects.select_related("release__project").get(pk=action_id)
+    return None
+
+
+def run(action_id: int) -> str:
+    """Perform one action if it is due and unclaimed. Returns what happened, for logs and tests."""
+    action = claim(action_id)
+    if action is None:
+        return "not-claimed"
+    handler = HANDLERS.get(action.kind)
+    if handler is None:
+        _finish(action, Action.Status.FAILED, error=f"no handler for action kind {action.kind!r}")
+        return "failed"
+    try:
+        outcome = handler.perform(action)
+    except ProviderError as exc:
+        return _after_error(action, handler, exc)
+    except Exception as exc:
+        logger.exception("outbox.handler_crashed", extra={"action_id": action.pk, "kind": action.kind})
+        # An unexpected crash mid-request: treat like a possibly-delivered transient error.
+        return _after_error(
+            action, handler, ProviderError(f"{type(exc).__name__}: {exc}", maybe_delivered=True)
+        )
+    if isinstance(outcome, Confirming):
+        _save(
+            action,
+            status=Action.Status.CONFIRMING,
+            result=outcome.result,
+            next_attempt_at=timezone.now() + timedelta(seconds=outcome.recheck_in),
+        )
+        dispatch(action.pk, countdown=outcome.recheck_in)
+        return "confirming"
+    with transaction.atomic():
+        if _finish(action, Action.Status.SUCCEEDED, result=outcome.result) and handler.on_success:
+            handler.on_success(action, outcome)
+    return "succeeded"
+
+
+def _after_error(action: Action, handler: Handler, exc: ProviderError) -> str:
+    error = str(exc)
+    if exc.maybe_delivered and not handler.idempotent:
+        error = f"outcome unknown, not sent again so it cannot arrive twice: {error}"
+        give_up = True
+    else:
+        give_up = exc.permanent or action.attempts >= action.max_attempts
+    if give_up:
+        with transaction.atomic():
+            if _finish(action, Action.Status.FAILED, error=error) and handler.on_failure:
+                handler.on_failure(action, error)
+        logger.warning("outbox.action_failed", extra={"action_id": action.pk, "kind": action.kind})
+        return "failed"
+    wait = max(exc.retry_after or 0.0, backoff(action.attempts))
+    _save(
+        action,
+        status=Action.Status.PENDING,
+        last_error=error,
+        next_attempt_at=timezone.now() + timedelta(seconds=wait),
+    )
+    if wait <= settings.MAX_COUNTDOWN:
+        dispatch(action.pk, countdown=wait)
+    return "retrying"
+
+
+def _save(action: Action, **fields: Any) -> None:
+    fields.setdefault("lease_until", None)
+    Action.objects.filter(pk=action.pk, status=Action.Status.RUNNING).update(
+        updated_at=timezone.now(), **fields
+    )
+    for name, value in fields.items():
+        setattr(action, name, value)
+
+
+def _finish(action: Action, status: str, *, result: dict[str, Any] | None = None, error: str = "") -> bool:
+    """running -> final status; False if the action was not ours any more (lease lost)."""
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": status, "finished_at": now, "lease_until": None, "updated_at": now}
+    if result is not None:
+        fields["result"] = result
+    if error:
+        fields["last_error"] = error
+    finished = Action.objects.filter(pk=action.pk, status=Action.Status.RUNNING).update(**fields)
+    for name, value in fields.items():
+        setattr(action, name, value)
+    return finished == 1
+
+
+def mark_started(action: Action, **result: Any) -> None:
+    """Record, before a non-idempotent request goes out, that it is going out."""
+    action.result = {**action.result, **result}
+    Action.objects.filter(pk=action.pk).update(result=action.result, updated_at=timezone.now())
+    assert action.status == Action.Status.RUNNING
+
+
+def recover_expired(now: Any = None) -> tuple[int, int]:
+    """Actions whose worker died: re-drive the idempotent ones, give up on the others.
+
+    Returns (re-driven, given up).
+    """
+    now = now or timezone.now()
+    redriven = given_up = 0
+    expired = Action.objects.filter(status=Action.Status.RUNNING, lease_until__lt=now)
+    for action in expired.select_related("release__project"):
+        handler = HANDLERS.get(action.kind)
+        started = bool(action.result.get("sending"))
+        if handler is not None and (handler.idempotent or not started):
+            moved = Action.objects.filter(
+                pk=action.pk, status=Action.Status.RUNNING, lease_until__lt=now
+            ).update(
+                status=Action.Status.PENDING,
+                lease_until=None,
+                next_attempt_at=now,
+                last_error="worker stopped mid-action; re-driven by the watchdog",
+                updated_at=now,
+            )
+            redriven += moved
+            if moved:
+                dispatch(action.pk)
+        else:
+            with transaction.atomic():
+                action.status = Action.Status.RUNNING
+                if _finish(
+                    action,
+                    Action.Status.FAILED,
+                    error="worker stopped while sending; not sent again so it cannot arrive twice",
+                ):
+                    given_up += 1
+                    if handler is not None and handler.on_failure:
+                        handler.on_failure(action, action.last_error)
+    return redriven, given_up

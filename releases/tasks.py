@@ -1,0 +1,26 @@
+"""Thin Celery tasks: ids in, plain functions do the work, every task safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from releases import outbox, polling
+
+
+# acks_late: a poll claimed by generation is harmless when redelivered, and one lost with a
+# killed worker comes back (or the watchdog re-drives it from PostgreSQL sooner).
+@shared_task(name="releases.poll_release", acks_late=True, soft_time_limit=60, time_limit=90)
+def poll_release(release_id: int, generation: int) -> str:
+    return polling.poll_once(release_id, generation)
+
+
+# acks_late is safe here too: an action is claimed by compare-and-set, and its handler checks
+# the vendor's state (or refuses to resend) before acting again.
+@shared_task(name="releases.run_action", acks_late=True, soft_time_limit=60, time_limit=90)
+def run_action(action_id: int) -> str:
+    return outbox.run(action_id)
+
+
+@shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)
+def watchdog() -> dict[str, int]:
+    return polling.redrive()

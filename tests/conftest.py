@@ -1,0 +1,183 @@
+"""Fixtures for real services: PostgreSQL (pytest-django), Redis, the simulator, a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings as django_settings
+
+from tests.factories import SENTRY_SECRET, VERCEL_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _secrets(settings: Any) -> None:
+    settings.VERCEL_WEBHOOK_SECRET = VERCEL_SECRET
+    settings.SENTRY_WEBHOOK_SECRET = SENTRY_SECRET
+    settings.VERCEL_TOKEN = "test-vercel-token"
+    settings.SENTRY_AUTH_TOKEN = "test-sentry-token"
+    settings.SLACK_BOT_TOKEN = "xoxb-test-token"
+
+
+@pytest.fixture
+def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """Record what would be sent to Celery instead of sending it (for in-process tests)."""
+    sent: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    from releases import tasks
+
+    for task in (tasks.poll_release, tasks.run_action):
+
+        def fake(args: tuple[Any, ...] = (), *, _name: str = task.name, **kwargs: Any) -> None:
+            sent.append((_name, tuple(args), kwargs))
+
+        monkeypatch.setattr(task, "apply_async", fake)
+    return sent
+
+
+class Simulator:
+    """A running `python -m simulator` process and a client for its control API."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=40)
+
+    def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, f"/_sim{path}", **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def requests(self, service: str = "", path_contains: str = "", method: str = "") -> list[dict[str, Any]]:
+        params = {
+            k: v
+            for k, v in {"service": service, "path_contains": path_contains, "method": method}.items()
+            if v
+        }
+        return self.control("GET", "/requests", params=params)["requests"]
+
+    def provider_env(self) -> dict[str, str]:
+        return {
+            "VERCEL_API_URL": f"{self.url}/vercel",
+            "SENTRY_API_URL": f"{self.url}/sentry/api/0",
+            "SLACK_API_URL": f"{self.url}/slack/api",
+            "PAGERDUTY_EVENTS_URL": f"{self.url}/pagerduty",
+        }
+
+
+def start_simulator(gatekeeper_url: str = "") -> Simulator:
+    env = {
+        **os.environ,
+        "VERCEL_WEBHOOK_SECRET": VERCEL_SECRET,
+        "SENTRY_WEBHOOK_SECRET": SENTRY_SECRET,
+        "SIM_ALIAS_DELAY": "0.3",
+    }
+    args = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0"]
+    if gatekeeper_url:
+        args += ["--gatekeeper-url", gatekeeper_url]
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        process.kill()
+        raise RuntimeError(f"simulator did not start: {line!r}")
+    return Simulator(process, line.strip().rsplit(" ", 1)[-1])
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Worker:
+    """A real Celery worker process against the test database and a test Redis database."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "gatekeeper",
+                "worker",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=None,
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+
+def worker_env(simulator: Simulator, database_name: str, **extra: str) -> dict[str, str]:
+    db = django_settings.DATABASES["default"]
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{database_name}"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
+        "VERCEL_WEBHOOK_SECRET": VERCEL_SECRET,
+        "SENTRY_WEBHOOK_SECRET": SENTRY_SECRET,
+        "VERCEL_TOKEN": "test-vercel-token",
+        "SENTRY_AUTH_TOKEN": "test-sentry-token",
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "DEBUG": "1",
+        **simulator.provider_env(),
+        **extra,
+    }
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def flush_broker() -> Iterator[None]:
+    import redis
+
+    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield
+    client.flushdb()

@@ -1,0 +1,97 @@
+"""Small factories and signing helpers shared by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+from releases.models import Project, Release
+
+VERCEL_SECRET = "test-vercel-secret"
+SENTRY_SECRET = "test-sentry-secret"
+
+
+def make_project(**overrides: Any) -> Project:
+    values: dict[str, Any] = {
+        "name": "shop-web",
+        "vercel_project_id": "prj_Lm3Np5Qr7St9Uv1Wx3Yz5Ab7",
+        "production_domains": ["shop.example.com"],
+        "sentry_org": "acme",
+        "sentry_project": "shop-web",
+        "sentry_environment": "production",
+        "slack_channel": "#releases",
+        "min_sessions": 500,
+        "crash_free_threshold": 0.995,
+        "poll_interval": timedelta(seconds=60),
+        "max_wait": timedelta(hours=2),
+    }
+    values.update(overrides)
+    return Project.objects.create(**values)
+
+
+def make_release(project: Project, **overrides: Any) -> Release:
+    values: dict[str, Any] = {
+        "project": project,
+        "deployment_id": "dpl_" + secrets.token_hex(12),
+        "version": secrets.token_hex(20),
+        "target": "production",
+    }
+    values.update(overrides)
+    return Release.objects.create(**values)
+
+
+def deployment_event(
+    event_type: str = "deployment.succeeded",
+    *,
+    event_id: str | None = None,
+    deployment_id: str = "dpl_7Hq2Rt9Ws4Lk1Mn8Bv3Cx6Zp0Q",
+    project_id: str = "prj_Lm3Np5Qr7St9Uv1Wx3Yz5Ab7",
+    target: str | None = "production",
+    sha: str = "4e1b9c07d2a35f68e0b7c1d9a2f3e4b5c6d7e8f9",
+) -> dict[str, Any]:
+    """A Vercel deployment event shaped as api-contracts.md §1.5."""
+    payload: dict[str, Any] = {
+        "team": {"id": "team_Ab12Cd34Ef56Gh78Ij90Kl12"},
+        "user": {"id": "usr_Zq81Lm2Np3Oq4Rs5"},
+        "deployment": {
+            "id": deployment_id,
+            "name": "shop-web",
+            "url": "shop-web-k3x9p2a7-acme.vercel.app",
+            "inspectorUrl": f"https://vercel.com/acme/shop-web/{deployment_id[4:]}",
+            "meta": {"githubCommitSha": sha, "githubCommitRef": "main"},
+        },
+        "links": {
+            "deployment": f"https://vercel.com/acme/shop-web/{deployment_id[4:]}",
+            "project": "https://vercel.com/acme/shop-web",
+        },
+        "name": "shop-web",
+        "plan": "pro",
+        "project": {"id": project_id},
+        "regions": ["iad1"],
+        "target": target,
+        "type": "LAMBDAS",
+        "url": "shop-web-k3x9p2a7-acme.vercel.app",
+    }
+    if event_type == "deployment.promoted":
+        payload.pop("target")  # not listed for deployment.promoted (§1.4)
+    return {
+        "id": event_id or "evt_" + secrets.token_hex(8),
+        "type": event_type,
+        "createdAt": int(time.time() * 1000),
+        "region": None,
+        "payload": payload,
+    }
+
+
+def vercel_signature(body: bytes, secret: str = VERCEL_SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def signed(event: dict[str, Any] | bytes, secret: str = VERCEL_SECRET) -> tuple[bytes, dict[str, str]]:
+    body = event if isinstance(event, bytes) else json.dumps(event, separators=(",", ":")).encode()
+    return body, {"HTTP_X_VERCEL_SIGNATURE": vercel_signature(body, secret)}

@@ -1,0 +1,331 @@
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from releases.providers.base import ProviderError, ProviderTimeout
+from releases.providers.sentry import MAX_PAGES, SentryClient, SessionTotals, release_query
+
+NOW = 1_767_258_000.0
+START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+END = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class Vendor:
+    """A MockTransport that records every request and answers from a queue."""
+
+    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        return answer(request) if callable(answer) else answer
+
+    @property
+    def last(self) -> httpx.Request:
+        return self.requests[-1]
+
+
+def sentry(vendor: Vendor, base_url: str = "https://sentry.test") -> SentryClient:
+    return SentryClient(base_url, "sntrys_secret", transport=httpx.MockTransport(vendor), clock=lambda: NOW)
+
+
+def group(release: str, status: str, sessions: object) -> dict[str, Any]:
+    return {
+        "by": {"release": release, "session.status": status},
+        "totals": {"sum(session)": sessions},
+        "series": {"sum(session)": [sessions]},
+    }
+
+
+def sessions_page(*groups: dict[str, Any], link: str | None = None) -> httpx.Response:
+    headers = {"Link": link} if link else {}
+    body = {
+        "start": "2026-01-01T09:00:00Z",
+        "end": "2026-01-01T12:00:00Z",
+        "intervals": [],
+        "groups": list(groups),
+    }
+    return httpx.Response(200, json=body, headers=headers)
+
+
+def next_link(cursor: str, results: bool = True) -> str:
+    more = "true" if results else "false"
+    return (
+        '<https://sentry.test/api/0/organizations/acme/sessions/?cursor=0:0:1>; rel="previous"; '
+        'results="false"; cursor="0:0:1", '
+        f'<https://sentry.test/api/0/organizations/acme/sessions/?cursor={cursor}>; rel="next"; '
+        f'results="{more}"; cursor="{cursor}"'
+    )
+
+
+def fetch(client: SentryClient, releases: list[str], environment: str | None = "production") -> dict:
+    return client.release_sessions("acme", "4507", environment, releases, START, END)
+
+
+# --- the request -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base_url", ["https://sentry.test", "https://sentry.test/", "https://sentry.test/api/0/"]
+)
+def test_the_api_root_is_appended_once(base_url: str) -> None:
+    vendor = Vendor(sessions_page())
+    fetch(sentry(vendor, base_url), ["web@1.4.2"])
+    assert vendor.last.url.path == "/api/0/organizations/acme/sessions/"
+
+
+def test_it_sends_the_exact_query_parameters() -> None:
+    vendor = Vendor(sessions_page())
+    fetch(sentry(vendor), ["web@1.4.2", "web@1.4.1"])
+    assert vendor.last.method == "GET"
+    assert vendor.last.headers["Authorization"] == "Bearer sntrys_secret"
+    assert vendor.last.url.params.multi_items() == [
+        ("field", "sum(session)"),
+        ("groupBy", "release"),
+        ("groupBy", "session.status"),
+        ("query", 'release:["web@1.4.2","web@1.4.1"]'),
+        ("project", "4507"),
+        ("environment", "production"),
+        ("start", "2026-01-01T09:00:00Z"),
+        ("end", "2026-01-01T12:00:00Z"),
+        ("interval", "1h"),
+    ]
+
+
+def test_a_single_release_is_quoted_without_a_list() -> None:
+    vendor = Vendor(sessions_page())
+    fetch(sentry(vendor), ["web@1.4.2"])
+    assert vendor.last.url.params["query"] == 'release:"web@1.4.2"'
+
+
+def test_quotes_and_backslashes_inside_a_release_are_escaped() -> None:
+    assert release_query(['a"b', "c\\d"]) == r'release:["a\"b","c\\d"]'
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5))
+def test_release_query_round_trips_any_release_names(releases: list[str]) -> None:
+    query = release_query(releases)
+    quoted = re.findall(r'"((?:\\.|[^"\\])*)"', query)
+    assert [re.sub(r"\\(.)", r"\1", q, flags=re.DOTALL) for q in quoted] == releases
+
+
+def test_times_are_sent_in_utc_with_a_z() -> None:
+    vendor = Vendor(sessions_page())
+    plus_two = timezone(timedelta(hours=2))
+    sentry(vendor).release_sessions(
+        "acme", "4507", None, ["a"], datetime(2026, 1, 1, 11, 0, 30, 999, tzinfo=plus_two), END, interval="5m"
+    )
+    assert vendor.last.url.params["start"] == "2026-01-01T09:00:30Z"
+    assert vendor.last.url.params["interval"] == "5m"
+
+
+def test_no_environment_means_no_environment_filter() -> None:
+    vendor = Vendor(sessions_page())
+    fetch(sentry(vendor), ["a"], environment=None)
+    assert "environment" not in vendor.last.url.params
+
+
+def test_naive_datetimes_are_refused_before_any_request() -> None:
+    vendor = Vendor()
+    with pytest.raises(ValueError, match="naive"):
+        sentry(vendor).release_sessions("acme", "4507", None, ["a"], datetime(2026, 1, 1), END)  # noqa: DTZ001
+    assert vendor.requests == []
+
+
+def test_an_empty_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="not before"):
+        sentry(Vendor()).release_sessions("acme", "4507", None, ["a"], END, START)
+
+
+def test_no_releases_asks_nothing() -> None:
+    vendor = Vendor()
+    assert fetch(sentry(vendor), []) == {}
+    assert vendor.requests == []
+
+
+def test_more_than_a_hundred_releases_are_asked_in_chunks() -> None:
+    releases = [f"web@1.0.{i}" for i in range(250)]
+    vendor = Vendor(
+        sessions_page(group("web@1.0.0", "crashed", 1)),
+        sessions_page(),
+        sessions_page(group("web@1.0.249", "healthy", 9)),
+    )
+    result = fetch(sentry(vendor), releases)
+    queries = [r.url.params["query"] for r in vendor.requests]
+    assert [q.count(",") + 1 for q in queries] == [100, 100, 50]
+    assert queries[0].startswith('release:["web@1.0.0","web@1.0.1",')
+    assert queries[2].endswith(',"web@1.0.249"]')
+    assert len(result) == 250
+    assert result["web@1.0.0"] == SessionTotals(sessions=1, crashed=1)
+    assert result["web@1.0.249"] == SessionTotals(sessions=9)
+
+
+# --- the answer ----------------------------------------------------------------------------------
+
+
+def test_it_sums_sessions_by_release_and_status() -> None:
+    vendor = Vendor(
+        sessions_page(
+            group("web@1.4.2", "healthy", 990),
+            group("web@1.4.2", "errored", 4),
+            group("web@1.4.2", "crashed", 5),
+            group("web@1.4.2", "abnormal", 1),
+            group("web@1.4.1", "healthy", 100),
+            group("web@1.4.1", "crashed", 0),
+        )
+    )
+    result = fetch(sentry(vendor), ["web@1.4.2", "web@1.4.1"])
+    assert result["web@1.4.2"] == SessionTotals(sessions=1000, crashed=5, errored=4, abnormal=1)
+    assert result["web@1.4.2"].crash_free_rate == pytest.approx(0.995)
+    assert result["web@1.4.1"].crash_free_rate == 1.0
+
+
+def test_an_unknown_status_counts_only_toward_sessions() -> None:
+    vendor = Vendor(
+        sessions_page(group("a", "healthy", 8), group("a", "unhandled", 2), group("a", "crashed", 1.0))
+    )
+    assert fetch(sentry(vendor), ["a"])["a"] == SessionTotals(sessions=11, crashed=1)
+
+
+def test_a_release_without_data_is_present_with_zeros() -> None:
+    result = fetch(sentry(Vendor(sessions_page())), ["web@1.4.2"])
+    assert result == {"web@1.4.2": SessionTotals()}
+    assert result["web@1.4.2"].crash_free_rate is None
+
+
+def test_a_release_nobody_asked_for_is_ignored() -> None:
+    vendor = Vendor(sessions_page(group("a", "healthy", 3), group("other", "crashed", 50)))
+    assert fetch(sentry(vendor), ["a"]) == {"a": SessionTotals(sessions=3)}
+
+
+def test_it_follows_link_pagination_with_the_cursor() -> None:
+    vendor = Vendor(
+        sessions_page(group("a", "healthy", 10), link=next_link("0:100:0")),
+        sessions_page(group("a", "crashed", 2), link=next_link("0:200:0", results=False)),
+    )
+    assert fetch(sentry(vendor), ["a"])["a"] == SessionTotals(sessions=12, crashed=2)
+    assert "cursor" not in vendor.requests[0].url.params
+    second = vendor.requests[1].url.params
+    assert second["cursor"] == "0:100:0"
+    assert second["query"] == 'release:"a"'
+    assert second.get_list("groupBy") == ["release", "session.status"]
+
+
+def test_pagination_stops_after_the_page_cap() -> None:
+    pages = [sessions_page(link=next_link(f"0:{i}:0")) for i in range(MAX_PAGES + 1)]
+    vendor = Vendor(*pages)
+    with pytest.raises(ProviderError, match="more than 50 pages") as caught:
+        fetch(sentry(vendor), ["a"])
+    assert caught.value.code == "too_many_pages"
+    assert len(vendor.requests) == MAX_PAGES
+
+
+def test_a_repeating_cursor_is_an_error_not_a_loop() -> None:
+    vendor = Vendor(*(sessions_page(link=next_link("0:100:0")) for _ in range(3)))
+    with pytest.raises(ProviderError, match="repeats"):
+        fetch(sentry(vendor), ["a"])
+    assert len(vendor.requests) == 2
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+def test_a_400_is_permanent_with_sentrys_detail() -> None:
+    vendor = Vendor(
+        httpx.Response(400, json={"detail": "Invalid condition: wildcard search is not supported"})
+    )
+    with pytest.raises(ProviderError) as caught:
+        fetch(sentry(vendor), ["web@*"])
+    assert caught.value.permanent
+    assert caught.value.provider == "sentry"
+    assert "wildcard search is not supported" in caught.value.message
+
+
+def test_a_detail_with_a_code_gives_both() -> None:
+    body = {"detail": {"message": "You do not have permission", "code": "permission_denied"}}
+    with pytest.raises(ProviderError) as caught:
+        fetch(sentry(Vendor(httpx.Response(403, json=body))), ["a"])
+    assert caught.value.code == "permission_denied"
+    assert "You do not have permission" in caught.value.message
+
+
+def test_a_500_is_transient() -> None:
+    with pytest.raises(ProviderError) as caught:
+        fetch(sentry(Vendor(httpx.Response(500, text="Internal Error"))), ["a"])
+    assert not caught.value.permanent
+
+
+def test_a_429_as_html_waits_until_the_sentry_reset_header() -> None:
+    # Sentry builds this 429 as a plain HttpResponse: JSON text under a text/html type (§3.1).
+    detail = "You are attempting to use this endpoint too frequently. Limit is 40 requests in 1 seconds"
+    response = httpx.Response(
+        429,
+        content=json.dumps({"detail": detail}).encode(),
+        headers={"Content-Type": "text/html; charset=utf-8", "X-Sentry-Rate-Limit-Reset": str(int(NOW) + 12)},
+    )
+    with pytest.raises(ProviderError) as caught:
+        fetch(sentry(Vendor(response)), ["a"])
+    assert caught.value.retry_after == 12.0
+    assert not caught.value.permanent
+    assert detail in caught.value.message
+
+
+def test_the_reset_header_on_a_success_is_not_a_wait() -> None:
+    response = sessions_page()
+    response.headers["X-Sentry-Rate-Limit-Reset"] = str(int(NOW) + 12)
+    assert fetch(sentry(Vendor(response)), ["a"]) == {"a": SessionTotals()}
+
+
+@pytest.mark.parametrize(("exc_type", "maybe"), [(httpx.ReadTimeout, True), (httpx.ConnectTimeout, False)])
+def test_a_timeout_is_transient(exc_type: type[httpx.TransportError], maybe: bool) -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise exc_type("slow", request=request)
+
+    with pytest.raises(ProviderTimeout) as caught:
+        fetch(sentry(Vendor(hang)), ["a"])
+    assert caught.value.maybe_delivered is maybe
+    assert not caught.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ([], "sessions answer: expected an object"),
+        ({"groups": None}, "groups: expected a list"),
+        ({"groups": [{"by": [], "totals": {}}]}, "groups[0].by"),
+        ({"groups": [{"by": {"session.status": "ok"}, "totals": {}}]}, "groups[0].by.release"),
+        ({"groups": [{"by": {"release": "a", "session.status": 3}, "totals": {}}]}, "session.status"),
+        ({"groups": [{"by": {"release": "a"}, "totals": None}]}, "groups[0].totals"),
+        ({"groups": [group("a", "healthy", "12")]}, "sum(session)"),
+        ({"groups": [group("a", "healthy", None)]}, "sum(session)"),
+        ({"groups": [group("a", "healthy", True)]}, "sum(session)"),
+        ({"groups": [group("a", "healthy", 1.5)]}, "sum(session)"),
+        ({"groups": [group("a", "healthy", -1)]}, "negative"),
+    ],
+)
+def test_a_malformed_answer_is_a_transient_provider_error(body: object, complaint: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        fetch(sentry(Vendor(httpx.Response(200, json=body))), ["a"])
+    assert not caught.value.permanent
+    assert complaint in caught.value.message
+
+
+def test_a_non_json_success_is_a_provider_error() -> None:
+    with pytest.raises(ProviderError, match="not JSON"):
+        fetch(sentry(Vendor(httpx.Response(200, text="<html>"))), ["a"])
+
+
+def test_crash_free_rate_is_none_without_sessions() -> None:
+    assert SessionTotals().crash_free_rate is None
+    assert SessionTotals(sessions=4, crashed=1).crash_free_rate == 0.75
