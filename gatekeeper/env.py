@@ -75,7 +75,13 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, Any]:
         # sqlite:///relative.db and sqlite:////absolute/path.db, as dj-database-url reads them
         path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
         name = Path(path) if Path(path).is_absolute() else base_dir / (path or "db.sqlite3")
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(name)}
+        # Web, worker and beat share the file in `make run`: wait for locks instead of failing,
+        # and take the write lock up front so two writers never deadlock upgrading a read lock.
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(name),
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
     if parts.scheme in ("postgres", "postgresql", "pgsql"):
         name = unquote(parts.path.lstrip("/"))
         if not name:

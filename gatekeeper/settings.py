@@ -143,6 +143,8 @@ GATEKEEPER_CONFIG = env_str("GATEKEEPER_CONFIG", str(BASE_DIR / "gatekeeper.yaml
 GATEKEEPER_PUBLIC_URL = env_str("GATEKEEPER_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # Longest Celery countdown we ever ask for; longer waits are re-checked (see releases.tasks).
 MAX_COUNTDOWN = env_float("GATEKEEPER_MAX_COUNTDOWN", 300.0)
+# How long a worker owns a claimed action; past it, the watchdog takes the action back.
+ACTION_LEASE = env_float("GATEKEEPER_ACTION_LEASE", 90.0)
 
 VERCEL_API_URL = env_url("VERCEL_API_URL", "https://api.vercel.com")
 VERCEL_TOKEN = env_str("VERCEL_TOKEN")

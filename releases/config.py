@@ -21,6 +21,9 @@ from releases.gate import OnTimeout
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A PagerDuty routing key is 32 letters and digits; a long run of them with a digit and no
+# underscore is a pasted key, not the name of the variable that holds one.
+KEY_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9]{20,}$")
 TEMPLATE_FIELDS = {"id", "url", "name", "meta", "project_id", "target"}
 CHECK_KINDS = {"sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http"}
 
@@ -203,7 +206,7 @@ def _project(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     out["slack_channel"] = reader.get(f"{where}.slack", slack, "channel", "str", "")
     pagerduty = reader.keys(f"{where}.pagerduty", "pagerduty", data.get("pagerduty") or {})
     key_env = reader.get(f"{where}.pagerduty", pagerduty, "routing_key_env", "str", "")
-    if key_env and not ENV_NAME.match(key_env):
+    if key_env and (not ENV_NAME.match(key_env) or KEY_LIKE.match(key_env)):
         reader.problems.append(
             f"{where}.pagerduty.routing_key_env: must name an environment variable, never hold the key itself"
         )
@@ -280,6 +283,33 @@ def _canary(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     }
 
 
+# Where each stored field is written in the file, to name it in a refusal.
+FIELD_PATHS = {
+    "vercel_project_id": "vercel.project_id",
+    "vercel_team_id": "vercel.team_id",
+    "sentry_org": "sentry.org",
+    "sentry_project": "sentry.project",
+    "sentry_environment": "sentry.environment",
+    "release_template": "sentry.release",
+    "slack_channel": "slack.channel",
+    "pagerduty_routing_key_env": "pagerduty.routing_key_env",
+}
+
+
+def _too_long(projects: list[dict[str, Any]]) -> list[str]:
+    """Values the columns cannot hold: refused here, not as a DataError halfway through a sync."""
+    from releases.models import Project
+
+    problems = []
+    for i, project in enumerate(projects):
+        for key, value in project.items():
+            limit = getattr(Project._meta.get_field(key), "max_length", None)
+            if isinstance(value, str) and limit and len(value) > limit:
+                path = FIELD_PATHS.get(key, key)
+                problems.append(f"projects[{i}].{path}: at most {limit} characters, got {len(value)}")
+    return problems
+
+
 def parse(text: str) -> list[dict[str, Any]]:
     """Validate a whole config file; returns project field dicts or raises ConfigError."""
     try:
@@ -298,6 +328,7 @@ def parse(text: str) -> list[dict[str, Any]]:
             if project.get(key) in seen:
                 reader.problems.append(f"projects[{i}].{label}: same as projects[{seen[project[key]]}]")
             seen.setdefault(project.get(key), i)
+    reader.problems.extend(_too_long(projects))
     if reader.problems:
         raise ConfigError(reader.problems)
     return projects

@@ -13,11 +13,13 @@ from django.utils import timezone
 
 from notifications.messages import Facts, admin_url, sentry_release_url, verdict_message
 from releases.gate import OnTimeout, Outcome, Verdict
-from releases.models import Action, Project, Release
+from releases.models import Action, Project, Release, ReleaseEvent
 from releases.states import ActionSpec, ReleaseState, transition
 
 S = ReleaseState
 GATEKEEPER = "gatekeeper"
+# States from which "now serves production" makes a release promoted.
+LIVE_FROM = frozenset({S.PROMOTING, S.PASSED, S.HELD, S.RECEIVED, S.SUPERSEDED})
 
 
 def known_good(project: Project, *, exclude: Release | None = None) -> Release | None:
@@ -235,14 +237,16 @@ def mark_live(project: Project, deployment_id: str, *, actor: str, reason: str) 
     if release is not None and release.promoted_at is None:
         release.promoted_at = now
         Release.objects.filter(pk=release.pk).update(promoted_at=now)
-    if release is not None and release.state in (
-        S.PROMOTING,
-        S.PASSED,
-        S.GATING,
-        S.HELD,
-        S.RECEIVED,
-        S.SUPERSEDED,
-    ):
+    if release is not None and release.state == S.GATING:
+        # Live before its verdict (auto-assigned domains, or promoted by hand in Vercel): the
+        # gate keeps judging it, and a failure rolls production back for real.
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.NOTE,
+            actor=actor,
+            reason=f"{reason}; serves production before its verdict, gate continues",
+        )
+    elif release is not None and release.state in LIVE_FROM:
         transition(release, S.PROMOTED, actor=actor, reason=reason)
     if previous and previous != deployment_id:
         old = Release.objects.filter(deployment_id=previous, state=S.PROMOTED).first()

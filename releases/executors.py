@@ -30,6 +30,7 @@ IN_FLIGHT = frozenset({"pending", "in-progress"})
 CONFIRM_WINDOW = 4.0  # seconds spent watching the alias job inside one task run
 CONFIRM_POLL = 0.25  # the Vercel CLI polls every 250 ms
 CONFIRM_GIVE_UP = timedelta(minutes=3)  # as the CLI: a job not done by then is retried
+NO_JOB_GRACE = timedelta(seconds=15)
 
 
 def _now_iso() -> str:
@@ -54,21 +55,24 @@ def _perform(action: Action, kind: str) -> Done | Confirming:
             ):
                 return Done({**action.result, "note": f"production already served {target}; nothing sent"})
             job = vercel.last_alias_request(project.vercel_project_id)
-            if not (
-                job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT
-            ):
-                mark_started(action, requested_at=_now_iso())
-                if kind == "promote":
-                    vercel.promote(project.vercel_project_id, target)
-                else:
-                    vercel.rollback(
-                        project.vercel_project_id,
-                        target,
-                        description=f"Gatekeeper: {release.version or release.deployment_id} failed its gate",
-                    )
-            else:
+            if job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT:
                 mark_started(action, requested_at=_now_iso(), adopted_job=True)
+            else:
+                mark_started(action, requested_at=_now_iso())
+                try:
+                    if kind == "promote":
+                        vercel.promote(project.vercel_project_id, target)
+                    else:
+                        vercel.rollback(project.vercel_project_id, target, description=_why(release))
+                except ProviderError as exc:
+                    if not exc.maybe_delivered:
+                        _forget_request(action)  # Vercel refused it: the retry must send again
+                    raise
         return _confirm(vercel, action, project, target, kind)
+
+
+def _why(release: Release) -> str:
+    return f"Gatekeeper: {release.version or release.deployment_id} failed its gate"
 
 
 def _confirm(
@@ -91,7 +95,12 @@ def _confirm(
             break
         time.sleep(CONFIRM_POLL)
     requested = datetime.fromisoformat(action.result["requested_at"])
-    if datetime.now(UTC) - requested > CONFIRM_GIVE_UP:
+    waited = datetime.now(UTC) - requested
+    if (job is None or job.to_deployment_id != target) and waited > NO_JOB_GRACE:
+        # Vercel records an accepted request at once; none for our target means it never landed.
+        _forget_request(action)
+        raise ProviderError(f"no Vercel {kind} job for {target} appeared; sending again", provider="vercel")
+    if waited > CONFIRM_GIVE_UP:
         _forget_request(action)
         raise ProviderError(f"Vercel {kind} of {target} not finished after 3 minutes", provider="vercel")
     return Confirming(action.result, recheck_in=1.0)

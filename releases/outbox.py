@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=90)  # longer than any one handler run (timeouts + confirmation)
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 
@@ -122,7 +121,8 @@ def claim(action_id: int) -> Action | None:
     """pending/confirming -> running, if due. Exactly one worker wins."""
     now = timezone.now()
     due = Action.objects.filter(pk=action_id, next_attempt_at__lte=now)
-    lease = now + LEASE
+    # Longer than any one handler run (its timeouts plus the confirmation window).
+    lease = now + timedelta(seconds=settings.ACTION_LEASE)
     if due.filter(status=Action.Status.PENDING).update(
         status=Action.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1, updated_at=now
     ):

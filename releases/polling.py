@@ -59,10 +59,13 @@ def start_gate(release: Release, *, reason: str = "") -> bool:
     return True
 
 
-def window_start(release: Release) -> datetime:
-    """The hour the deployment was created: with ``interval=1h`` the totals cover its whole life."""
+def window_start(release: Release, now: datetime) -> datetime:
+    """The hour the deployment was created: with ``interval=1h`` the totals cover its whole life.
+
+    Never later than the current hour: Vercel's clock may run ahead of ours.
+    """
     created = release.deployment_created_at or release.gating_started_at or release.created_at
-    return created.replace(minute=0, second=0, microsecond=0)
+    return min(created, now).replace(minute=0, second=0, microsecond=0)
 
 
 def poll_once(release_id: int, generation: int) -> str:
@@ -98,8 +101,8 @@ def poll_once(release_id: int, generation: int) -> str:
                 project.sentry_project,
                 project.sentry_environment or None,
                 [release.version],
-                start=window_start(release),
-                end=timezone.now(),
+                start=window_start(release, now),
+                end=max(timezone.now(), now + timedelta(seconds=1)),
             )[release.version]
         sessions, crashed = totals.sessions, totals.crashed
     except ProviderError as exc:

@@ -107,15 +107,18 @@ def test_promoted_records_what_serves_production_and_supersedes_the_previous(
     assert old.state == ReleaseState.SUPERSEDED
 
 
-def test_promoted_outside_gatekeeper_ends_a_running_gate(
+def test_a_gating_release_that_goes_live_on_its_own_keeps_being_judged(
     client: Client, project: Project, no_broker: list[Any]
 ) -> None:
     post(client, load("deployment_succeeded.json"))
     response = post(client, load("deployment_promoted.json"))
     assert response.status_code == 202
     release = Release.objects.get()
-    assert release.state == ReleaseState.PROMOTED
-    assert release.events.filter(actor="vercel", to_state="promoted").exists()
+    assert release.state == ReleaseState.GATING
+    assert release.promoted_at is not None
+    project.refresh_from_db()
+    assert project.live_deployment_id == release.deployment_id
+    assert release.events.filter(kind="note", reason__contains="gate continues").exists()
 
 
 @pytest.mark.parametrize("name", ["deployment_error.json", "deployment_canceled.json"])

@@ -1,0 +1,286 @@
+"""The poll loop: Sentry's answer, the stored check, the verdict, the reschedule or the decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from releases import polling
+from releases.models import Action, GateCheck, Project, Release
+from releases.states import ReleaseState
+from tests.factories import make_project, make_release
+from tests.fakes import Fakes, install
+
+pytestmark = pytest.mark.django_db
+S = ReleaseState
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
+    return install(monkeypatch)
+
+
+@pytest.fixture
+def project() -> Project:
+    return make_project(
+        min_sessions=500,
+        crash_free_threshold=0.995,
+        poll_interval=timedelta(seconds=60),
+        max_consecutive_errors=3,
+    )
+
+
+def gating(project: Project, **fields: Any) -> Release:
+    now = timezone.now()
+    values = {
+        "state": S.GATING,
+        "generation": 1,
+        "gating_started_at": now,
+        "next_poll_at": now,
+        "deployment_created_at": now - timedelta(minutes=5),
+    }
+    values.update(fields)
+    return make_release(project, **values)
+
+
+def known_good(project: Project) -> Release:
+    return make_release(
+        project, state=S.PROMOTED, deployment_id="dpl_good", promoted_at=timezone.now() - timedelta(days=1)
+    )
+
+
+def poll(release: Release, captured: Any) -> str:
+    with captured(execute=True):
+        outcome = polling.poll_once(release.pk, release.generation)
+    release.refresh_from_db()
+    return outcome
+
+
+def test_below_min_sessions_waits_records_the_check_and_reschedules(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (120, 0)
+    assert poll(release, django_capture_on_commit_callbacks) == "wait"
+    assert release.state == S.GATING and release.generation == 2
+    check = GateCheck.objects.get()
+    assert (check.sessions, check.crashed, check.outcome, check.rule) == (120, 0, "wait", "waiting")
+    assert release.sessions == 120 and release.crash_free_rate == 1.0
+    assert release.next_poll_at > timezone.now() + timedelta(seconds=55)
+    assert no_broker == [("releases.poll_release", (release.pk, 2), {"countdown": 60.0, "retry": False})]
+
+
+def test_the_sentry_query_covers_the_release_whole_life_in_its_environment(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    created = (timezone.now() - timedelta(hours=2)).replace(minute=42, second=7)
+    release = gating(project, deployment_created_at=created)
+    fakes.sentry.totals[release.version] = (10, 0)
+    poll(release, django_capture_on_commit_callbacks)
+    params = fakes.sentry.requests[0].url.params
+    assert params["start"] == created.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
+    assert params["interval"] == "1h"
+    assert params["environment"] == "production"
+    assert params["project"] == "shop-web"
+    assert release.version in params["query"]
+    assert params.get_list("groupBy") == ["release", "session.status"]
+
+
+def test_a_healthy_sample_passes_and_writes_promote_and_slack_actions(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (800, 2)
+    assert poll(release, django_capture_on_commit_callbacks) == "pass"
+    assert release.state == S.PROMOTING
+    assert release.verdict == "pass" and release.verdict_rule == "seed_pass"
+    kinds = dict(Action.objects.values_list("kind", "status"))
+    assert kinds == {"promote": "pending", "slack": "pending"}
+    assert Action.objects.get(kind="promote").payload == {"deployment_id": release.deployment_id}
+    slack = Action.objects.get(kind="slack").payload
+    assert "99.75%" in slack["text"] and "800 sessions" in slack["text"]
+    assert [name for name, *_ in no_broker] == ["releases.run_action", "releases.run_action"]
+    assert list(release.events.values_list("to_state", flat=True)) == ["passed", "promoting"]
+
+
+def test_a_bad_sample_fails_and_rolls_back_to_the_known_good_deployment(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    good = known_good(project)
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (600, 9)
+    assert poll(release, django_capture_on_commit_callbacks) == "fail"
+    assert release.state == S.ROLLING_BACK
+    assert release.rollback_target == good.deployment_id
+    rollback = Action.objects.get(kind="rollback")
+    assert rollback.payload["deployment_id"] == good.deployment_id
+    assert good.deployment_id in Action.objects.get(kind="slack").payload["text"]
+
+
+def test_fail_fast_decides_before_min_sessions(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    known_good(project)
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (100, 3)  # 0.5% of 500 allows 2 crashes
+    assert poll(release, django_capture_on_commit_callbacks) == "fail"
+    assert release.verdict_rule == "fail_fast"
+
+
+def test_a_failure_with_no_known_good_deployment_says_so_and_touches_nothing(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (600, 30)
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.state == S.FAILED
+    assert not Action.objects.filter(kind="rollback").exists()
+    assert "no known-good deployment" in Action.objects.get(kind="slack").payload["text"]
+
+
+def test_provider_errors_never_pass_and_hold_the_release_when_exhausted(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    fakes.sentry.errors = [httpx.Response(503, json={"detail": "down"}) for _ in range(3)]
+    outcomes = []
+    for _ in range(3):
+        Release.objects.filter(pk=release.pk).update(next_poll_at=timezone.now())
+        release.refresh_from_db()
+        outcomes.append(poll(release, django_capture_on_commit_callbacks))
+    assert outcomes == ["wait", "wait", "inconclusive"]
+    assert release.state == S.HELD
+    assert release.verdict_rule == "errors_exhausted"
+    assert GateCheck.objects.exclude(error="").count() == 3
+    assert "a human decides" in Action.objects.get(kind="slack").payload["text"]
+
+
+def test_an_error_then_data_resets_the_error_count(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    fakes.sentry.errors = [httpx.Response(500, json={"detail": "boom"})]
+    fakes.sentry.totals[release.version] = (10, 0)
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.consecutive_errors == 1
+    Release.objects.filter(pk=release.pk).update(next_poll_at=timezone.now())
+    release.refresh_from_db()
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.consecutive_errors == 0
+
+
+def test_a_rate_limited_poll_waits_until_sentry_resets(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    reset = int(timezone.now().timestamp()) + 300
+    fakes.sentry.errors = [
+        httpx.Response(
+            429, headers={"X-Sentry-Rate-Limit-Reset": str(reset)}, text='{"detail":"too frequently"}'
+        )
+    ]
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.next_poll_at >= timezone.now() + timedelta(seconds=250)
+
+
+def test_timeout_with_rollback_policy_rolls_back(
+    fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    project = make_project(on_timeout="rollback", max_wait=timedelta(minutes=10))
+    good = known_good(project)
+    release = gating(project, gating_started_at=timezone.now() - timedelta(minutes=11))
+    fakes.sentry.totals[release.version] = (40, 0)
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.state == S.ROLLING_BACK
+    assert release.verdict_rule == "timeout"
+    assert Action.objects.get(kind="rollback").payload["deployment_id"] == good.deployment_id
+
+
+def test_timeout_with_hold_policy_asks_a_human(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project, gating_started_at=timezone.now() - timedelta(hours=3))
+    fakes.sentry.totals[release.version] = (40, 0)
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.state == S.HELD
+    assert not Action.objects.filter(kind__in=["promote", "rollback"]).exists()
+
+
+def test_dry_run_decides_and_reports_but_never_promotes(
+    fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    project = make_project(dry_run=True)
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (900, 0)
+    poll(release, django_capture_on_commit_callbacks)
+    assert release.state == S.PASSED
+    promote = Action.objects.get(kind="promote")
+    assert promote.status == "skipped" and "dry run" in promote.result["skipped"]
+    assert "[dry run]" in Action.objects.get(kind="slack").payload["text"]
+    assert "would promote" in Action.objects.get(kind="slack").payload["text"]
+
+
+def test_a_stale_generation_is_dropped(project: Project, fakes: Fakes, no_broker: list[Any]) -> None:
+    release = gating(project, generation=5)
+    assert polling.poll_once(release.pk, 4) == "stale"
+    assert not GateCheck.objects.exists() and fakes.sentry.requests == []
+
+
+def test_a_release_no_longer_gating_is_dropped(project: Project, fakes: Fakes) -> None:
+    release = gating(project, state=S.HELD)
+    assert polling.poll_once(release.pk, release.generation) == "not-gating"
+    assert fakes.sentry.requests == []
+
+
+def test_a_duplicate_message_cannot_poll_twice(
+    project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (10, 0)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = polling.poll_once(release.pk, 1)
+        second = polling.poll_once(release.pk, 1)
+    assert (first, second) == ("wait", "stale")
+    assert len(fakes.sentry.requests) == 1
+
+
+def test_an_early_message_waits_out_the_rest_of_the_interval(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    release = gating(project, next_poll_at=timezone.now() + timedelta(seconds=900))
+    assert polling.poll_once(release.pk, release.generation) == "not-due"
+    assert fakes.sentry.requests == []
+    ((_name, args, kwargs),) = no_broker
+    assert args == (release.pk, release.generation)
+    assert kwargs["countdown"] == 300.0  # capped below the broker's visibility timeout
+
+
+def test_a_human_decision_during_the_poll_wins(project: Project, fakes: Fakes, no_broker: list[Any]) -> None:
+    release = gating(project)
+    assert (
+        polling.record(release.pk, 99, sessions=900, crashed=0, error="", retry_after=None, duration_ms=5)
+        == "moved-on"
+    )
+    assert not GateCheck.objects.exists()
+
+
+def test_the_watchdog_redrives_overdue_polls_and_due_actions(project: Project, no_broker: list[Any]) -> None:
+    overdue = gating(project, next_poll_at=timezone.now() - timedelta(minutes=2), generation=7)
+    gating(project, next_poll_at=timezone.now() + timedelta(minutes=1))  # not due
+    orphan = gating(project, next_poll_at=None)
+    action = Action.objects.create(
+        release=overdue,
+        kind="promote",
+        key="promote:x:1",
+        next_attempt_at=timezone.now() - timedelta(minutes=1),
+    )
+    counts = polling.redrive()
+    assert ("releases.poll_release", (overdue.pk, 7), {"countdown": None, "retry": False}) in no_broker
+    assert ("releases.run_action", (action.pk,), {"countdown": None, "retry": False}) in no_broker
+    assert counts["polls"] == 1 and counts["orphans"] == 1
+    orphan.refresh_from_db()
+    assert orphan.next_poll_at is not None
