@@ -10,10 +10,19 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from releases.gate import OnTimeout, Policy
+from releases.gate import OnTimeout, Policy, validate_policy
 from releases.states import FINAL, ReleaseState
 
 DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
+_POLICY_FIELDS = {
+    "min_sessions",
+    "crash_free_threshold",
+    "max_wait",
+    "max_consecutive_errors",
+    "on_timeout",
+    "early_fail_confidence",
+    "early_fail_min_sessions",
+}
 
 
 def _positive_duration(value: timedelta) -> None:
@@ -75,6 +84,25 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """The admin edits the same fields as gatekeeper.yaml: refuse what the file would refuse."""
+        from releases.config import template_problems
+
+        problems: dict[str, list[str]] = {}
+        if self.poll_interval and self.max_wait and self.poll_interval >= self.max_wait:
+            problems.setdefault("max_wait", []).append("must be longer than poll_interval")
+        try:
+            policy = self.policy()
+        except (TypeError, ValueError):
+            policy = None  # a field itself is invalid; its own error says so
+        for problem in validate_policy(policy) if policy is not None else []:
+            field = problem.split(" ", 1)[0] if problem.split(" ", 1)[0] in _POLICY_FIELDS else "__all__"
+            problems.setdefault(field, []).append(problem)
+        for problem in template_problems(self.release_template or ""):
+            problems.setdefault("release_template", []).append(problem)
+        if problems:
+            raise ValidationError(problems)
 
     def policy(self, *, extra_wait: timedelta = timedelta(0)) -> Policy:
         return Policy(
