@@ -1,0 +1,128 @@
+"""Sentry REST API (api-contracts §3.1-3.2): the release-health sessions endpoint.
+
+Errors are DRF-style ``{"detail": ...}``. The 429 is Sentry's odd one: a JSON body served as
+``text/html`` and no ``Retry-After``; clients must wait for ``X-Sentry-Rate-Limit-Reset``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from simulator import sessions
+from simulator.service import RateWindow, Route, Service, resolve, route
+from simulator.wire import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from simulator.faults import Fault
+    from simulator.state import Simulator
+
+RATE_LIMIT = 40  # per second, the figure in Sentry's own 429 message
+CONCURRENT_LIMIT = 25
+_DETAILS = {
+    400: "Bad request",
+    401: "Invalid token",
+    403: "You do not have permission to perform this action.",
+    404: "The requested resource does not exist",
+    409: "Conflict",
+}
+
+
+def detail(status: int, message: str) -> Response:
+    return json_response(status, {"detail": message})
+
+
+class SentryService(Service):
+    name = "sentry"
+
+    def __init__(self, sim: Simulator) -> None:
+        super().__init__(sim)
+        self.window = RateWindow(RATE_LIMIT, 1)
+        self.routes: list[Route] = [
+            route("GET", r"/api/0/organizations/(?P<org>[^/]+)/sessions/?", self.sessions),
+        ]
+
+    def handle(self, request: Request) -> Response:
+        token = request.bearer()
+        if token is None:
+            return detail(401, "Authentication credentials were not provided.")
+        required = self.sim.required_token("sentry")
+        if required is not None and token != required:
+            return detail(401, "Invalid token")
+        found = resolve(self.routes, request)
+        if found is None:
+            return detail(404, "The requested resource does not exist")
+        if isinstance(found, str):
+            return detail(405, f'Method "{request.method}" not allowed.')
+        handler, args = found
+        return handler(request, args)
+
+    def decorate(self, response: Response, request: Request) -> None:
+        with self.sim.lock:
+            limit, remaining, reset = self.window.hit(self.sim.now())
+            inflight = self.sim.inflight.get(self.name, 0)
+        for name, value in (
+            ("Limit", limit),
+            ("Remaining", remaining),
+            ("Reset", reset),
+            ("ConcurrentLimit", CONCURRENT_LIMIT),
+            ("ConcurrentRemaining", max(0, CONCURRENT_LIMIT - inflight)),
+        ):
+            response.headers.setdefault(f"X-Sentry-Rate-Limit-{name}", str(value))
+
+    def fault_response(self, fault: Fault, request: Request) -> Response:
+        if fault.kind == "429":
+            message = (
+                "You are attempting to use this endpoint too frequently. "
+                f"Limit is {RATE_LIMIT} requests in 1 seconds"
+            )
+            reset = self.window.reset_at(self.sim.now(), fault.reset_after)
+            body = b"" if fault.empty_body else json.dumps({"detail": message}).encode("utf-8")
+            # Built by Sentry as a plain HttpResponse: JSON text, HTML content type, and never
+            # a Retry-After even when the fault asks for one (§3.1).
+            return Response(
+                429,
+                body,
+                {
+                    "Content-Type": "text/html; charset=utf-8",
+                    "X-Sentry-Rate-Limit-Limit": str(RATE_LIMIT),
+                    "X-Sentry-Rate-Limit-Remaining": "0",
+                    "X-Sentry-Rate-Limit-Reset": str(reset),
+                },
+            )
+        if fault.kind == "timeout":
+            response = detail(504, "Gateway Timeout")
+        else:
+            status = fault.status or 503
+            response = detail(status, _DETAILS.get(status, "Internal Error"))
+        if fault.empty_body:
+            response.body = b""
+            response.headers.pop("Content-Type", None)
+        return response
+
+    def sessions(self, request: Request, args: dict[str, str]) -> Response:
+        now = self.sim.now()
+        try:
+            query = sessions.parse(request.query, now)
+        except sessions.SessionsError as invalid:
+            return detail(400, str(invalid))
+        body, has_previous, has_next = sessions.compute(self.sim.traffic.matching(args["org"]), query, now)
+        return json_response(200, body, {"Link": self.link_header(request, query, has_previous, has_next)})
+
+    def link_header(
+        self, request: Request, query: sessions.SessionsQuery, has_prev: bool, has_next: bool
+    ) -> str:
+        """Sentry's pagination header: both links always present, ``results`` says which has any."""
+        split = urlsplit(request.full_path)
+        base = f"http://{request.header('host') or 'localhost'}{split.path}"
+        pairs = [(k, v) for k, v in parse_qsl(split.query, keep_blank_values=True) if k != "cursor"]
+        links = []
+        for rel, page, is_prev, results in (
+            ("previous", query.page - 1, 1, has_prev),
+            ("next", query.page + 1, 0, has_next),
+        ):
+            cursor = f"{query.per_page}:{page}:{is_prev}"
+            url = f"{base}?{urlencode([*pairs, ('cursor', cursor)])}"
+            links.append(f'<{url}>; rel="{rel}"; results="{str(results).lower()}"; cursor="{cursor}"')
+        return ", ".join(links)

@@ -1,0 +1,258 @@
+"""Vercel's objects and the JSON shapes they take on the wire (api-contracts §1.4, §2.2-2.6).
+
+The same deployment looks different per endpoint (``id`` in v13, ``uid`` and ``created`` in the
+v6 list), so each shape has its own function rather than one serializer with switches.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator.wire import iso_ms
+
+_ALNUM = string.ascii_letters + string.digits
+_LOWER = string.ascii_lowercase + string.digits
+ACTIVE_JOB = ("pending", "in-progress")
+
+
+def random_id(prefix: str, length: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+def random_sha() -> str:
+    return secrets.token_hex(20)
+
+
+@dataclass
+class Project:
+    id: str
+    name: str
+    team_id: str | None
+    team_slug: str | None
+    domains: list[str]
+    created_at: int  # ms
+    sentry: dict[str, Any] = field(default_factory=dict)  # defaults for deployment traffic
+    production_id: str | None = None
+    alias_updated_at: dict[str, int] = field(default_factory=dict)  # domain -> ms it last moved
+    alias_uids: dict[str, str] = field(default_factory=dict)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # alias jobs, oldest first
+    last_rollback_target: dict[str, Any] | None = None
+    fail_alias_jobs: int = 0  # the next N alias jobs end "failed" (a test knob)
+
+    @property
+    def account_id(self) -> str:
+        return self.team_id or "usr_simulator0000000000000"
+
+    @property
+    def last_alias_request(self) -> dict[str, Any] | None:
+        return self.jobs[-1] if self.jobs else None
+
+    def active_job(self) -> dict[str, Any] | None:
+        job = self.last_alias_request
+        return job if job and job["jobStatus"] in ACTIVE_JOB else None
+
+
+@dataclass
+class Deployment:
+    id: str
+    project: Project
+    url: str
+    meta: dict[str, str]
+    target: str | None
+    created_at: int  # ms
+    seq: int  # creation order, breaks createdAt ties
+    state: str = "READY"
+    substate: str | None = "STAGED"
+    alias_assigned: bool = False
+
+    @property
+    def branch_alias(self) -> str:
+        ref = self.meta.get("githubCommitRef", "main")
+        return f"{self.project.name}-git-{ref}-{self.project.team_slug or 'sim'}.vercel.app"
+
+    @property
+    def inspector_url(self) -> str:
+        return f"https://vercel.com/{self.project.team_slug or 'sim'}/{self.project.name}/{self.id[4:]}"
+
+    @property
+    def is_production(self) -> bool:
+        return self.project.production_id == self.id
+
+
+def new_url(project: Project) -> str:
+    suffix = "".join(secrets.choice(_LOWER) for _ in range(9))
+    return f"{project.name}-{suffix}-{project.team_slug or 'sim'}.vercel.app"
+
+
+def v13_deployment(d: Deployment) -> dict[str, Any]:
+    project = d.project
+    body: dict[str, Any] = {
+        "id": d.id,
+        "url": d.url,
+        "name": project.name,
+        "projectId": project.id,
+        "ownerId": project.account_id,
+        "project": {"id": project.id, "name": project.name, "framework": "nextjs"},
+        "readyState": d.state,
+        "readySubstate": d.substate if d.state == "READY" else None,
+        "status": d.state,
+        "target": d.target,
+        "type": "LAMBDAS",
+        "version": 2,
+        "plan": "pro",
+        "public": False,
+        "source": "git",
+        "createdAt": d.created_at,
+        "buildingAt": d.created_at + 2_000,
+        "bootedAt": d.created_at + 1_000,
+        "ready": d.created_at + 60_000 if d.state == "READY" else None,
+        "buildSkipped": False,
+        "aliasAssigned": d.alias_assigned,
+        "aliasError": None,
+        "alias": list(project.domains) if d.is_production else [],
+        "automaticAliases": [d.branch_alias],
+        "regions": ["iad1"],
+        "inspectorUrl": d.inspector_url,
+        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "username": "dev-alice"},
+        "meta": dict(d.meta),
+        "checksState": "completed",
+        "checksConclusion": "succeeded",
+        "gitSource": {
+            "type": "github",
+            "ref": d.meta.get("githubCommitRef", "main"),
+            "sha": d.meta.get("githubCommitSha", ""),
+        },
+    }
+    if project.team_id:
+        slug = project.team_slug or project.team_id
+        body["team"] = {"id": project.team_id, "name": slug, "slug": slug}
+    if d.state == "ERROR":
+        body.update(
+            errorCode="BUILD_FAILED", errorMessage='Command "npm run build" exited with 1', errorStep="build"
+        )
+    return body
+
+
+def v6_deployment(d: Deployment) -> dict[str, Any]:
+    return {
+        "uid": d.id,
+        "name": d.project.name,
+        "projectId": d.project.id,
+        "url": d.url,
+        "created": d.created_at,
+        "createdAt": d.created_at,
+        "state": d.state,
+        "readyState": d.state,
+        "readySubstate": d.substate if d.state == "READY" else None,
+        "type": "LAMBDAS",
+        "target": d.target,
+        "source": "git",
+        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "username": "dev-alice"},
+        "meta": dict(d.meta),
+        "inspectorUrl": d.inspector_url,
+        "isRollbackCandidate": d.substate == "PROMOTED" and not d.is_production,
+        "aliasAssigned": d.alias_assigned,
+        "aliasError": None,
+        "buildingAt": d.created_at + 2_000,
+        "ready": d.created_at + 60_000 if d.state == "READY" else None,
+        "checksState": "completed",
+        "checksConclusion": "succeeded",
+    }
+
+
+def project_deployment(d: Deployment) -> dict[str, Any]:
+    """The trimmed deployment inside ``targets`` and ``latestDeployments`` of a project."""
+    return {
+        "id": d.id,
+        "url": d.url,
+        "name": d.project.name,
+        "createdAt": d.created_at,
+        "readyState": d.state,
+        "readySubstate": d.substate if d.state == "READY" else None,
+        "target": d.target,
+        "alias": list(d.project.domains) if d.is_production else [],
+        "aliasAssigned": d.alias_assigned,
+        "meta": dict(d.meta),
+        "type": "LAMBDAS",
+        "plan": "pro",
+        "createdIn": "iad1",
+        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "username": "dev-alice"},
+        "buildingAt": d.created_at + 2_000,
+        "readyAt": d.created_at + 60_000,
+    }
+
+
+def v9_project(project: Project, deployments: list[Deployment], now_ms: int) -> dict[str, Any]:
+    production = next((d for d in deployments if d.is_production), None)
+    latest = sorted(deployments, key=lambda d: (d.created_at, d.seq), reverse=True)[:5]
+    return {
+        "id": project.id,
+        "name": project.name,
+        "accountId": project.account_id,
+        "createdAt": project.created_at,
+        "updatedAt": now_ms,
+        "framework": "nextjs",
+        "nodeVersion": "20.x",
+        "targets": {"production": project_deployment(production)} if production else {},
+        "latestDeployments": [project_deployment(d) for d in latest],
+        "alias": [
+            {"domain": domain, "target": "PRODUCTION", "deploymentId": project.production_id}
+            for domain in project.domains
+        ],
+        "lastAliasRequest": dict(project.last_alias_request) if project.last_alias_request else None,
+        "lastRollbackTarget": dict(project.last_rollback_target) if project.last_rollback_target else None,
+        "rollingRelease": None,
+    }
+
+
+def alias_record(project: Project, domain: str, production: Deployment) -> dict[str, Any]:
+    updated = project.alias_updated_at.get(domain, production.created_at)
+    uid = project.alias_uids.setdefault(domain, random_id("", 16))
+    return {
+        "uid": uid,
+        "alias": domain,
+        "created": iso_ms(updated / 1000),
+        "createdAt": updated,
+        "updatedAt": updated,
+        "deploymentId": production.id,
+        "projectId": project.id,
+        "deployment": {"id": production.id, "url": production.url},
+        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "email": "alice@acme.test", "username": "dev-alice"},
+        "redirect": None,
+    }
+
+
+def webhook_envelope(d: Deployment, event_type: str, event_id: str, now_ms: int) -> dict[str, Any]:
+    """A deployment event as Vercel sends it, recorded extras included (§1.3-1.5)."""
+    project = d.project
+    slug = project.team_slug or "sim"
+    payload: dict[str, Any] = {
+        "team": {"id": project.team_id},
+        "user": {"id": "Zq81Lm2Np3Oq4Rs5"},
+        "deployment": {
+            "id": d.id,
+            "name": project.name,
+            "url": d.url,
+            "inspectorUrl": d.inspector_url,
+            "meta": dict(d.meta),
+        },
+        "links": {
+            "deployment": d.inspector_url,
+            "project": f"https://vercel.com/{slug}/{project.name}",
+        },
+        "name": project.name,
+        "plan": "pro",
+        "project": {"id": project.id},
+        "regions": ["iad1"],
+        "type": "LAMBDAS",
+        "url": d.url,
+    }
+    # `target` is documented for every deployment event except deployment.promoted (§1.4).
+    if event_type != "deployment.promoted":
+        payload["target"] = d.target
+    if event_type == "deployment.created":
+        payload["alias"] = list(project.domains) if d.target == "production" else []
+    return {"id": event_id, "type": event_type, "createdAt": now_ms, "region": None, "payload": payload}

@@ -1,0 +1,305 @@
+"""The simulated Sentry sessions endpoint against api-contracts §3.2."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+SESSIONS = "/sentry/api/0/organizations/acme/sessions/"
+HOUR = 3600
+
+
+@pytest.fixture
+def sentry(simulator_process) -> httpx.Client:
+    with simulator_process.client(headers={"Authorization": "Bearer sntrys_test"}) as client:
+        yield client
+
+
+def _traffic(control: httpx.Client, release: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "org": "acme",
+        "project": "shop-web",
+        "project_id": 4507,
+        "environment": "production",
+        "release": release,
+        "sessions_per_minute": 600,
+        "crash_rate": 0.01,
+        **overrides,
+    }
+    response = control.post("/_sim/sentry/traffic", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _expected(spm: float, rate: float, seconds: float) -> tuple[int, int]:
+    sessions = math.floor(spm / 60 * seconds)
+    return sessions, math.floor(sessions * rate + 0.5)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _window() -> tuple[float, float]:
+    """Traffic that started and stopped inside one past hour, so counts are exact and final."""
+    hour = (int(time.time()) // HOUR - 3) * HOUR
+    return hour + 600.0, hour + 1800.0
+
+
+def test_group_by_release_and_status_matches_the_traffic_formula(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "good", start=start, stop=stop, crash_rate=0.001, sessions_per_minute=6000)
+    _traffic(control, "bad", start=start, stop=stop, crash_rate=0.03, sessions_per_minute=6000)
+    _traffic(control, "other", start=start, stop=stop)
+
+    response = sentry.get(
+        SESSIONS,
+        params=[
+            ("field", "sum(session)"),
+            ("groupBy", "release"),
+            ("groupBy", "session.status"),
+            ("query", 'release:["good","bad"]'),
+            ("project", "4507"),
+            ("environment", "production"),
+            ("start", _iso(start - 1200)),
+            ("end", _iso(stop + 60)),
+            ("interval", "1h"),
+        ],
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "totals" not in body
+    groups = {(g["by"]["release"], g["by"]["session.status"]): g for g in body["groups"]}
+    assert set(groups) == {
+        (r, s) for r in ("good", "bad") for s in ("healthy", "errored", "crashed", "abnormal")
+    }
+    for release, rate in (("good", 0.001), ("bad", 0.03)):
+        sessions, crashed = _expected(6000, rate, stop - start)
+        assert groups[(release, "crashed")]["totals"]["sum(session)"] == crashed
+        assert groups[(release, "abnormal")]["totals"]["sum(session)"] == 0
+        total = sum(groups[(release, s)]["totals"]["sum(session)"] for s in ("healthy", "errored", "crashed"))
+        assert total == sessions
+        series = groups[(release, "crashed")]["series"]["sum(session)"]
+        assert sum(series) == crashed
+        assert len(series) == len(body["intervals"])
+
+
+def test_crash_free_rate_without_group_by_and_range_rounding(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "r1", start=start, stop=stop)
+
+    body = sentry.get(
+        SESSIONS,
+        params={
+            "field": [
+                "sum(session)",
+                "crash_free_rate(session)",
+                "crash_rate(session)",
+                "count_unique(user)",
+            ],
+            "query": "release:r1",
+            "start": _iso(start + 5).replace("Z", "+00:00"),
+            "end": _iso(stop - 5),
+            "interval": "1h",
+        },
+    ).json()
+
+    hour = int(start) // HOUR * HOUR
+    assert body["start"] == _iso(hour)
+    assert body["end"] == _iso(hour + HOUR)
+    assert body["intervals"] == [_iso(hour)]
+    [group] = body["groups"]
+    assert group["by"] == {}
+    sessions, crashed = _expected(600, 0.01, stop - start)
+    assert group["totals"]["sum(session)"] == sessions
+    assert group["totals"]["crash_rate(session)"] == pytest.approx(crashed / sessions)
+    assert group["totals"]["crash_free_rate(session)"] == pytest.approx(1 - crashed / sessions)
+    assert group["totals"]["count_unique(user)"] == 0
+
+
+def test_stats_period_counts_recent_traffic_in_minute_buckets(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    _traffic(control, "live", start=time.time() - 600, sessions_per_minute=120, crash_rate=0.5)
+    body = sentry.get(
+        SESSIONS,
+        params={"field": "sum(session)", "groupBy": "release", "statsPeriod": "1h", "interval": "5m"},
+    ).json()
+    [group] = body["groups"]
+    assert len(body["intervals"]) in (12, 13)
+    assert all(at.endswith("Z") for at in body["intervals"])
+    assert 1190 <= group["totals"]["sum(session)"] <= 1210
+    assert group["series"]["sum(session)"][0] == 0
+
+
+def test_no_data_shapes(control: httpx.Client, sentry: httpx.Client) -> None:
+    grouped = sentry.get(
+        SESSIONS, params={"field": "sum(session)", "groupBy": "release", "statsPeriod": "1h"}
+    )
+    ungrouped = sentry.get(
+        SESSIONS, params={"field": ["sum(session)", "crash_free_rate(session)"], "statsPeriod": "1h"}
+    )
+    by_status = sentry.get(
+        SESSIONS, params={"field": "sum(session)", "groupBy": "session.status", "statsPeriod": "1h"}
+    )
+
+    assert grouped.json()["groups"] == []
+    [group] = ungrouped.json()["groups"]
+    assert group["by"] == {}
+    assert group["totals"] == {"sum(session)": 0, "crash_free_rate(session)": None}
+    assert all(value is None for value in group["series"]["crash_free_rate(session)"])
+    statuses = [g["by"]["session.status"] for g in by_status.json()["groups"]]
+    assert sorted(statuses) == ["abnormal", "crashed", "errored", "healthy"]
+    assert all(g["totals"]["sum(session)"] == 0 for g in by_status.json()["groups"])
+
+
+def test_empty_query_means_every_release_and_environment_filters(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "a", start=start, stop=stop)
+    _traffic(control, "b", start=start, stop=stop)
+    _traffic(control, "c", start=start, stop=stop, environment="staging")
+    params = {"field": "sum(session)", "groupBy": "release", "start": _iso(start), "end": _iso(stop)}
+
+    everything = sentry.get(SESSIONS, params=params).json()
+    production = sentry.get(SESSIONS, params={**params, "environment": "production"}).json()
+    by_slug = sentry.get(SESSIONS, params={**params, "project": "shop-web"}).json()
+    other_project = sentry.get(SESSIONS, params={**params, "project": "999"}).json()
+
+    assert sorted(g["by"]["release"] for g in everything["groups"]) == ["a", "b", "c"]
+    assert sorted(g["by"]["release"] for g in production["groups"]) == ["a", "b"]
+    assert len(by_slug["groups"]) == 3
+    assert other_project["groups"] == []
+
+
+def test_pagination_follows_link_cursors(control: httpx.Client, sentry: httpx.Client) -> None:
+    start, stop = _window()
+    for release in ("r1", "r2", "r3"):
+        _traffic(control, release, start=start, stop=stop)
+    params = {
+        "field": "sum(session)",
+        "groupBy": "release",
+        "start": _iso(start),
+        "end": _iso(stop),
+        "per_page": 2,
+    }
+
+    first = sentry.get(SESSIONS, params=params)
+    assert first.links["next"]["results"] == "true"
+    assert first.links["previous"]["results"] == "false"
+    second = sentry.get(SESSIONS, params={**params, "cursor": first.links["next"]["cursor"]})
+    assert second.links["next"]["results"] == "false"
+    # The URL in the header works as is, prefix included.
+    followed = sentry.get(first.links["next"]["url"])
+
+    releases = [g["by"]["release"] for g in first.json()["groups"] + second.json()["groups"]]
+    assert sorted(releases) == ["r1", "r2", "r3"]
+    assert followed.json()["groups"] == second.json()["groups"]
+
+
+def test_traffic_phase_changes_the_crash_rate_from_then_on(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "p", start=start, stop=stop, crash_rate=0.0, sessions_per_minute=600)
+    phase = control.post(
+        "/_sim/sentry/traffic/phase",
+        json={
+            "org": "acme",
+            "environment": "production",
+            "release": "p",
+            "at": start + 300,
+            "crash_rate": 0.1,
+        },
+    )
+    assert phase.status_code == 201
+    body = sentry.get(
+        SESSIONS,
+        params={
+            "field": "sum(session)",
+            "groupBy": "session.status",
+            "start": _iso(start),
+            "end": _iso(stop),
+        },
+    ).json()
+    crashed = next(g for g in body["groups"] if g["by"]["session.status"] == "crashed")
+    assert crashed["totals"]["sum(session)"] == _expected(600, 0.1, stop - start - 300)[1]
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"statsPeriod": "1h"}, 'Request is missing a "field"'),
+        ({"field": "foo", "statsPeriod": "1h"}, 'Invalid field: "foo"'),
+        (
+            {"field": "crash_rate(session)", "groupBy": "session.status", "statsPeriod": "1h"},
+            "Cannot group field crash_rate(session) by session.status",
+        ),
+        (
+            {"field": "crash_free_rate(session)", "groupBy": "session.status", "statsPeriod": "1h"},
+            "Cannot group field crash_free_rate(session) by session.status",
+        ),
+        (
+            {"field": "sum(session)", "query": "release:web@*", "statsPeriod": "1h"},
+            "Invalid condition: wildcard search is not supported",
+        ),
+        (
+            {"field": "sum(session)", "interval": "2d", "statsPeriod": "7d"},
+            "The interval has to be less than one day.",
+        ),
+    ],
+)
+def test_bad_requests_are_400_with_detail(
+    control: httpx.Client, sentry: httpx.Client, params: dict[str, str], detail: str
+) -> None:
+    response = sentry.get(SESSIONS, params=params)
+    assert response.status_code == 400
+    assert response.json() == {"detail": detail}
+
+
+def test_too_many_buckets_is_400(control: httpx.Client, sentry: httpx.Client) -> None:
+    response = sentry.get(SESSIONS, params={"field": "sum(session)", "statsPeriod": "30d", "interval": "1m"})
+    assert response.status_code == 400
+    assert "too many" in response.json()["detail"]
+
+
+def test_auth_and_rate_limit_headers(control: httpx.Client, sentry: httpx.Client, simulator_process) -> None:
+    ok = sentry.get(SESSIONS, params={"field": "sum(session)", "statsPeriod": "1h"})
+    with simulator_process.client() as anonymous:
+        denied = anonymous.get(SESSIONS, params={"field": "sum(session)"})
+
+    for name in ("Limit", "Remaining", "Reset", "ConcurrentLimit", "ConcurrentRemaining"):
+        assert f"X-Sentry-Rate-Limit-{name}" in ok.headers
+    assert int(ok.headers["X-Sentry-Rate-Limit-Reset"]) >= int(time.time())
+    assert denied.status_code == 401
+    assert "detail" in denied.json()
+
+
+def test_rate_limit_fault_is_html_typed_json_without_retry_after(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    control.post("/_sim/faults", json={"service": "sentry", "kind": "429", "count": 1, "retry_after": 5})
+    response = sentry.get(SESSIONS, params={"field": "sum(session)", "statsPeriod": "1h"})
+
+    assert response.status_code == 429
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.json() == {
+        "detail": "You are attempting to use this endpoint too frequently. Limit is 40 requests in 1 seconds"
+    }
+    assert "Retry-After" not in response.headers
+    assert response.headers["X-Sentry-Rate-Limit-Remaining"] == "0"
+    assert (
+        int(response.headers["X-Sentry-Rate-Limit-Reset"])
+        <= time.time() + timedelta(seconds=2).total_seconds()
+    )
