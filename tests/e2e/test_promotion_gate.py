@@ -163,6 +163,8 @@ def test_a_worker_killed_mid_action_still_promotes_exactly_once(
         return action
 
     wait_for(promote_running, timeout=45, what="the promote to be running")
+    # Claimed is not enough: kill only once the worker is inside the held request.
+    wait_for(lambda: e2e.requests(service="vercel", path_contains="/v4/aliases"), what="the held request")
     worker.kill()
     time.sleep(4.5)  # the action's lease (4 s in this worker) runs out: its owner is gone
     worker.start()

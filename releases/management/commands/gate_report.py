@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from notifications.messages import duration, percent
 from releases.models import Release
+from releases.report import release_line
 
 
 class Command(BaseCommand):
@@ -22,17 +22,5 @@ class Command(BaseCommand):
         rows = list(releases[: options["limit"]])
         if not rows:
             self.stdout.write("no releases yet")
-            return
         for release in rows:
-            sessions = "-" if release.sessions is None else f"{release.sessions:,}"
-            crashed = "-" if release.crashed is None else f"{release.crashed:,}"
-            took = ""
-            if release.decided_at and release.gating_started_at:
-                took = duration((release.decided_at - release.gating_started_at).total_seconds())
-            reasons = "; ".join(release.verdict_reasons)
-            self.stdout.write(
-                f"{release.project.name:<16} {(release.version or release.deployment_id)[:12]:<12} "
-                f"{release.state:<12} sessions {sessions:>7} crashed {crashed:>5} "
-                f"crash-free {percent(release.crash_free_rate):>7} "
-                f"(threshold {percent(release.project.crash_free_threshold)}) {took:>7}  {reasons}"
-            )
+            self.stdout.write(release_line(release))
