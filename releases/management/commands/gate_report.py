@@ -9,6 +9,8 @@ from releases.report import release_line
 
 
 class Command(BaseCommand):
+    # Read-only reporting: it must work from a shell without the service's secrets.
+    requires_system_checks: list[str] = []
     help = "Print the latest releases with their state, figures and decision."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -27,6 +27,8 @@ STARTS = {"deployment.succeeded", "deployment.ready"}
 
 
 class Command(BaseCommand):
+    # Read-only reporting: it must work from a shell without the service's secrets.
+    requires_system_checks: list[str] = []
     help = "Replay a simulator scenario against this Gatekeeper and print the decisions."
 
     def add_arguments(self, parser: CommandParser) -> None:
