@@ -22,6 +22,7 @@ from releases.providers.base import (
     ProviderError,
     as_dict,
     req_str,
+    with_root,
 )
 
 API_ROOT = "/api"
@@ -62,11 +63,8 @@ class SlackClient(HttpClient):
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        root = base_url.rstrip("/")
-        if not root.endswith(API_ROOT):
-            root += API_ROOT  # accept both "https://slack.com" and "https://slack.com/api"
         super().__init__(
-            root,
+            with_root(base_url, API_ROOT),
             timeout=timeout,
             transport=transport,
             headers={"Authorization": f"Bearer {token}"},

@@ -133,6 +133,12 @@ def req_int(obj: Mapping[str, Any], key: str, where: str) -> int:
     return as_int(obj.get(key), f"{where}.{key}")
 
 
+def with_root(base_url: str, root: str) -> str:
+    """Accept a base URL with or without the API root ("https://sentry.io" or ".../api/0")."""
+    base = base_url.rstrip("/")
+    return base if base.endswith(root) else base + root
+
+
 class HttpClient:
     """Base for one outbound service. Subclasses set ``provider`` and override hooks."""
 

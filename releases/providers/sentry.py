@@ -25,6 +25,7 @@ from releases.providers.base import (
     as_int,
     as_list,
     parse_float,
+    with_root,
 )
 
 API_ROOT = "/api/0"
@@ -63,11 +64,8 @@ class SentryClient(HttpClient):
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        root = base_url.rstrip("/")
-        if not root.endswith(API_ROOT):
-            root += API_ROOT  # accept both "https://sentry.io" and "https://sentry.io/api/0"
         super().__init__(
-            root,
+            with_root(base_url, API_ROOT),
             timeout=timeout,
             transport=transport,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},

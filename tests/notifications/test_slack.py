@@ -9,26 +9,10 @@ import pytest
 
 from notifications.slack import PostedMessage, SlackClient
 from releases.providers.base import ProviderError, ProviderTimeout
+from tests.http import Vendor
 
 TOKEN = "xoxb-1234-5678-SeCrEtToKeN"
 OK = {"ok": True, "channel": "C0ABCDEF123", "ts": "1767258971.004200", "message": {"type": "message"}}
-
-
-class Vendor:
-    """A MockTransport that records every request and answers from a queue."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0)
-        return answer(request) if callable(answer) else answer
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
 
 
 def slack(vendor: Vendor, base_url: str = "https://slack.test/api") -> SlackClient:

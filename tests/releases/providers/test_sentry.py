@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,27 +12,11 @@ from hypothesis import strategies as st
 
 from releases.providers.base import ProviderError, ProviderTimeout
 from releases.providers.sentry import MAX_PAGES, SentryClient, SessionTotals, release_query
+from tests.http import Vendor
 
 NOW = 1_767_258_000.0
 START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 END = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-class Vendor:
-    """A MockTransport that records every request and answers from a queue."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0)
-        return answer(request) if callable(answer) else answer
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
 
 
 def sentry(vendor: Vendor, base_url: str = "https://sentry.test") -> SentryClient:

@@ -9,6 +9,7 @@ import pytest
 
 from releases.providers.base import ProviderError, ProviderTimeout
 from releases.providers.vercel import AliasRequest, Deployment, VercelClient
+from tests.http import Vendor
 
 NOW = 1_767_225_600.0
 TEAM = "team_Ab12Cd34Ef56Gh78Ij90Kl12"
@@ -30,23 +31,6 @@ DEPLOYMENT_BODY: dict[str, Any] = {
     "meta": {"githubCommitSha": "4e1b9c07", "githubCommitRef": "main"},
     "alias": [],
 }
-
-
-class Vendor:
-    """A MockTransport that records every request and answers from a queue."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0)
-        return answer(request) if callable(answer) else answer
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
 
 
 def vercel(vendor: Vendor, *, team_id: str | None = TEAM) -> VercelClient:
