@@ -7,7 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from gatekeeper.health import healthz
 from releases.api import ReleaseViewSet
-from releases.webhooks import VercelWebhookView
+from releases.webhooks import SentryWebhookView, VercelWebhookView
 
 router = DefaultRouter()
 router.register("releases", ReleaseViewSet, basename="release")
@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/", include(router.urls)),
     path("webhooks/vercel/", VercelWebhookView.as_view(), name="webhook-vercel"),
+    path("webhooks/sentry/", SentryWebhookView.as_view(), name="webhook-sentry"),
     path("healthz", healthz, name="healthz"),
     path("healthz/", healthz),
 ]

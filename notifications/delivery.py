@@ -1,4 +1,6 @@
-"""Posting a recorded Slack message: at most once, never blocking a promote or rollback.
+"""Delivering recorded notifications: Slack messages and PagerDuty events.
+
+Slack: at most once, never blocking a promote or rollback.
 
 Slack has no idempotency key, so a post whose outcome is unknown (a read timeout, a worker that
 died mid-request) is not sent again: a missing message is better than a doubled verdict.
@@ -8,9 +10,12 @@ or undo the deployment change.
 
 from __future__ import annotations
 
+import os
+
 from releases import clients
 from releases.models import Action
 from releases.outbox import Done, Handler, mark_started, register
+from releases.providers.base import ProviderError
 
 
 def _post(action: Action) -> Done:
@@ -22,3 +27,44 @@ def _post(action: Action) -> Done:
 
 
 register(Action.Kind.SLACK, Handler(perform=_post, idempotent=False))
+
+
+def _page(action: Action) -> Done:
+    """Send a PagerDuty event. Idempotent by dedup_key, so a retry after a lost answer is safe."""
+    payload = action.payload
+    name = payload["routing_key_env"]
+    routing_key = os.environ.get(name, "").strip()
+    if not routing_key:
+        raise ProviderError(
+            f"the environment variable {name} (the PagerDuty routing key) is not set",
+            provider="pagerduty",
+            permanent=True,
+        )
+    with clients.pagerduty() as pagerduty:
+        if payload["event_action"] == "resolve":
+            key = pagerduty.resolve(routing_key, payload["dedup_key"])
+            return Done({"dedup_key": key, "event_action": "resolve"})
+        details = dict(payload.get("custom_details") or {})
+        rollback = Action.objects.filter(key=payload.get("rollback_action_key") or "-").first()
+        if rollback is not None:
+            # What the on-call sees is the rollback's state when the page goes out, not when decided.
+            details["rollback_status"] = rollback.status
+        key = pagerduty.trigger(
+            routing_key,
+            dedup_key=payload["dedup_key"],
+            summary=payload["summary"],
+            source=payload["source"],
+            severity=payload["severity"],
+            component=payload.get("component"),
+            group=payload.get("group"),
+            event_class=payload.get("class"),
+            custom_details=details,
+            links=[tuple(link) for link in payload.get("links") or []],
+            client_url=payload.get("client_url"),
+        )
+    return Done(
+        {"dedup_key": key, "event_action": "trigger", "rollback_status": details.get("rollback_status")}
+    )
+
+
+register(Action.Kind.PAGERDUTY, Handler(perform=_page, idempotent=True))

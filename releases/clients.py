@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from notifications.pagerduty import PagerDutyClient
 from notifications.slack import SlackClient
 from releases.providers.sentry import SentryClient
 from releases.providers.vercel import VercelClient
@@ -31,3 +32,7 @@ def sentry() -> SentryClient:
 
 def slack() -> SlackClient:
     return SlackClient(settings.SLACK_API_URL, settings.SLACK_BOT_TOKEN, timeout=settings.PROVIDER_TIMEOUT)
+
+
+def pagerduty() -> PagerDutyClient:
+    return PagerDutyClient(settings.PAGERDUTY_EVENTS_URL, timeout=settings.PROVIDER_TIMEOUT)

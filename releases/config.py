@@ -25,12 +25,13 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # underscore is a pasted key, not the name of the variable that holds one.
 KEY_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9]{20,}$")
 TEMPLATE_FIELDS = {"id", "url", "name", "meta", "project_id", "target"}
+ON_WARNING = ("notify", "page", "rollback", "ignore")
 CHECK_KINDS = {"sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http"}
 
 SCHEMA: dict[str, set[str]] = {
     "": {"name", "vercel", "sentry", "slack", "pagerduty", "gate", "canary"},
     "vercel": {"project_id", "team_id", "production_domains", "start_on"},
-    "sentry": {"org", "project", "environment", "release"},
+    "sentry": {"org", "project", "environment", "release", "on_warning"},
     "slack": {"channel"},
     "pagerduty": {"routing_key_env"},
     "gate": {
@@ -45,6 +46,7 @@ SCHEMA: dict[str, set[str]] = {
         "dry_run",
         "early_fail_confidence",
         "early_fail_min_sessions",
+        "watch_threshold",
     },
     "canary": {
         "stages",
@@ -198,6 +200,9 @@ def _project(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     out["sentry_org"] = reader.get(f"{where}.sentry", sentry, "org", "str", required=True)
     out["sentry_project"] = reader.get(f"{where}.sentry", sentry, "project", "str", required=True)
     out["sentry_environment"] = reader.get(f"{where}.sentry", sentry, "environment", "str", "")
+    out["on_warning"] = reader.get(f"{where}.sentry", sentry, "on_warning", "str", "notify")
+    if out["on_warning"] not in ON_WARNING:
+        reader.problems.append(f"{where}.sentry.on_warning: must be one of {', '.join(ON_WARNING)}")
     template = reader.get(f"{where}.sentry", sentry, "release", "str", "{meta[githubCommitSha]}")
     for problem in template_problems(template or ""):
         reader.problems.append(f"{where}.sentry.release: {problem}")
@@ -232,6 +237,7 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
         "dry_run": reader.get(where, gate, "dry_run", "bool", False),
         "early_fail_confidence": reader.get(where, gate, "early_fail_confidence", "fraction", None),
         "early_fail_min_sessions": reader.get(where, gate, "early_fail_min_sessions", "int", 50),
+        "watch_threshold": reader.get(where, gate, "watch_threshold", "fraction", None),
     }
     if out["on_timeout"] not in {o.value for o in OnTimeout}:
         reader.problems.append(f"{where}.on_timeout: must be hold or rollback")

@@ -32,7 +32,7 @@ def known_good(project: Project, *, exclude: Release | None = None) -> Release |
     return candidates.first()
 
 
-def _next_key(release: Release, kind: str) -> str:
+def next_key(release: Release, kind: str) -> str:
     # Transitions are compare-and-set, so two decisions for one release cannot both get here
     # for the same state: counting existing intents gives each decision its own stable key.
     n = Action.objects.filter(release=release, kind=kind).count() + 1
@@ -76,7 +76,7 @@ def slack_spec(release: Release, facts: Facts) -> list[ActionSpec]:
     return [
         ActionSpec(
             kind=Action.Kind.SLACK,
-            key=_next_key(release, Action.Kind.SLACK),
+            key=next_key(release, Action.Kind.SLACK),
             payload={"channel": channel, "text": text, "blocks": blocks},
         )
     ]
@@ -89,7 +89,7 @@ def _dry(release: Release) -> str:
 def promote_specs(release: Release, facts: Facts) -> list[ActionSpec]:
     promote = ActionSpec(
         kind=Action.Kind.PROMOTE,
-        key=_next_key(release, Action.Kind.PROMOTE),
+        key=next_key(release, Action.Kind.PROMOTE),
         payload={"deployment_id": release.deployment_id},
         skip_reason=_dry(release),
     )
@@ -99,7 +99,7 @@ def promote_specs(release: Release, facts: Facts) -> list[ActionSpec]:
 def rollback_specs(release: Release, target: Release, facts: Facts) -> list[ActionSpec]:
     rollback = ActionSpec(
         kind=Action.Kind.ROLLBACK,
-        key=_next_key(release, Action.Kind.ROLLBACK),
+        key=next_key(release, Action.Kind.ROLLBACK),
         payload={
             "deployment_id": target.deployment_id,
             "from_deployment_id": release.deployment_id,
@@ -247,7 +247,11 @@ def mark_live(project: Project, deployment_id: str, *, actor: str, reason: str) 
             reason=f"{reason}; serves production before its verdict, gate continues",
         )
     elif release is not None and release.state in LIVE_FROM:
-        transition(release, S.PROMOTED, actor=actor, reason=reason)
+        restored = release.state == S.SUPERSEDED  # a rollback target: it was watched when it first went live
+        if transition(release, S.PROMOTED, actor=actor, reason=reason) is not None and not restored:
+            from releases.polling import start_watch
+
+            start_watch(release)
     if previous and previous != deployment_id:
         old = Release.objects.filter(deployment_id=previous, state=S.PROMOTED).first()
         if old is not None:

@@ -67,6 +67,21 @@ class Project(models.Model):
     early_fail_confidence = models.FloatField(null=True, blank=True)
     early_fail_min_sessions = models.PositiveIntegerField(default=50)
     watch_after_promotion = models.DurationField(default=timedelta(minutes=60))
+    # The bar a live release must keep during its bake watch; blank = crash_free_threshold.
+    watch_threshold = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    on_warning = models.CharField(
+        max_length=20,
+        choices=[
+            ("notify", "Slack only"),
+            ("page", "Slack and PagerDuty"),
+            ("rollback", "as critical"),
+            ("ignore", "ignore"),
+        ],
+        default="notify",
+        help_text="what a Sentry warning alert does",
+    )
     dry_run = models.BooleanField(default=False)
     canary = models.JSONField(null=True, blank=True)
 
@@ -149,6 +164,8 @@ class Release(models.Model):
     promoted_at = models.DateTimeField(null=True, blank=True)
     rolled_back_at = models.DateTimeField(null=True, blank=True)
     rollback_target = models.CharField(max_length=100, blank=True)
+    # While set and in the future, a live release is still polled (the bake watch).
+    watch_until = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -274,6 +291,43 @@ class Action(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} ({self.status})"
+
+
+class Incident(models.Model):
+    """A Sentry metric-alert incident, what it was about, and what Gatekeeper did with it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+        STALE = "stale"  # about a release that is no longer (or not yet) the live one
+        UNMATCHED = "unmatched"  # no live release known for the project
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="incidents")
+    release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="incidents"
+    )
+    sentry_id = models.CharField(max_length=100)
+    identifier = models.CharField(max_length=100, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    severity = models.CharField(max_length=20, blank=True, help_text="critical or warning")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    reason = models.TextField(blank=True)
+    description = models.TextField(blank=True)
+    web_url = models.URLField(max_length=500, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    dedup_key = models.CharField(max_length=255, blank=True, help_text="the PagerDuty dedup_key used")
+    paged = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sentry_id"], name="unique_incident"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name} incident {self.identifier or self.sentry_id} ({self.status})"
 
 
 class WebhookDelivery(models.Model):

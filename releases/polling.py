@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from releases import clients
+from releases import alerts, clients
 from releases.decisions import GATEKEEPER, decide
-from releases.gate import Evidence, Outcome, evaluate
-from releases.models import GateCheck, Release
+from releases.gate import Evidence, Outcome, Policy, evaluate
+from releases.models import GateCheck, Release, ReleaseEvent
 from releases.providers.base import ProviderError
 from releases.states import ReleaseState, transition
 
@@ -73,17 +75,20 @@ def poll_once(release_id: int, generation: int) -> str:
     release = Release.objects.select_related("project").filter(pk=release_id).first()
     if release is None:
         return "gone"
-    if release.state != S.GATING:
+    phase = phase_of(release)
+    if phase is None:
         return "not-gating"
     if release.generation != generation:
         return "stale"
     now = timezone.now()
+    if phase == "bake" and release.watch_until is not None and now >= release.watch_until:
+        return end_watch(release, generation)
     if release.next_poll_at is not None and release.next_poll_at > now + timedelta(seconds=1):
         # Countdowns are capped below the broker's visibility timeout; wait out the rest.
         remaining = (release.next_poll_at - now).total_seconds()
         enqueue_poll(release_id, generation, countdown=min(remaining, settings.MAX_COUNTDOWN))
         return "not-due"
-    claimed = Release.objects.filter(pk=release_id, state=S.GATING, generation=generation).update(
+    claimed = Release.objects.filter(pk=release_id, state=release.state, generation=generation).update(
         generation=generation + 1, next_poll_at=now + POLL_LEASE
     )
     if claimed != 1:
@@ -133,8 +138,9 @@ def record(
     """Store the check, evaluate, and reschedule or decide — all in one transaction."""
     with transaction.atomic():
         release = Release.objects.select_for_update().select_related("project").get(pk=release_id)
-        if release.state != S.GATING or release.generation != generation:
-            return "moved-on"  # a human decided while we were asking Sentry
+        phase = phase_of(release)
+        if phase is None or release.generation != generation:
+            return "moved-on"  # a human (or an alert) decided while we were asking Sentry
         now = timezone.now()
         errors = release.consecutive_errors + 1 if error else 0
         evidence = Evidence(
@@ -144,13 +150,14 @@ def record(
             consecutive_errors=errors,
             error=error or None,
         )
-        verdict = evaluate(release.policy(), evidence)
+        verdict = evaluate(release.policy() if phase == "gate" else watch_policy(release), evidence)
         if verdict.rule == "invalid_evidence" and not error:
             errors = release.consecutive_errors + 1
         figures = verdict.figures.as_dict()
         GateCheck.objects.create(
             release=release,
             generation=generation,
+            phase=phase,
             checked_at=now,
             sessions=sessions,
             crashed=crashed,
@@ -166,7 +173,8 @@ def record(
         latest = {"consecutive_errors": errors, "updated_at": now}
         if sessions is not None:
             latest.update(sessions=sessions, crashed=crashed, crash_free_rate=figures.get("crash_free_rate"))
-        if verdict.outcome == Outcome.WAIT:
+        # The bake watch acts only on a breach: no data, errors and passes all mean "keep watching".
+        if verdict.outcome == Outcome.WAIT or (phase == "bake" and verdict.outcome != Outcome.FAIL):
             interval = release.project.poll_interval.total_seconds()
             delay = max(interval, retry_after or 0.0)
             latest["next_poll_at"] = now + timedelta(seconds=delay)
@@ -180,8 +188,66 @@ def record(
         Release.objects.filter(pk=release.pk).update(**latest)
         for name, value in latest.items():
             setattr(release, name, value)
+        if phase == "bake":
+            cause = "bake watch: " + "; ".join(verdict.reasons)
+            alerts.rollback_live(release, cause=cause, figures=figures)
+            return "breach"
         decide(release, verdict)
         return verdict.outcome.value
+
+
+def phase_of(release: Release) -> str | None:
+    """``gate`` while judged for promotion, ``bake`` while watched after it, else not polled."""
+    if release.state == S.GATING:
+        return "gate"
+    if release.state == S.PROMOTED and release.watch_until is not None:
+        return "bake"
+    return None
+
+
+def watch_policy(release: Release) -> Policy:
+    """The gate's policy with the post-promotion bar and no deadline of its own (the watch has one)."""
+    policy = release.policy()
+    project = release.project
+    return replace(
+        policy,
+        crash_free_threshold=project.watch_threshold or project.crash_free_threshold,
+        max_wait=project.watch_after_promotion.total_seconds() + release.elapsed() + 86400.0,
+    )
+
+
+def start_watch(release: Release) -> None:
+    """Keep polling a release that just went live, for the project's watch_after_promotion."""
+    project = release.project
+    if not release.version or project.watch_after_promotion <= timedelta(0) or project.dry_run:
+        return
+    now = timezone.now()
+    generation = release.generation + 1
+    Release.objects.filter(pk=release.pk).update(
+        watch_until=now + project.watch_after_promotion,
+        next_poll_at=now + project.poll_interval,
+        generation=generation,
+        consecutive_errors=0,
+    )
+    release.generation, release.watch_until = generation, now + project.watch_after_promotion
+    release_id, countdown = release.pk, min(project.poll_interval.total_seconds(), settings.MAX_COUNTDOWN)
+    transaction.on_commit(lambda: enqueue_poll(release_id, generation, countdown=countdown), robust=True)
+
+
+def end_watch(release: Release, generation: int) -> str:
+    with transaction.atomic():
+        ended = Release.objects.filter(pk=release.pk, state=S.PROMOTED, generation=generation).update(
+            watch_until=None, next_poll_at=None, generation=generation + 1
+        )
+        if ended:
+            ReleaseEvent.objects.create(
+                release=release,
+                kind=ReleaseEvent.Kind.NOTE,
+                actor=GATEKEEPER,
+                reason="bake watch ended: no breach while watched",
+                data={"sessions": release.sessions, "crash_free_rate": release.crash_free_rate},
+            )
+    return "watch-ended" if ended else "stale"
 
 
 def redrive(now: datetime | None = None) -> dict[str, int]:
@@ -195,8 +261,9 @@ def redrive(now: datetime | None = None) -> dict[str, int]:
 
     now = now or timezone.now()
     cutoff = now - WATCHDOG_GRACE
+    polled = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
     polls = list(
-        Release.objects.filter(state=S.GATING, next_poll_at__lt=cutoff)
+        Release.objects.filter(polled, next_poll_at__lt=cutoff)
         .order_by("next_poll_at")
         .values_list("pk", "generation")[:WATCHDOG_BATCH]
     )

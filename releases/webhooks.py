@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from releases import vercel_events
+from releases import sentry_events, vercel_events
 from releases.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,29 @@ class VercelSignature(HmacSignature):
         return settings.VERCEL_WEBHOOK_SECRET
 
 
+class SentrySignature(HmacSignature):
+    source = "sentry"
+    header = "sentry-hook-signature"
+    algorithm = hashlib.sha256  # HMAC-SHA256 of the raw body with the client secret (§3.5)
+    # The timestamp is not signed (§3.5), so this only dampens replays of captured deliveries.
+    window = 300.0
+
+    def secret(self) -> str:
+        return settings.SENTRY_WEBHOOK_SECRET
+
+    def authenticate(self, request: Request) -> tuple[None, str]:
+        identity = super().authenticate(request)
+        raw = request.META.get("HTTP_SENTRY_HOOK_TIMESTAMP", "")
+        try:
+            sent = float(raw)
+        except ValueError:
+            sent = float("nan")
+        if not abs(time.time() - sent) <= self.window:  # also refuses NaN
+            logger.warning("sentry.webhook.stale_timestamp")
+            raise exceptions.AuthenticationFailed("Sentry-Hook-Timestamp missing or outside +/-5 minutes")
+        return identity
+
+
 class WebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes: list[Any] = []  # we parse the verified raw bytes ourselves
@@ -141,3 +165,54 @@ class VercelWebhookView(WebhookView):
         )
         code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
         return Response({"status": outcome.status, "detail": outcome.detail, "id": event.id}, status=code)
+
+
+class SentryWebhookView(WebhookView):
+    """Sentry's budget is one second and it never retries: record, enqueue on commit, answer."""
+
+    authentication_classes = [SentrySignature]
+
+    def post(self, request: Request) -> Response:
+        resource = request.META.get("HTTP_SENTRY_HOOK_RESOURCE", "").strip()
+        data = self.parse_json(request)
+        if resource in sentry_events.IGNORED_RESOURCES:
+            request_id = request.META.get("HTTP_REQUEST_ID", "")[:100]
+            key = request_id or hashlib.sha256(raw_body(request._request)).hexdigest()
+            _, created = WebhookDelivery.objects.get_or_create(
+                source="sentry",
+                delivery_id=f"{resource}:{key}",
+                defaults={
+                    "event_type": resource,
+                    "outcome": WebhookDelivery.Outcome.IGNORED,
+                    "payload": data,
+                    "note": f"{resource}: not used by Gatekeeper",
+                },
+            )
+            return Response({"status": "ignored" if created else "duplicate"}, status=status.HTTP_200_OK)
+        reader = sentry_events.READERS.get(resource)
+        if reader is None:
+            raise Malformed(f"Sentry-Hook-Resource: unsupported resource {resource!r}")
+        try:
+            alert = reader(data)
+        except vercel_events.BadPayload as exc:
+            raise Malformed(str(exc)) from exc
+        try:
+            with transaction.atomic():
+                delivery = WebhookDelivery.objects.create(
+                    source="sentry",
+                    delivery_id=alert.delivery_id,
+                    event_type=f"{resource}.{alert.action}",
+                    outcome=WebhookDelivery.Outcome.IGNORED,
+                    payload=data,
+                )
+                outcome = sentry_events.HANDLERS[resource](alert, delivery)
+        except IntegrityError:
+            return Response({"status": "duplicate", "id": alert.delivery_id}, status=status.HTTP_200_OK)
+        logger.info(
+            "sentry.webhook.received",
+            extra={"resource": resource, "action": alert.action, "outcome": outcome.status},
+        )
+        code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
+        return Response(
+            {"status": outcome.status, "detail": outcome.detail, "id": alert.delivery_id}, status=code
+        )

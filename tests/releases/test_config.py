@@ -115,6 +115,8 @@ def test_the_design_example_parses_to_the_expected_fields() -> None:
         "dry_run": False,
         "early_fail_confidence": None,
         "early_fail_min_sessions": 50,
+        "watch_threshold": None,
+        "on_warning": "notify",
         "canary": project["canary"],
     }
 

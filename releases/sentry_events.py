@@ -1,0 +1,230 @@
+"""What a Sentry integration webhook means to Gatekeeper (api-contracts.md §3.5).
+
+Dispatch is on ``Sentry-Hook-Resource`` through a table: ``metric_alert`` is handled, the other
+resources Sentry sends are acknowledged and ignored, anything else is a 400. Sentry gives each
+delivery a fresh Request-ID, so repeats are recognised by the incident and the action instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.utils.dateparse import parse_datetime
+
+from releases import alerts
+from releases.models import Incident, Project, Release, ReleaseEvent, WebhookDelivery
+from releases.vercel_events import BadPayload, Outcome
+
+SENTRY = "sentry"
+IGNORED_RESOURCES = frozenset(
+    {"installation", "event_alert", "issue", "error", "comment", "seer", "preprod_artifact"}
+)
+ACTIONS = frozenset({"critical", "warning", "resolved"})
+RELEASE_IN_QUERY = re.compile(r"""release:(?:"([^"]+)"|(\S+))""")
+
+
+@dataclass(frozen=True)
+class Alert:
+    action: str
+    sentry_id: str
+    identifier: str
+    title: str
+    projects: tuple[str, ...]
+    started_at: datetime | None
+    environment: str | None
+    query: str
+    description: str
+    web_url: str
+
+    @property
+    def delivery_id(self) -> str:
+        return f"metric_alert:{self.sentry_id}:{self.action}"
+
+    @property
+    def org_slug(self) -> str:
+        """The organisation, read from the incident's link (the payload carries only its number)."""
+        parts = urlsplit(self.web_url)
+        match = re.search(r"/organizations/([^/]+)/", parts.path)
+        if match:
+            return match.group(1)
+        host = parts.netloc.split(":")[0]
+        return host.split(".", 1)[0] if host.endswith(".sentry.io") and host.count(".") >= 2 else ""
+
+
+def _text(value: Any, field: str, *, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (required and str(value) == ""):
+        raise BadPayload(f"{field}: must be a string")
+    return str(value)
+
+
+def read_metric_alert(data: dict[str, Any]) -> Alert:
+    action = data.get("action")
+    if action not in ACTIONS:
+        raise BadPayload(f"action: must be one of {', '.join(sorted(ACTIONS))}")
+    body = data.get("data")
+    if not isinstance(body, dict) or not isinstance(body.get("metric_alert"), dict):
+        raise BadPayload("data.metric_alert: must be an object")
+    incident = body["metric_alert"]
+    rule = incident.get("alert_rule") if incident.get("alert_rule") is not None else {}
+    if not isinstance(rule, dict):
+        raise BadPayload("data.metric_alert.alert_rule: must be an object")
+    projects = incident.get("projects", rule.get("projects"))
+    if not isinstance(projects, list) or not projects or not all(isinstance(p, str) for p in projects):
+        raise BadPayload("data.metric_alert.projects: must be a list of project slugs")
+    started_raw = incident.get("date_started")
+    started = None
+    if started_raw is not None:
+        started = parse_datetime(started_raw) if isinstance(started_raw, str) else None
+        if started is None or started.tzinfo is None:
+            raise BadPayload("data.metric_alert.date_started: must be an ISO-8601 time with a zone")
+    environment = rule.get("environment")
+    if environment is not None and not isinstance(environment, str):
+        raise BadPayload("data.metric_alert.alert_rule.environment: must be a string or null")
+    query = rule.get("query") or ""
+    if not isinstance(query, str):
+        raise BadPayload("data.metric_alert.alert_rule.query: must be a string")
+    web_url = body.get("web_url") or ""
+    if not isinstance(web_url, str) or (web_url and not web_url.startswith(("https://", "http://"))):
+        raise BadPayload("data.web_url: must be a URL")
+    return Alert(
+        action=action,
+        sentry_id=_text(incident.get("id"), "data.metric_alert.id")[:100],
+        identifier=_text(incident.get("identifier"), "data.metric_alert.identifier", required=False)[:100],
+        title=_text(incident.get("title"), "data.metric_alert.title", required=False)[:500],
+        projects=tuple(projects),
+        started_at=started,
+        environment=environment or None,
+        query=query,
+        description=_text(body.get("description_text"), "data.description_text", required=False)[:2000],
+        web_url=web_url[:500],
+    )
+
+
+def _project_for(alert: Alert) -> Project | None:
+    candidates = list(Project.objects.filter(sentry_project__in=alert.projects))
+    if alert.environment:
+        candidates = [p for p in candidates if p.sentry_environment in ("", alert.environment)]
+    if len(candidates) > 1 and alert.org_slug:
+        candidates = [p for p in candidates if p.sentry_org == alert.org_slug]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _stale_reason(alert: Alert, project: Project, release: Release) -> str:
+    named = {a or b for a, b in RELEASE_IN_QUERY.findall(alert.query)}
+    if named and release.version not in named:
+        return f"the alert is about release {', '.join(sorted(named))}, not the live {release.version}"
+    went_live = project.live_since or release.promoted_at
+    if alert.started_at is not None and went_live is not None and alert.started_at < went_live:
+        return (
+            f"the incident started at {alert.started_at:%Y-%m-%d %H:%M:%S} UTC, before "
+            f"{release.version or release.deployment_id} went live at {went_live:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    return ""
+
+
+def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
+    project = _project_for(alert)
+    if project is None:
+        return _ignore(
+            delivery,
+            f"no single project for Sentry project(s) {', '.join(alert.projects)}"
+            f"{' in ' + alert.environment if alert.environment else ''}",
+        )
+    delivery.project = project
+    incident, _ = Incident.objects.get_or_create(
+        project=project,
+        sentry_id=alert.sentry_id,
+        defaults={
+            "identifier": alert.identifier,
+            "title": alert.title,
+            "started_at": alert.started_at,
+            "web_url": alert.web_url,
+        },
+    )
+    incident.description = alert.description or incident.description
+    if alert.action == "resolved":
+        return _resolved(alert, incident, delivery)
+    release = (
+        Release.objects.filter(deployment_id=project.live_deployment_id).first()
+        if project.live_deployment_id
+        else None
+    )
+    if release is None:
+        _save_incident(incident, Incident.Status.UNMATCHED, "no live release known for the project", None)
+        return _ignore(delivery, "no live release known for the project", project)
+    stale = _stale_reason(alert, project, release)
+    if stale:
+        _save_incident(incident, Incident.Status.STALE, stale, release)
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.NOTE,
+            actor=SENTRY,
+            reason=f"stale alert ignored: {stale}",
+            data={"incident": alert.sentry_id, "action": alert.action},
+        )
+        delivery.release = release
+        return _ignore(delivery, f"stale: {stale}", project)
+    _save_incident(incident, Incident.Status.OPEN, "", release, severity=alert.action)
+    delivery.release = release
+    mode = "rollback" if alert.action == "critical" else project.on_warning
+    if mode == "ignore":
+        return _ignore(delivery, "warning ignored by the project's on_warning", project)
+    if mode in ("notify", "page"):
+        alerts.notify_only(release, incident, page=mode == "page")
+        return _accept(delivery, f"warning: {'paged and ' if mode == 'page' else ''}told Slack")
+    cause = f"Sentry {alert.action} alert: {alert.description or alert.title}".strip()
+    done = alerts.rollback_live(release, cause=cause, actor=SENTRY, incident=incident)
+    incident.refresh_from_db()
+    return _accept(
+        delivery,
+        {
+            "rolling-back": "rolling back",
+            "no-target": "paged: no known-good target",
+            "already": f"release is {release.state}: nothing more to do",
+        }[done],
+    )
+
+
+def _resolved(alert: Alert, incident: Incident, delivery: WebhookDelivery) -> Outcome:
+    release = incident.release
+    previous = incident.status
+    incident.status = Incident.Status.RESOLVED
+    incident.save(update_fields=["status", "description", "updated_at"])
+    if release is None or previous in (Incident.Status.STALE, Incident.Status.UNMATCHED):
+        return _ignore(
+            delivery, f"resolved an incident Gatekeeper did not act on ({previous})", incident.project
+        )
+    delivery.release = release
+    alerts.resolved(release, incident)
+    return _accept(delivery, "resolved" + (": PagerDuty resolve sent" if incident.paged else ""))
+
+
+def _save_incident(
+    incident: Incident, status: str, reason: str, release: Release | None, severity: str = ""
+) -> None:
+    incident.status, incident.reason, incident.release = status, reason, release
+    incident.severity = severity or incident.severity
+    incident.save()
+
+
+def _accept(delivery: WebhookDelivery, note: str) -> Outcome:
+    delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, note
+    delivery.save(update_fields=["outcome", "note", "project", "release"])
+    return Outcome("accepted", note, accepted=True)
+
+
+def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None) -> Outcome:
+    delivery.note, delivery.project = note, project or delivery.project
+    delivery.save(update_fields=["note", "project", "release"])
+    return Outcome("ignored", note)
+
+
+HANDLERS: dict[str, Callable[[Alert, WebhookDelivery], Outcome]] = {"metric_alert": on_metric_alert}
+READERS: dict[str, Callable[[dict[str, Any]], Alert]] = {"metric_alert": read_metric_alert}
