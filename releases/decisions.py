@@ -6,6 +6,7 @@ history rows and its outbox rows, committed together or not at all.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
@@ -228,9 +229,15 @@ def start_rollback(
     )
 
 
-def mark_live(project: Project, deployment_id: str, *, actor: str, reason: str) -> Release | None:
-    """Record that ``deployment_id`` serves production now; the one before it is superseded."""
-    now = timezone.now()
+def mark_live(
+    project: Project, deployment_id: str, *, actor: str, reason: str, since: datetime | None = None
+) -> Release | None:
+    """Record that ``deployment_id`` serves production now; the one before it is superseded.
+
+    ``since`` is when it went live by the vendor's account (Vercel's event time, or when we asked
+    for the switch), not when we heard of it: alerts are judged stale against it.
+    """
+    now = min(since, timezone.now()) if since is not None else timezone.now()
     project = Project.objects.select_for_update().get(pk=project.pk)
     release = Release.objects.filter(deployment_id=deployment_id).first()
     previous = project.live_deployment_id

@@ -125,6 +125,7 @@ def _promoted(action: Action, done: Done) -> None:
         release.deployment_id,
         actor=GATEKEEPER,
         reason="promoted: Vercel finished re-aliasing production",
+        since=_requested(done),
     )
 
 
@@ -140,7 +141,19 @@ def _rolled_back(action: Action, done: Done) -> None:
         reason=f"production serves {target}",
         expected=S.ROLLING_BACK,
     )
-    mark_live(release.project, target, actor=GATEKEEPER, reason=f"rolled back from {release.deployment_id}")
+    mark_live(
+        release.project,
+        target,
+        actor=GATEKEEPER,
+        reason=f"rolled back from {release.deployment_id}",
+        since=_requested(done),
+    )
+
+
+def _requested(done: Done) -> datetime | None:
+    """When we asked Vercel for the switch: production changed no earlier than that."""
+    requested = done.result.get("requested_at")
+    return datetime.fromisoformat(requested) if requested else None
 
 
 def _promote_failed(action: Action, error: str) -> None:

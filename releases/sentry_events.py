@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +25,8 @@ IGNORED_RESOURCES = frozenset(
     {"installation", "event_alert", "issue", "error", "comment", "seer", "preprod_artifact"}
 )
 ACTIONS = frozenset({"critical", "warning", "resolved"})
+# Sentry's, Vercel's and our clocks differ a little; an incident within this of go-live is not stale.
+CLOCK_SKEW = timedelta(seconds=5)
 RELEASE_IN_QUERY = re.compile(r"""release:(?:"([^"]+)"|(\S+))""")
 
 
@@ -121,7 +123,7 @@ def _stale_reason(alert: Alert, project: Project, release: Release) -> str:
     if named and release.version not in named:
         return f"the alert is about release {', '.join(sorted(named))}, not the live {release.version}"
     went_live = project.live_since or release.promoted_at
-    if alert.started_at is not None and went_live is not None and alert.started_at < went_live:
+    if alert.started_at is not None and went_live is not None and alert.started_at < went_live - CLOCK_SKEW:
         return (
             f"the incident started at {alert.started_at:%Y-%m-%d %H:%M:%S} UTC, before "
             f"{release.version or release.deployment_id} went live at {went_live:%Y-%m-%d %H:%M:%S} UTC"

@@ -160,6 +160,10 @@ def _project_for(deployment: Deployment) -> Project | None:
     return project
 
 
+def _event_time(created_at: int | None) -> datetime | None:
+    return datetime.fromtimestamp(created_at / 1000, UTC) if created_at else None
+
+
 def _release_for(project: Project, deployment: Deployment, created_at: int | None) -> tuple[Release, bool]:
     defaults: dict[str, Any] = {
         "project": project,
@@ -167,7 +171,7 @@ def _release_for(project: Project, deployment: Deployment, created_at: int | Non
         "inspector_url": deployment.inspector_url,
         "target": deployment.target,
         "meta": deployment.meta,
-        "deployment_created_at": datetime.fromtimestamp(created_at / 1000, UTC) if created_at else None,
+        "deployment_created_at": _event_time(created_at),
     }
     try:
         defaults["version"] = render_release(
@@ -238,7 +242,13 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
         reason="Vercel says this deployment serves production",
         data={"event": event.id},
     )
-    mark_live(project, deployment.id, actor=VERCEL, reason="deployment.promoted: serves production")
+    mark_live(
+        project,
+        deployment.id,
+        actor=VERCEL,
+        reason="deployment.promoted: serves production",
+        since=_event_time(event.created_at),
+    )
     delivery.project, delivery.release = project, release
     delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "recorded as live"
     delivery.save(update_fields=["project", "release", "outcome", "note"])

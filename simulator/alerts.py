@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from simulator.sessions import SessionsError, parse_date
 from simulator.webhooks import SENTRY_TIMEOUT, check_tamper, sentry_signature, target_url
-from simulator.wire import ControlError, as_number, as_text, iso_z, require_text
+from simulator.wire import ControlError, as_number, as_text, require_text
 
 if TYPE_CHECKING:
     from simulator.state import Simulator
@@ -22,7 +23,8 @@ TAMPERING = ("bad_signature", "no_signature", "stale_timestamp")
 
 
 def _microseconds(epoch: float) -> str:
-    return iso_z(epoch).removesuffix("Z") + ".000000Z"
+    # Sentry serialises incident times with microseconds (§3.5 example).
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _epoch(value: Any, default: float) -> float:

@@ -18,6 +18,8 @@ from django.conf import settings as django_settings
 from tests.factories import SENTRY_SECRET, VERCEL_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
+PD_KEY_ENV = "E2E_PAGERDUTY_ROUTING_KEY"
+PD_KEY = "e2e0routing0key00000000000000abc"  # 32 characters, as PagerDuty requires
 
 
 @pytest.fixture(autouse=True)
@@ -157,6 +159,7 @@ def worker_env(simulator: Simulator, database_name: str, **extra: str) -> dict[s
         "VERCEL_TOKEN": "test-vercel-token",
         "SENTRY_AUTH_TOKEN": "test-sentry-token",
         "SLACK_BOT_TOKEN": "xoxb-test-token",
+        PD_KEY_ENV: PD_KEY,
         "DEBUG": "1",
         **simulator.provider_env(),
         **extra,
