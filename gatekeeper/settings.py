@@ -144,7 +144,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # quickly, the watchdog re-drives from PostgreSQL.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
-CELERY_TASK_ALWAYS_EAGER = False
+# Runs tasks inside the caller, no broker: only for bench/time_to_rollback.py's inline floor.
+CELERY_TASK_ALWAYS_EAGER = env_bool("GATEKEEPER_INLINE_TASKS", False)
 WATCHDOG_INTERVAL = env_float("WATCHDOG_INTERVAL", 15.0)
 
 # --- Gatekeeper ------------------------------------------------------------------------------

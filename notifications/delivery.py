@@ -21,8 +21,8 @@ from releases.providers.base import ProviderError
 def _post(action: Action) -> Done:
     payload = action.payload
     mark_started(action, sending=True)
-    with clients.slack() as slack:
-        posted = slack.post_message(payload["channel"], payload["text"], payload.get("blocks"))
+    slack = clients.slack()
+    posted = slack.post_message(payload["channel"], payload["text"], payload.get("blocks"))
     return Done({"channel": posted.channel, "ts": posted.ts})
 
 
@@ -40,28 +40,28 @@ def _page(action: Action) -> Done:
             provider="pagerduty",
             permanent=True,
         )
-    with clients.pagerduty() as pagerduty:
-        if payload["event_action"] == "resolve":
-            key = pagerduty.resolve(routing_key, payload["dedup_key"])
-            return Done({"dedup_key": key, "event_action": "resolve"})
-        details = dict(payload.get("custom_details") or {})
-        rollback = Action.objects.filter(key=payload.get("rollback_action_key") or "-").first()
-        if rollback is not None:
-            # What the on-call sees is the rollback's state when the page goes out, not when decided.
-            details["rollback_status"] = rollback.status
-        key = pagerduty.trigger(
-            routing_key,
-            dedup_key=payload["dedup_key"],
-            summary=payload["summary"],
-            source=payload["source"],
-            severity=payload["severity"],
-            component=payload.get("component"),
-            group=payload.get("group"),
-            event_class=payload.get("class"),
-            custom_details=details,
-            links=[tuple(link) for link in payload.get("links") or []],
-            client_url=payload.get("client_url"),
-        )
+    pagerduty = clients.pagerduty()
+    if payload["event_action"] == "resolve":
+        key = pagerduty.resolve(routing_key, payload["dedup_key"])
+        return Done({"dedup_key": key, "event_action": "resolve"})
+    details = dict(payload.get("custom_details") or {})
+    rollback = Action.objects.filter(key=payload.get("rollback_action_key") or "-").first()
+    if rollback is not None:
+        # What the on-call sees is the rollback's state when the page goes out, not when decided.
+        details["rollback_status"] = rollback.status
+    key = pagerduty.trigger(
+        routing_key,
+        dedup_key=payload["dedup_key"],
+        summary=payload["summary"],
+        source=payload["source"],
+        severity=payload["severity"],
+        component=payload.get("component"),
+        group=payload.get("group"),
+        event_class=payload.get("class"),
+        custom_details=details,
+        links=[tuple(link) for link in payload.get("links") or []],
+        client_url=payload.get("client_url"),
+    )
     return Done(
         {"dedup_key": key, "event_action": "trigger", "rollback_status": details.get("rollback_status")}
     )

@@ -15,7 +15,7 @@ from django.utils.timesince import timesince
 
 from notifications.messages import percent
 from releases import overrides
-from releases.models import Action, GateCheck, Project, Release, ReleaseEvent, WebhookDelivery
+from releases.models import Action, GateCheck, Incident, Project, Release, ReleaseEvent, WebhookDelivery
 
 EXTEND_BY = timedelta(minutes=30)
 
@@ -220,6 +220,17 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("source", "outcome", "event_type")
     search_fields = ("delivery_id",)
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "project", "identifier", "severity", "status", "release", "paged", "reason")
+    list_filter = ("status", "severity", "project")
+    search_fields = ("sentry_id", "identifier", "title")
+    readonly_fields = [f.name for f in Incident._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -139,6 +139,10 @@ def rollback_live(
         ]
         enqueue_actions(write_actions(release, specs))
         _link_incident(incident, release)
+        # Reported once: a watch that kept polling would only find the same breach again.
+        Release.objects.filter(pk=release.pk, watch_until__isnull=False).update(
+            watch_until=None, next_poll_at=None
+        )
         return "no-target"
     rollback_key = next_key(release, Action.Kind.ROLLBACK)
     rollback = ActionSpec(

@@ -20,7 +20,7 @@ from releases.decisions import GATEKEEPER, facts_for, mark_live, slack_spec
 from releases.models import Action, Project, Release
 from releases.outbox import Confirming, Done, Handler, mark_started, register
 from releases.providers.base import ProviderError
-from releases.providers.vercel import VercelClient
+from releases.providers.vercel import ProjectState, VercelClient
 from releases.states import ReleaseState, transition
 
 logger = logging.getLogger(__name__)
@@ -47,28 +47,35 @@ def _perform(action: Action, kind: str) -> Done | Confirming:
     release: Release = action.release
     project: Project = release.project
     target = str(action.payload["deployment_id"])
-    with clients.vercel(project) as vercel:
-        if not action.result.get("requested_at"):
-            if (
-                vercel.production_deployment_id(project.vercel_project_id, project.production_domains)
-                == target
-            ):
-                return Done({**action.result, "note": f"production already served {target}; nothing sent"})
-            job = vercel.last_alias_request(project.vercel_project_id)
-            if job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT:
-                mark_started(action, requested_at=_now_iso(), adopted_job=True)
-            else:
-                mark_started(action, requested_at=_now_iso())
-                try:
-                    if kind == "promote":
-                        vercel.promote(project.vercel_project_id, target)
-                    else:
-                        vercel.rollback(project.vercel_project_id, target, description=_why(release))
-                except ProviderError as exc:
-                    if not exc.maybe_delivered:
-                        _forget_request(action)  # Vercel refused it: the retry must send again
-                    raise
-        return _confirm(vercel, action, project, target, kind)
+    vercel = clients.vercel(project)  # shared per process: do not close
+    if not action.result.get("requested_at"):
+        # One read tells both what production serves and whether an alias job is already
+        # running: the fewer calls before the rollback, the sooner it lands.
+        state = vercel.project_state(project.vercel_project_id)
+        if _serving(vercel, project, state) == target:
+            return Done({**action.result, "note": f"production already served {target}; nothing sent"})
+        job = state.last_alias_request
+        if job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT:
+            mark_started(action, requested_at=_now_iso(), adopted_job=True)
+        else:
+            mark_started(action, requested_at=_now_iso())
+            try:
+                if kind == "promote":
+                    vercel.promote(project.vercel_project_id, target)
+                else:
+                    vercel.rollback(project.vercel_project_id, target, description=_why(release))
+            except ProviderError as exc:
+                if not exc.maybe_delivered:
+                    _forget_request(action)  # Vercel refused it: the retry must send again
+                raise
+    return _confirm(vercel, action, project, target, kind)
+
+
+def _serving(vercel: VercelClient, project: Project, state: ProjectState) -> str | None:
+    """The deployment serving production: the project's production target, or its domains' aliases."""
+    if state.production_id is not None:
+        return state.production_id
+    return vercel.production_deployment_id(project.vercel_project_id, project.production_domains)
 
 
 def _why(release: Release) -> str:
@@ -80,7 +87,8 @@ def _confirm(
 ) -> Done | Confirming:
     deadline = time.monotonic() + CONFIRM_WINDOW
     while True:
-        job = vercel.last_alias_request(project.vercel_project_id)
+        state = vercel.project_state(project.vercel_project_id)
+        job = state.last_alias_request
         if job is not None and job.to_deployment_id == target and job.type == kind:
             if job.job_status == "succeeded":
                 return Done({**action.result, "job_status": job.job_status, "confirmed_at": _now_iso()})
@@ -89,7 +97,7 @@ def _confirm(
                 raise ProviderError(
                     f"Vercel {kind} job for {target} ended {job.job_status}", provider="vercel"
                 )
-        elif vercel.production_deployment_id(project.vercel_project_id, project.production_domains) == target:
+        elif _serving(vercel, project, state) == target:
             return Done({**action.result, "note": "production serves the target"})
         if time.monotonic() >= deadline:
             break

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -77,22 +77,36 @@ def backoff(attempt: int) -> float:
 def write_actions(release: Release, specs: Sequence[ActionSpec]) -> list[Action]:
     """Insert the outbox rows for ``specs``; an intent already recorded is not written twice."""
     now = timezone.now()
-    written: list[Action] = []
+    rows = []
     for spec in specs:
         skipped = bool(spec.skip_reason)
-        action, created = Action.objects.get_or_create(
-            key=spec.key,
-            defaults={
-                "release": release,
-                "kind": spec.kind,
-                "payload": spec.payload,
-                "status": Action.Status.SKIPPED if skipped else Action.Status.PENDING,
-                "result": {"skipped": spec.skip_reason} if skipped else {},
-                "finished_at": now if skipped else None,
-            },
+        rows.append(
+            Action(
+                release=release,
+                kind=spec.kind,
+                key=spec.key,
+                payload=spec.payload,
+                status=Action.Status.SKIPPED if skipped else Action.Status.PENDING,
+                result={"skipped": spec.skip_reason} if skipped else {},
+                finished_at=now if skipped else None,
+                next_attempt_at=now,
+            )
         )
-        if created:
-            written.append(action)
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():  # one INSERT on the hot path (alert -> rollback)
+            return Action.objects.bulk_create(rows)
+    except IntegrityError:
+        pass  # some intent is already recorded: write the others one by one
+    written: list[Action] = []
+    for row in rows:
+        try:
+            with transaction.atomic():
+                row.save(force_insert=True)
+        except IntegrityError:
+            continue
+        written.append(row)
     return written
 
 

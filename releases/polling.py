@@ -100,15 +100,15 @@ def poll_once(release_id: int, generation: int) -> str:
     retry_after: float | None = None
     started = time.monotonic()
     try:
-        with clients.sentry() as sentry:
-            totals = sentry.release_sessions(
-                project.sentry_org,
-                project.sentry_project,
-                project.sentry_environment or None,
-                [release.version],
-                start=window_start(release, now),
-                end=now + timedelta(seconds=1),  # after the start even at an exact hour
-            )[release.version]
+        sentry = clients.sentry()
+        totals = sentry.release_sessions(
+            project.sentry_org,
+            project.sentry_project,
+            project.sentry_environment or None,
+            [release.version],
+            start=window_start(release, now),
+            end=now + timedelta(seconds=1),  # after the start even at an exact hour
+        )[release.version]
         sessions, crashed = totals.sessions, totals.crashed
     except ProviderError as exc:
         error, retry_after = str(exc), exc.retry_after

@@ -27,7 +27,9 @@ IGNORED_RESOURCES = frozenset(
 ACTIONS = frozenset({"critical", "warning", "resolved"})
 # Sentry's, Vercel's and our clocks differ a little; an incident within this of go-live is not stale.
 CLOCK_SKEW = timedelta(seconds=5)
-RELEASE_IN_QUERY = re.compile(r"""release:(?:"([^"]+)"|(\S+))""")
+# `release:x` names a release; `!release:x` excludes one, and `latest` is Sentry's alias, not a name.
+RELEASE_IN_QUERY = re.compile(r"""(?<![!\w])release:(?:"([^"]+)"|(\S+))""")
+RELEASE_ALIASES = frozenset({"latest"})
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ def read_metric_alert(data: dict[str, Any]) -> Alert:
     started_raw = incident.get("date_started")
     started = None
     if started_raw is not None:
-        started = parse_datetime(started_raw) if isinstance(started_raw, str) else None
+        try:
+            started = parse_datetime(started_raw) if isinstance(started_raw, str) else None
+        except ValueError:  # well formed but impossible, e.g. month 13: a 400, not a 500
+            started = None
         if started is None or started.tzinfo is None:
             raise BadPayload("data.metric_alert.date_started: must be an ISO-8601 time with a zone")
     environment = rule.get("environment")
@@ -119,7 +124,7 @@ def _project_for(alert: Alert) -> Project | None:
 
 
 def _stale_reason(alert: Alert, project: Project, release: Release) -> str:
-    named = {a or b for a, b in RELEASE_IN_QUERY.findall(alert.query)}
+    named = {a or b for a, b in RELEASE_IN_QUERY.findall(alert.query)} - RELEASE_ALIASES
     if named and release.version not in named:
         return f"the alert is about release {', '.join(sorted(named))}, not the live {release.version}"
     went_live = project.live_since or release.promoted_at
@@ -158,6 +163,8 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
         if project.live_deployment_id
         else None
     )
+    if release is not None:
+        release.project = project  # already loaded: saves a query on the way to the rollback
     if release is None:
         _save_incident(incident, Incident.Status.UNMATCHED, "no live release known for the project", None)
         return _ignore(delivery, "no live release known for the project", project)
@@ -183,7 +190,6 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
         return _accept(delivery, f"warning: {'paged and ' if mode == 'page' else ''}told Slack")
     cause = f"Sentry {alert.action} alert: {alert.description or alert.title}".strip()
     done = alerts.rollback_live(release, cause=cause, actor=SENTRY, incident=incident)
-    incident.refresh_from_db()
     return _accept(
         delivery,
         {
@@ -199,7 +205,8 @@ def _resolved(alert: Alert, incident: Incident, delivery: WebhookDelivery) -> Ou
     previous = incident.status
     incident.status = Incident.Status.RESOLVED
     incident.save(update_fields=["status", "description", "updated_at"])
-    if release is None or previous in (Incident.Status.STALE, Incident.Status.UNMATCHED):
+    ignored = incident.severity == "warning" and incident.project.on_warning == "ignore"
+    if release is None or ignored or previous in (Incident.Status.STALE, Incident.Status.UNMATCHED):
         return _ignore(
             delivery, f"resolved an incident Gatekeeper did not act on ({previous})", incident.project
         )

@@ -64,6 +64,9 @@ IGNORED = frozenset(
 )
 
 
+MAX_EPOCH_MS = 32503680000000  # the year 3000: anything later is not a Vercel timestamp
+
+
 class BadPayload(Exception):
     pass
 
@@ -94,8 +97,10 @@ def read_envelope(data: dict[str, Any]) -> Event:
     if not isinstance(payload, dict):
         raise BadPayload("payload: must be an object")
     created = data.get("createdAt")
-    if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
-        raise BadPayload("createdAt: must be a number (ms since epoch)")
+    if created is not None and (
+        isinstance(created, bool) or not isinstance(created, (int, float)) or not 0 < created < MAX_EPOCH_MS
+    ):
+        raise BadPayload("createdAt: must be a time in ms since the epoch")
     return Event(event_id.strip(), event_type, int(created) if created is not None else None, payload)
 
 

@@ -129,12 +129,35 @@ class WebhookView(APIView):
 
     def parse_json(self, request: Request) -> dict[str, Any]:
         try:
-            data = json.loads(raw_body(request._request))
-        except (ValueError, UnicodeDecodeError) as exc:
+            # NaN/Infinity are not JSON (RFC 8259) and PostgreSQL's jsonb refuses them: a 400, not a 500.
+            data = json.loads(raw_body(request._request), parse_constant=_not_json)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
             raise Malformed(f"body is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise Malformed("body must be a JSON object")
+        if _has_nul(data):
+            raise Malformed("body contains a NUL character (\\u0000), which cannot be stored")
         return data
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _has_nul(data: Any) -> bool:
+    """PostgreSQL's jsonb cannot store U+0000; walked without recursion, as nesting may be deep."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 class VercelWebhookView(WebhookView):

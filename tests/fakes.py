@@ -1,4 +1,4 @@
-"""In-process fakes of Vercel, Sentry and Slack behind httpx.MockTransport, for unit tests.
+"""In-process fakes of Vercel, Sentry, Slack and PagerDuty behind httpx.MockTransport, for unit tests.
 
 They follow api-contracts.md closely enough for the code paths under test; the end-to-end tests
 use the real simulator over HTTP instead.
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from notifications.pagerduty import PagerDutyClient
 from notifications.slack import SlackClient
 from releases import clients
 from releases.providers.sentry import SentryClient
@@ -144,10 +145,28 @@ class FakeSlack:
 
 
 @dataclass
+class FakePagerDuty:
+    """Events API v2 (api-contracts.md §4.1): every event received is kept; ``answers`` go first."""
+
+    answers: list[httpx.Response] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.events.append(body)
+        if self.answers:
+            return self.answers.pop(0)
+        return httpx.Response(
+            202, json={"status": "success", "message": "Event processed", "dedup_key": body.get("dedup_key")}
+        )
+
+
+@dataclass
 class Fakes:
     vercel: FakeVercel
     sentry: FakeSentry
     slack: FakeSlack
+    pagerduty: FakePagerDuty = field(default_factory=FakePagerDuty)
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> Fakes:
@@ -171,5 +190,12 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Fakes:
         clients,
         "slack",
         lambda: SlackClient("https://slack.test/api", "xoxb-t", transport=httpx.MockTransport(fakes.slack)),
+    )
+    monkeypatch.setattr(
+        clients,
+        "pagerduty",
+        lambda: PagerDutyClient(
+            "https://events.pagerduty.test", transport=httpx.MockTransport(fakes.pagerduty)
+        ),
     )
     return fakes

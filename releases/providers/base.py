@@ -18,12 +18,15 @@ remaining, ``Retry-After``), so each client says how via :meth:`HttpClient.retry
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar
 
+import certifi
 import httpx
 
 logger = logging.getLogger(__name__)
@@ -133,6 +136,12 @@ def req_int(obj: Mapping[str, Any], key: str, where: str) -> int:
     return as_int(obj.get(key), f"{where}.{key}")
 
 
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """One CA bundle per process: loading it costs tens of milliseconds, far more than a request."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def with_root(base_url: str, root: str) -> str:
     """Accept a base URL with or without the API root ("https://sentry.io" or ".../api/0")."""
     base = base_url.rstrip("/")
@@ -159,6 +168,7 @@ class HttpClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout),
             transport=transport,
+            verify=ssl_context(),
             headers=dict(headers or {}),
             follow_redirects=False,
         )

@@ -66,6 +66,12 @@ class AliasRequest:
     type: str  # promote | rollback
 
 
+@dataclass(frozen=True)
+class ProjectState:
+    production_id: str | None  # targets.production.id: what serves production now
+    last_alias_request: AliasRequest | None
+
+
 class VercelClient(HttpClient):
     provider = "vercel"
 
@@ -161,6 +167,13 @@ class VercelClient(HttpClient):
     def last_alias_request(self, project_id: str) -> AliasRequest | None:
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
         return self.parse(response, _last_alias_request_from)
+
+    def project_state(self, project_id: str) -> ProjectState:
+        """What production serves and the last alias job, in one call (the rollback's hot path)."""
+        response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
+        return self.parse(
+            response, lambda data: ProjectState(_production_target_from(data), _last_alias_request_from(data))
+        )
 
     def production_deployment_id(self, project_id: str, domains: Sequence[str]) -> str | None:
         """The deployment serving production now.

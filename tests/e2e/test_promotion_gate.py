@@ -152,7 +152,14 @@ def test_a_worker_killed_mid_action_still_promotes_exactly_once(
     e2e.control(
         "POST",
         "/faults",
-        json={"service": "vercel", "path_contains": "/v4/aliases", "kind": "timeout", "delay": 8, "count": 1},
+        json={
+            "service": "vercel",
+            "method": "GET",
+            "path_contains": f"/v9/projects/{E2E_PROJECT}",
+            "kind": "timeout",
+            "delay": 8,
+            "count": 1,
+        },
     )
     deploy(e2e, "dpl_e2eKilled0000000000000001", crash_rate=0.0)
 
@@ -164,7 +171,10 @@ def test_a_worker_killed_mid_action_still_promotes_exactly_once(
 
     wait_for(promote_running, timeout=45, what="the promote to be running")
     # Claimed is not enough: kill only once the worker is inside the held request.
-    wait_for(lambda: e2e.requests(service="vercel", path_contains="/v4/aliases"), what="the held request")
+    wait_for(
+        lambda: [r for r in e2e.requests(service="vercel", method="GET") if r["fault"]],
+        what="the held request",
+    )
     worker.kill()
     time.sleep(4.5)  # the action's lease (4 s in this worker) runs out: its owner is gone
     worker.start()

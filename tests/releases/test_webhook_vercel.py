@@ -285,3 +285,15 @@ def test_body_over_one_megabyte_is_413_without_reading_it(client: Client, projec
 
 def test_get_is_not_allowed(client: Client) -> None:
     assert client.get(URL).status_code in (401, 405)
+
+
+@pytest.mark.parametrize("created", [1e20, -5, 0])
+def test_an_impossible_created_at_is_400_not_a_crash(
+    client: Client, project: Project, created: float
+) -> None:
+    event = load("deployment_succeeded.json")
+    event["createdAt"] = created
+    response = post(client, event)
+    assert response.status_code == 400
+    assert "createdAt" in response.json()["detail"]
+    assert not WebhookDelivery.objects.exists()
