@@ -47,8 +47,9 @@ def bench_env(database: str, broker_db: int, **extra: str) -> dict[str, str]:
 
 def fresh_database(name: str) -> None:
     for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", sql], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", sql], check=True, capture_output=True
+        )
 
 
 def flush_broker(broker_db: int) -> None:
@@ -56,12 +57,14 @@ def flush_broker(broker_db: int) -> None:
 
 
 @contextmanager
-def process(args: Sequence[str], env: dict[str, str], *, ready_url: str = "", first_line: bool = False,
-            log: str = "") -> Iterator[tuple[subprocess.Popen[str], str]]:
+def process(
+    args: Sequence[str], env: dict[str, str], *, ready_url: str = "", first_line: bool = False, log: str = ""
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start a process; wait until ``ready_url`` answers, or read its first stdout line."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(list(args), cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE if first_line else out, stderr=out)
+    proc = subprocess.Popen(
+        list(args), cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE if first_line else out, stderr=out
+    )
     try:
         line = ""
         if first_line:
@@ -99,6 +102,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(values_ms: Sequence[float]) -> str:
-    return (f"p50 {percentile(values_ms, 50):7.2f} ms  p95 {percentile(values_ms, 95):7.2f} ms  "
-            f"p99 {percentile(values_ms, 99):7.2f} ms  max {max(values_ms):7.2f} ms  "
-            f"mean {statistics.fmean(values_ms):7.2f} ms")
+    return (
+        f"p50 {percentile(values_ms, 50):7.2f} ms  p95 {percentile(values_ms, 95):7.2f} ms  "
+        f"p99 {percentile(values_ms, 99):7.2f} ms  max {max(values_ms):7.2f} ms  "
+        f"mean {statistics.fmean(values_ms):7.2f} ms"
+    )

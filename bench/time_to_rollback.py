@@ -27,7 +27,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import (  # noqa: E402 - the path above makes the project importable
+from bench.common import (
     PYTHON,
     bench_env,
     flush_broker,
@@ -51,13 +51,24 @@ def alert_body(incident: int, started: datetime) -> bytes:
         "installation": {"uuid": "7a1c9e52-3b4d-4f60-9a18-2c5e7d0b4f31"},
         "data": {
             "metric_alert": {
-                "id": str(incident), "identifier": str(incident), "organization_id": "1203",
-                "projects": ["shop-web"], "title": "Crash-free sessions below 99.5%", "status": 20,
-                "status_method": 3, "type": 2,
+                "id": str(incident),
+                "identifier": str(incident),
+                "organization_id": "1203",
+                "projects": ["shop-web"],
+                "title": "Crash-free sessions below 99.5%",
+                "status": 20,
+                "status_method": 3,
+                "type": 2,
                 "date_started": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "date_detected": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "alert_rule": {"id": "341", "name": "Crash-free sessions below 99.5%", "query": "",
-                               "environment": "production", "projects": ["shop-web"], "time_window": 5},
+                "alert_rule": {
+                    "id": "341",
+                    "name": "Crash-free sessions below 99.5%",
+                    "query": "",
+                    "environment": "production",
+                    "projects": ["shop-web"],
+                    "time_window": 5,
+                },
             },
             "description_text": "3% crashed sessions in the last 5 minutes",
             "description_title": "Critical: Crash-free sessions below 99.5%",
@@ -73,23 +84,37 @@ class Bench:
         self.sim = httpx.Client(base_url=sim_url, timeout=30)
         self.alerts = alerts
         self.incident = 1000
+        self.last_seq = 0
         self.http = httpx.Client(timeout=30)
 
     def setup(self) -> Any:
         from releases.models import Project, Release
 
-        self.sim.post("/_sim/vercel/projects", json={"id": PROJECT, "name": "shop-web",
-                                                     "domains": ["shop.example.com"]}).raise_for_status()
-        self.sim.post("/_sim/vercel/deployments", json={"project_id": PROJECT, "id": BASELINE, "live": True,
-                                                        "webhooks": []}).raise_for_status()
+        self.sim.post(
+            "/_sim/vercel/projects", json={"id": PROJECT, "name": "shop-web", "domains": ["shop.example.com"]}
+        ).raise_for_status()
+        self.sim.post(
+            "/_sim/vercel/deployments",
+            json={"project_id": PROJECT, "id": BASELINE, "live": True, "webhooks": []},
+        ).raise_for_status()
         project = Project.objects.create(
-            name="shop-web", vercel_project_id=PROJECT, production_domains=["shop.example.com"],
-            sentry_org="acme", sentry_project="shop-web", sentry_environment="production",
-            slack_channel="#releases", pagerduty_routing_key_env="BENCH_PAGERDUTY_KEY",
+            name="shop-web",
+            vercel_project_id=PROJECT,
+            production_domains=["shop.example.com"],
+            sentry_org="acme",
+            sentry_project="shop-web",
+            sentry_environment="production",
+            slack_channel="#releases",
+            pagerduty_routing_key_env="BENCH_PAGERDUTY_KEY",
             watch_after_promotion=timedelta(0),
         )
-        Release.objects.create(project=project, deployment_id=BASELINE, version="baseline", state="promoted",
-                               promoted_at=datetime.now(UTC) - timedelta(days=1))
+        Release.objects.create(
+            project=project,
+            deployment_id=BASELINE,
+            version="baseline",
+            state="promoted",
+            promoted_at=datetime.now(UTC) - timedelta(days=1),
+        )
         return project
 
     def one(self, project: Any, web_url: str, n: int) -> tuple[float, int, float]:
@@ -98,19 +123,27 @@ class Bench:
         from releases.models import Action, Project, Release
 
         deployment = f"dpl_bench{n:020d}"
-        self.sim.post("/_sim/vercel/deployments", json={"project_id": PROJECT, "id": deployment, "live": True,
-                                                        "webhooks": []}).raise_for_status()
+        self.sim.post(
+            "/_sim/vercel/deployments",
+            json={"project_id": PROJECT, "id": deployment, "live": True, "webhooks": []},
+        ).raise_for_status()
         live_since = datetime.now(UTC) - timedelta(seconds=30)
-        release = Release.objects.create(project=project, deployment_id=deployment, version=f"v{n}",
-                                         state="promoted", promoted_at=live_since)
+        release = Release.objects.create(
+            project=project,
+            deployment_id=deployment,
+            version=f"v{n}",
+            state="promoted",
+            promoted_at=live_since,
+        )
         Project.objects.filter(pk=project.pk).update(live_deployment_id=deployment, live_since=live_since)
-        seq = self.sim.get("/_sim/requests").json()["requests"]
-        since = seq[-1]["seq"] if seq else 0
+        since = self.last_seq
         self.incident += 1
         body = alert_body(self.incident, datetime.now(UTC) - timedelta(seconds=1))
         headers = {
-            "Content-Type": "application/json", "Sentry-Hook-Resource": "metric_alert",
-            "Sentry-Hook-Timestamp": str(int(time.time())), "Request-ID": os.urandom(16).hex(),
+            "Content-Type": "application/json",
+            "Sentry-Hook-Resource": "metric_alert",
+            "Sentry-Hook-Timestamp": str(int(time.time())),
+            "Request-ID": os.urandom(16).hex(),
             "Sentry-Hook-Signature": hmac.new(b"bench-sentry-secret", body, hashlib.sha256).hexdigest(),
         }
         sent = time.time()
@@ -125,12 +158,16 @@ class Bench:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no rollback reached the simulator for {deployment}")
-            time.sleep(0.005)
+            # Arrival times are the simulator's own, so polling slowly costs no accuracy, and keeps
+            # the benchmark from competing with what it measures for the two cores.
+            time.sleep(0.05)
         before = [r for r in log["requests"] if r["seq"] < rollback[0]["seq"]]
         while Action.objects.filter(release=release, finished_at__isnull=True).exists():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"actions for {deployment} did not finish")
-            time.sleep(0.01)
+            time.sleep(0.05)
+        everything = self.sim.get("/_sim/requests", params={"since_seq": since}).json()["requests"]
+        self.last_seq = everything[-1]["seq"] if everything else since
         first = (before[0] if before else rollback[0])["at"]
         return (rollback[0]["at"] - sent) * 1000, len(before), (first - sent) * 1000
 
@@ -143,8 +180,10 @@ class Bench:
                 calls.append(before)
                 firsts.append(first)
         print(f"{label:<7} {summary(latencies)}  (n={len(latencies)})")
-        print(f"        of which alert -> first Vercel call p50 {percentile(firsts, 50):.2f} ms; "
-              f"{max(set(calls), key=calls.count)} Vercel call(s) before the rollback POST")
+        print(
+            f"        of which alert -> first Vercel call p50 {percentile(firsts, 50):.2f} ms; "
+            f"{max(set(calls), key=calls.count)} Vercel call(s) before the rollback POST"
+        )
         return latencies
 
 
@@ -156,9 +195,14 @@ def main() -> None:
     flush_broker(BROKER_DB)
     sim_port, queued_port, inline_port = free_port(), free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
-    env = bench_env(DATABASE, BROKER_DB, VERCEL_API_URL=f"{sim_url}/vercel",
-                    SENTRY_API_URL=f"{sim_url}/sentry/api/0", SLACK_API_URL=f"{sim_url}/slack/api",
-                    PAGERDUTY_EVENTS_URL=f"{sim_url}/pagerduty")
+    env = bench_env(
+        DATABASE,
+        BROKER_DB,
+        VERCEL_API_URL=f"{sim_url}/vercel",
+        SENTRY_API_URL=f"{sim_url}/sentry/api/0",
+        SLACK_API_URL=f"{sim_url}/slack/api",
+        PAGERDUTY_EVENTS_URL=f"{sim_url}/pagerduty",
+    )
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "gatekeeper.settings"
     import django
@@ -166,17 +210,50 @@ def main() -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    gunicorn = [PYTHON, "-m", "gunicorn", "gatekeeper.wsgi:application", "--workers", "2", "--log-level",
-                "warning"]
+    gunicorn = [
+        PYTHON,
+        "-m",
+        "gunicorn",
+        "gatekeeper.wsgi:application",
+        "--workers",
+        "2",
+        "--log-level",
+        "warning",
+    ]
     with (
-        process([PYTHON, "-m", "simulator", "--port", str(sim_port), "--alias-delay", "0.05"], env,
-                ready_url=f"{sim_url}/_sim/health"),
-        process([*gunicorn, "--bind", f"127.0.0.1:{queued_port}"], env,
-                ready_url=f"http://127.0.0.1:{queued_port}/healthz"),
-        process([*gunicorn, "--bind", f"127.0.0.1:{inline_port}"], {**env, "GATEKEEPER_INLINE_TASKS": "1"},
-                ready_url=f"http://127.0.0.1:{inline_port}/healthz"),
-        process([PYTHON, "-m", "celery", "-A", "gatekeeper", "worker", "--pool", "solo", "--without-gossip",
-                 "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"], env),
+        process(
+            [PYTHON, "-m", "simulator", "--port", str(sim_port), "--alias-delay", "0.05"],
+            env,
+            ready_url=f"{sim_url}/_sim/health",
+        ),
+        process(
+            [*gunicorn, "--bind", f"127.0.0.1:{queued_port}"],
+            env,
+            ready_url=f"http://127.0.0.1:{queued_port}/healthz",
+        ),
+        process(
+            [*gunicorn, "--bind", f"127.0.0.1:{inline_port}"],
+            {**env, "GATEKEEPER_INLINE_TASKS": "1"},
+            ready_url=f"http://127.0.0.1:{inline_port}/healthz",
+        ),
+        process(
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "gatekeeper",
+                "worker",
+                "--pool",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "WARNING",
+            ],
+            env,
+        ),
     ):
         time.sleep(1.0)  # the worker connects to the broker
         bench = Bench(sim_url, args.alerts)
@@ -187,9 +264,11 @@ def main() -> None:
     p50, p99, floor = percentile(queued, 50), percentile(queued, 99), percentile(inline, 50)
     ratio = p50 / floor
     print(f"ratio   queued p50 / inline p50 = {ratio:.2f}x")
-    print(f"targets p50 <= {TARGET_P50_MS:g} ms: {'met' if p50 <= TARGET_P50_MS else 'MISSED'}; "
-          f"p99 <= {TARGET_P99_MS:g} ms: {'met' if p99 <= TARGET_P99_MS else 'MISSED'}; "
-          f"p50 within {TARGET_RATIO:g}x of inline: {'met' if ratio <= TARGET_RATIO else 'MISSED'}")
+    print(
+        f"targets p50 <= {TARGET_P50_MS:g} ms: {'met' if p50 <= TARGET_P50_MS else 'MISSED'}; "
+        f"p99 <= {TARGET_P99_MS:g} ms: {'met' if p99 <= TARGET_P99_MS else 'MISSED'}; "
+        f"p50 within {TARGET_RATIO:g}x of inline: {'met' if ratio <= TARGET_RATIO else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

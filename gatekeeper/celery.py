@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatekeeper.settings")
 
@@ -23,3 +25,13 @@ def _schedule_watchdog(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         interval, sender.signature("releases.watchdog"), name="watchdog", expires=interval
     )
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_hygiene(**_: Any) -> None:
+    # What Django does around every request: drop connections that are too old or broken, keep
+    # healthy ones (see CELERY_DB_REUSE_MAX in settings).
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -138,7 +138,6 @@ def rollback_live(
             *slack_spec(release, facts),
         ]
         enqueue_actions(write_actions(release, specs))
-        _link_incident(incident, release)
         # Reported once: a watch that kept polling would only find the same breach again.
         Release.objects.filter(pk=release.pk, watch_until__isnull=False).update(
             watch_until=None, next_poll_at=None
@@ -182,19 +181,11 @@ def rollback_live(
     )
     if moved is None:
         return "already"
-    _link_incident(incident, release)
     return "rolling-back"
 
 
 def _intent(incident: Incident | None, what: str) -> str:
     return f"{what}:incident-{incident.pk}" if incident is not None else f"{what}:breach"
-
-
-def _link_incident(incident: Incident | None, release: Release) -> None:
-    if incident is not None and release.project.pagerduty_routing_key_env:
-        Incident.objects.filter(pk=incident.pk).update(
-            paged=True, dedup_key=dedup_key(release.project, release)
-        )
 
 
 def _links(release: Release, incident: Incident | None) -> list[tuple[str, str]]:
@@ -225,7 +216,6 @@ def notify_only(release: Release, incident: Incident, *, page: bool) -> None:
             links=_links(release, incident),
             intent=f"warning:incident-{incident.pk}",
         )
-        _link_incident(incident, release)
     enqueue_actions(write_actions(release, specs))
 
 

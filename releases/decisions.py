@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from notifications.messages import Facts, admin_url, sentry_release_url, verdict_message
@@ -34,10 +34,18 @@ def known_good(project: Project, *, exclude: Release | None = None) -> Release |
 
 
 def next_key(release: Release, kind: str) -> str:
-    # Transitions are compare-and-set, so two decisions for one release cannot both get here
-    # for the same state: counting existing intents gives each decision its own stable key.
-    n = Action.objects.filter(release=release, kind=kind).count() + 1
-    return f"{kind}:{release.pk}:{n}"
+    """A fresh intent key, e.g. ``rollback:42:2`` for the release's second rollback.
+
+    Transitions are compare-and-set, so two decisions for one release cannot both get here for
+    the same state: counting existing intents gives each decision its own stable key. The counts
+    are read once per decision (one query) and dropped when its actions are written.
+    """
+    counts: dict[str, int] | None = getattr(release, "_intent_counts", None)
+    if counts is None:
+        counts = dict(Action.objects.filter(release=release).values_list("kind").annotate(n=Count("id")))
+        release._intent_counts = counts  # type: ignore[attr-defined]
+    counts[kind] = counts.get(kind, 0) + 1
+    return f"{kind}:{release.pk}:{counts[kind]}"
 
 
 def facts_for(

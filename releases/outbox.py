@@ -76,6 +76,7 @@ def backoff(attempt: int) -> float:
 
 def write_actions(release: Release, specs: Sequence[ActionSpec]) -> list[Action]:
     """Insert the outbox rows for ``specs``; an intent already recorded is not written twice."""
+    release.__dict__.pop("_intent_counts", None)  # next_key's counts are spent with this write
     now = timezone.now()
     rows = []
     for spec in specs:

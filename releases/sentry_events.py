@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from releases import alerts
@@ -145,16 +146,7 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
             f"{' in ' + alert.environment if alert.environment else ''}",
         )
     delivery.project = project
-    incident, _ = Incident.objects.get_or_create(
-        project=project,
-        sentry_id=alert.sentry_id,
-        defaults={
-            "identifier": alert.identifier,
-            "title": alert.title,
-            "started_at": alert.started_at,
-            "web_url": alert.web_url,
-        },
-    )
+    incident = _incident(project, alert)
     incident.description = alert.description or incident.description
     if alert.action == "resolved":
         return _resolved(alert, incident, delivery)
@@ -180,16 +172,23 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
         )
         delivery.release = release
         return _ignore(delivery, f"stale: {stale}", project)
-    _save_incident(incident, Incident.Status.OPEN, "", release, severity=alert.action)
     delivery.release = release
     mode = "rollback" if alert.action == "critical" else project.on_warning
+    pages = bool(project.pagerduty_routing_key_env)
     if mode == "ignore":
+        _save_incident(incident, Incident.Status.OPEN, "", release, severity=alert.action)
         return _ignore(delivery, "warning ignored by the project's on_warning", project)
     if mode in ("notify", "page"):
         alerts.notify_only(release, incident, page=mode == "page")
+        _save_incident(
+            incident, Incident.Status.OPEN, "", release, severity=alert.action, paged=pages and mode == "page"
+        )
         return _accept(delivery, f"warning: {'paged and ' if mode == 'page' else ''}told Slack")
     cause = f"Sentry {alert.action} alert: {alert.description or alert.title}".strip()
     done = alerts.rollback_live(release, cause=cause, actor=SENTRY, incident=incident)
+    _save_incident(
+        incident, Incident.Status.OPEN, "", release, severity=alert.action, paged=pages and done != "already"
+    )
     return _accept(
         delivery,
         {
@@ -215,11 +214,47 @@ def _resolved(alert: Alert, incident: Incident, delivery: WebhookDelivery) -> Ou
     return _accept(delivery, "resolved" + (": PagerDuty resolve sent" if incident.paged else ""))
 
 
+def _incident(project: Project, alert: Alert) -> Incident:
+    """The incident's row; a first alert creates it with one INSERT (the rollback's hot path)."""
+    if alert.action != "resolved":
+        try:
+            with transaction.atomic():
+                return Incident.objects.create(
+                    project=project,
+                    sentry_id=alert.sentry_id,
+                    identifier=alert.identifier,
+                    title=alert.title,
+                    started_at=alert.started_at,
+                    web_url=alert.web_url,
+                )
+        except IntegrityError:
+            pass  # seen before: a warning before this critical, or the other way round
+    incident, _ = Incident.objects.get_or_create(
+        project=project,
+        sentry_id=alert.sentry_id,
+        defaults={
+            "identifier": alert.identifier,
+            "title": alert.title,
+            "started_at": alert.started_at,
+            "web_url": alert.web_url,
+        },
+    )
+    return incident
+
+
 def _save_incident(
-    incident: Incident, status: str, reason: str, release: Release | None, severity: str = ""
+    incident: Incident,
+    status: str,
+    reason: str,
+    release: Release | None,
+    severity: str = "",
+    *,
+    paged: bool = False,
 ) -> None:
     incident.status, incident.reason, incident.release = status, reason, release
     incident.severity = severity or incident.severity
+    if paged and release is not None:
+        incident.paged, incident.dedup_key = True, alerts.dedup_key(release.project, release)
     incident.save()
 
 

@@ -106,9 +106,11 @@ def transition(
     check_allowed(old, new)
     now = timezone.now()
     updates: dict[str, Any] = {"state": new, "updated_at": now, **(fields or {})}
-    with transaction.atomic():
+    # No savepoint of its own: a transition is part of its caller's decision, all or nothing.
+    with transaction.atomic(savepoint=False):
         moved = Release.objects.filter(pk=release.pk, state=old).update(**updates)
         if moved != 1:
+            release.__dict__.pop("_intent_counts", None)
             return None  # another worker decided first; nothing to do
         for name, value in updates.items():
             setattr(release, name, value)
