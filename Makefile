@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gatekeeper
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: venv services test lint run migrate clean
+.PHONY: venv services test lint run migrate bench clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ test: venv services lint
 
 run: venv
 	bash scripts/run.sh
+
+bench: venv services
+	$(BIN)/python bench/time_to_rollback.py
 
 migrate: venv
 	$(BIN)/python manage.py migrate
