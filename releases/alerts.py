@@ -135,7 +135,7 @@ def rollback_live(
                 links=links,
                 intent=_intent(incident, "no-target"),
             ),
-            *slack_spec(release, facts),
+            *slack_spec(release, facts, key=f"slack:{release.pk}:{_intent(incident, 'no-target')}"),
         ]
         enqueue_actions(write_actions(release, specs))
         # Reported once: a watch that kept polling would only find the same breach again.
@@ -143,7 +143,9 @@ def rollback_live(
             watch_until=None, next_poll_at=None
         )
         return "no-target"
-    rollback_key = next_key(release, Action.Kind.ROLLBACK)
+    # Keys named by the alert (or the breach): one rollback per release is the compare-and-set's
+    # job, and naming them saves the decision a query on the way to the rollback.
+    rollback_key = f"rollback:{release.pk}:{_intent(incident, 'rollback')}"
     rollback = ActionSpec(
         kind=Action.Kind.ROLLBACK,
         key=rollback_key,
@@ -169,7 +171,7 @@ def rollback_live(
             rollback_key=rollback_key,
             intent=_intent(incident, "rollback"),
         ),
-        *slack_spec(release, facts),
+        *slack_spec(release, facts, key=f"slack:{release.pk}:{_intent(incident, 'rollback')}"),
     ]
     moved = transition(
         release,
@@ -185,7 +187,7 @@ def rollback_live(
 
 
 def _intent(incident: Incident | None, what: str) -> str:
-    return f"{what}:incident-{incident.pk}" if incident is not None else f"{what}:breach"
+    return f"{what}:incident-{incident.sentry_id}" if incident is not None else f"{what}:breach"
 
 
 def _links(release: Release, incident: Incident | None) -> list[tuple[str, str]]:
@@ -206,7 +208,7 @@ def notify_only(release: Release, incident: Incident, *, page: bool) -> None:
     """A warning: tell the channel (and the on-call, if configured), touch nothing."""
     headline = f"Sentry warning: {incident.title or 'crash-free rate falling'}; no action taken"
     facts = facts_for(release, outcome="info", headline=headline, reasons=(incident.description,))
-    specs = list(slack_spec(release, facts))
+    specs = list(slack_spec(release, facts, key=f"slack:{release.pk}:warning:incident-{incident.sentry_id}"))
     if page:
         specs += page_spec(
             release,
@@ -214,7 +216,7 @@ def notify_only(release: Release, incident: Incident, *, page: bool) -> None:
             severity="warning",
             details={"release": release.version, "description": incident.description},
             links=_links(release, incident),
-            intent=f"warning:incident-{incident.pk}",
+            intent=f"warning:incident-{incident.sentry_id}",
         )
     enqueue_actions(write_actions(release, specs))
 
@@ -226,7 +228,7 @@ def resolved(release: Release, incident: Incident) -> None:
         headline=f"Sentry resolved: {incident.title or 'alert'}",
         reasons=(incident.description,) if incident.description else (),
     )
-    specs = list(slack_spec(release, facts))
+    specs = list(slack_spec(release, facts, key=f"slack:{release.pk}:resolve:incident-{incident.sentry_id}"))
     if incident.paged:
-        specs += resolve_spec(release, f"resolve:incident-{incident.pk}")
+        specs += resolve_spec(release, f"resolve:incident-{incident.sentry_id}")
     enqueue_actions(write_actions(release, specs))

@@ -77,7 +77,7 @@ def facts_for(
     )
 
 
-def slack_spec(release: Release, facts: Facts) -> list[ActionSpec]:
+def slack_spec(release: Release, facts: Facts, key: str = "") -> list[ActionSpec]:
     channel = release.project.slack_channel
     if not channel:
         return []
@@ -85,7 +85,7 @@ def slack_spec(release: Release, facts: Facts) -> list[ActionSpec]:
     return [
         ActionSpec(
             kind=Action.Kind.SLACK,
-            key=next_key(release, Action.Kind.SLACK),
+            key=key or next_key(release, Action.Kind.SLACK),
             payload={"channel": channel, "text": text, "blocks": blocks},
         )
     ]

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from releases import alerts
-from releases.models import Incident, Project, Release, ReleaseEvent, WebhookDelivery
+from releases.models import Action, Incident, Project, Release, ReleaseEvent, WebhookDelivery
 from releases.vercel_events import BadPayload, Outcome
 
 SENTRY = "sentry"
@@ -138,6 +138,8 @@ def _stale_reason(alert: Alert, project: Project, release: Release) -> str:
 
 
 def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
+    """Decide inside the request's transaction; the incident's own row is written just after it
+    commits (``Outcome.followup``), so the rollback is published without waiting for it."""
     project = _project_for(alert)
     if project is None:
         return _ignore(
@@ -146,23 +148,29 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
             f"{' in ' + alert.environment if alert.environment else ''}",
         )
     delivery.project = project
-    incident = _incident(project, alert)
-    incident.description = alert.description or incident.description
     if alert.action == "resolved":
+        incident = _incident(project, alert)
+        incident.description = alert.description or incident.description
         return _resolved(alert, incident, delivery)
+    incident = Incident(
+        project=project,
+        sentry_id=alert.sentry_id,
+        identifier=alert.identifier,
+        title=alert.title,
+        started_at=alert.started_at,
+        web_url=alert.web_url,
+        description=alert.description,
+    )
     release = (
         Release.objects.filter(deployment_id=project.live_deployment_id).first()
         if project.live_deployment_id
         else None
     )
-    if release is not None:
-        release.project = project  # already loaded: saves a query on the way to the rollback
     if release is None:
-        _save_incident(incident, Incident.Status.UNMATCHED, "no live release known for the project", None)
-        return _ignore(delivery, "no live release known for the project", project)
+        return _later(delivery, incident, Incident.Status.UNMATCHED, "no live release known for the project")
+    release.project = project  # already loaded: saves a query on the way to the rollback
     stale = _stale_reason(alert, project, release)
     if stale:
-        _save_incident(incident, Incident.Status.STALE, stale, release)
         ReleaseEvent.objects.create(
             release=release,
             kind=ReleaseEvent.Kind.NOTE,
@@ -170,33 +178,97 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
             reason=f"stale alert ignored: {stale}",
             data={"incident": alert.sentry_id, "action": alert.action},
         )
-        delivery.release = release
-        return _ignore(delivery, f"stale: {stale}", project)
-    delivery.release = release
+        return _later(delivery, incident, Incident.Status.STALE, stale, release, note=f"stale: {stale}")
     mode = "rollback" if alert.action == "critical" else project.on_warning
     pages = bool(project.pagerduty_routing_key_env)
     if mode == "ignore":
-        _save_incident(incident, Incident.Status.OPEN, "", release, severity=alert.action)
-        return _ignore(delivery, "warning ignored by the project's on_warning", project)
+        return _later(
+            delivery,
+            incident,
+            Incident.Status.OPEN,
+            "",
+            release,
+            severity=alert.action,
+            note="warning ignored by the project's on_warning",
+        )
     if mode in ("notify", "page"):
         alerts.notify_only(release, incident, page=mode == "page")
-        _save_incident(
-            incident, Incident.Status.OPEN, "", release, severity=alert.action, paged=pages and mode == "page"
+        return _later(
+            delivery,
+            incident,
+            Incident.Status.OPEN,
+            "",
+            release,
+            severity=alert.action,
+            paged=pages and mode == "page",
+            accepted=True,
+            note=f"warning: {'paged and ' if mode == 'page' else ''}told Slack",
         )
-        return _accept(delivery, f"warning: {'paged and ' if mode == 'page' else ''}told Slack")
     cause = f"Sentry {alert.action} alert: {alert.description or alert.title}".strip()
     done = alerts.rollback_live(release, cause=cause, actor=SENTRY, incident=incident)
-    _save_incident(
-        incident, Incident.Status.OPEN, "", release, severity=alert.action, paged=pages and done != "already"
-    )
-    return _accept(
+    note = {
+        "rolling-back": "rolling back",
+        "no-target": "paged: no known-good target",
+        "already": f"release is {release.state}: nothing more to do",
+    }[done]
+    return _later(
         delivery,
-        {
-            "rolling-back": "rolling back",
-            "no-target": "paged: no known-good target",
-            "already": f"release is {release.state}: nothing more to do",
-        }[done],
+        incident,
+        Incident.Status.OPEN,
+        "",
+        release,
+        severity=alert.action,
+        paged=pages and done != "already",
+        accepted=True,
+        note=note,
     )
+
+
+def _later(
+    delivery: WebhookDelivery,
+    incident: Incident,
+    status: str,
+    reason: str,
+    release: Release | None = None,
+    *,
+    severity: str = "",
+    paged: bool = False,
+    accepted: bool = False,
+    note: str = "",
+) -> Outcome:
+    """The outcome, and the bookkeeping to write once the decision has committed.
+
+    If the process dies in between, the decision and its actions (rollback, page, Slack) are
+    already committed; only this record of the incident would be missing.
+    """
+    note = note or reason
+
+    def followup() -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "reason": reason,
+            "release": release,
+            "identifier": incident.identifier,
+            "title": incident.title,
+            "started_at": incident.started_at,
+            "web_url": incident.web_url,
+            "description": incident.description,
+        }
+        if severity:
+            values["severity"] = severity
+        if paged and release is not None:
+            values.update(paged=True, dedup_key=alerts.dedup_key(incident.project, release))
+        Incident.objects.update_or_create(
+            project=incident.project, sentry_id=incident.sentry_id, defaults=values
+        )
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            outcome=WebhookDelivery.Outcome.ACCEPTED if accepted else WebhookDelivery.Outcome.IGNORED,
+            note=note,
+            project=incident.project,
+            release=release,
+        )
+
+    return Outcome("accepted" if accepted else "ignored", note, accepted=accepted, followup=followup)
 
 
 def _resolved(alert: Alert, incident: Incident, delivery: WebhookDelivery) -> Outcome:
@@ -210,6 +282,11 @@ def _resolved(alert: Alert, incident: Incident, delivery: WebhookDelivery) -> Ou
             delivery, f"resolved an incident Gatekeeper did not act on ({previous})", incident.project
         )
     delivery.release = release
+    if not incident.paged:
+        # Paged, even if the bookkeeping after that decision was lost: the page's own row says so.
+        incident.paged = Action.objects.filter(
+            release=release, kind=Action.Kind.PAGERDUTY, key__contains=f":incident-{incident.sentry_id}"
+        ).exists()
     alerts.resolved(release, incident)
     return _accept(delivery, "resolved" + (": PagerDuty resolve sent" if incident.paged else ""))
 
@@ -240,22 +317,6 @@ def _incident(project: Project, alert: Alert) -> Incident:
         },
     )
     return incident
-
-
-def _save_incident(
-    incident: Incident,
-    status: str,
-    reason: str,
-    release: Release | None,
-    severity: str = "",
-    *,
-    paged: bool = False,
-) -> None:
-    incident.status, incident.reason, incident.release = status, reason, release
-    incident.severity = severity or incident.severity
-    if paged and release is not None:
-        incident.paged, incident.dedup_key = True, alerts.dedup_key(release.project, release)
-    incident.save()
 
 
 def _accept(delivery: WebhookDelivery, note: str) -> Outcome:
