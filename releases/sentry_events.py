@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -181,25 +182,13 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
         return _later(delivery, incident, Incident.Status.STALE, stale, release, note=f"stale: {stale}")
     mode = "rollback" if alert.action == "critical" else project.on_warning
     pages = bool(project.pagerduty_routing_key_env)
+    # An alert about the live release: the incident is open, whatever is done about it.
+    opened = partial(_later, delivery, incident, Incident.Status.OPEN, "", release, severity=alert.action)
     if mode == "ignore":
-        return _later(
-            delivery,
-            incident,
-            Incident.Status.OPEN,
-            "",
-            release,
-            severity=alert.action,
-            note="warning ignored by the project's on_warning",
-        )
+        return opened(note="warning ignored by the project's on_warning")
     if mode in ("notify", "page"):
         alerts.notify_only(release, incident, page=mode == "page")
-        return _later(
-            delivery,
-            incident,
-            Incident.Status.OPEN,
-            "",
-            release,
-            severity=alert.action,
+        return opened(
             paged=pages and mode == "page",
             accepted=True,
             note=f"warning: {'paged and ' if mode == 'page' else ''}told Slack",
@@ -211,17 +200,7 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
         "no-target": "paged: no known-good target",
         "already": f"release is {release.state}: nothing more to do",
     }[done]
-    return _later(
-        delivery,
-        incident,
-        Incident.Status.OPEN,
-        "",
-        release,
-        severity=alert.action,
-        paged=pages and done != "already",
-        accepted=True,
-        note=note,
-    )
+    return opened(paged=pages and done != "already", accepted=True, note=note)
 
 
 def _later(
