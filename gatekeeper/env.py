@@ -90,6 +90,18 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, Any]:
         # Parameters bound by the server, not quoted in Python: our rows carry JSON (payloads,
         # messages), and quoting it client-side was the largest cost of a webhook request.
         options.setdefault("server_side_binding", True)
+        # Prepared statements: planning the hot queries (a claim joins three wide tables) costs
+        # PostgreSQL more than running them. Django turns them off for transaction-mode poolers;
+        # behind PgBouncer < 1.21 set ?prepare_threshold=none in DATABASE_URL.
+        threshold = str(options.get("prepare_threshold", "2")).strip().lower()
+        if threshold in ("", "none"):
+            options["prepare_threshold"] = None
+        elif threshold.isdigit():
+            options["prepare_threshold"] = int(threshold)
+        else:
+            raise ImproperlyConfigured(
+                f"DATABASE_URL prepare_threshold must be a number or none, not {threshold!r}"
+            )
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,

@@ -8,7 +8,7 @@ undo the rollback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -82,6 +82,7 @@ def rollback_live(
     incident: Incident | None = None,
     figures: dict[str, Any] | None = None,
     reasons: tuple[str, ...] = (),
+    target: Release | Literal["look"] | None = "look",
 ) -> str:
     """Roll production back from ``release`` now. Returns what happened:
     ``rolling-back``, ``no-target`` (paged and told, nothing rolled back), or ``already``."""
@@ -99,7 +100,8 @@ def rollback_live(
         if transition(release, S.FAILED, actor=actor, reason=cause, fields=decided) is None:
             return "already"
     figures = figures or {}
-    target = known_good(project, exclude=release)
+    if target == "look":
+        target = known_good(project, exclude=release)
     threshold = project.watch_threshold or project.crash_free_threshold
     rate = figures.get("crash_free_rate", release.crash_free_rate)
     links = _links(release, incident)

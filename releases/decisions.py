@@ -33,6 +33,34 @@ def known_good(project: Project, *, exclude: Release | None = None) -> Release |
     return candidates.first()
 
 
+def live_and_known_good(project: Project) -> tuple[Release | None, Release | None]:
+    """The release production serves (by our records) and the rollback target from it, i.e.
+    ``known_good(project, exclude=<the live one>)``, in one query.
+
+    An alert needs both before it can roll back. Written in SQL because this sits between the
+    alert and its rollback: the ORM takes longer to build this query than PostgreSQL takes to
+    answer it. tests/releases/test_known_good.py holds it to ``known_good``.
+    """
+    live = project.live_deployment_id
+    if not live:
+        return None, None
+    table = Release._meta.db_table
+    rows = Release.objects.raw(
+        f"""
+        (SELECT * FROM {table} WHERE deployment_id = %s)
+        UNION ALL
+        (SELECT * FROM {table}
+          WHERE project_id = %s AND promoted_at IS NOT NULL AND rolled_back_at IS NULL
+            AND deployment_id <> %s
+          ORDER BY promoted_at DESC, id DESC
+          LIMIT 1)
+        """,  # noqa: S608 - the table name is the model's own; values are parameters
+        [live, project.pk, live],
+    )
+    found = {release.deployment_id == live: release for release in rows}
+    return found.get(True), found.get(False)
+
+
 def next_key(release: Release, kind: str) -> str:
     """A fresh intent key, e.g. ``rollback:42:2`` for the release's second rollback.
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from releases import clients
+from releases import clients, outbox
 from releases.decisions import GATEKEEPER, facts_for, mark_live, slack_spec
 from releases.models import Action, Project, Release
 from releases.outbox import Confirming, Done, Handler, mark_started, register
@@ -31,6 +31,7 @@ CONFIRM_WINDOW = 4.0  # seconds spent watching the alias job inside one task run
 CONFIRM_POLL = 0.25  # the Vercel CLI polls every 250 ms
 CONFIRM_GIVE_UP = timedelta(minutes=3)  # as the CLI: a job not done by then is retried
 NO_JOB_GRACE = timedelta(seconds=15)
+FIRST_TRY_FRESH = timedelta(seconds=10)
 
 
 def _now_iso() -> str:
@@ -49,26 +50,87 @@ def _perform(action: Action, kind: str) -> Done | Confirming:
     target = str(action.payload["deployment_id"])
     vercel = clients.vercel(project)  # shared per process: do not close
     if not action.result.get("requested_at"):
-        # One read tells both what production serves and whether an alias job is already
-        # running: the fewer calls before the rollback, the sooner it lands.
-        state = vercel.project_state(project.vercel_project_id)
-        if _serving(vercel, project, state) == target:
-            return Done({**action.result, "note": f"production already served {target}; nothing sent"})
-        job = state.last_alias_request
-        if job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT:
-            mark_started(action, requested_at=_now_iso(), adopted_job=True)
-        else:
-            mark_started(action, requested_at=_now_iso())
+        if _first_try(action):
             try:
-                if kind == "promote":
-                    vercel.promote(project.vercel_project_id, target)
-                else:
-                    vercel.rollback(project.vercel_project_id, target, description=_why(release))
+                _send(vercel, action, release, target, kind, first_try=True)
             except ProviderError as exc:
-                if not exc.maybe_delivered:
-                    _forget_request(action)  # Vercel refused it: the retry must send again
-                raise
+                # Refused outright (409: already current, or another alias job): look at what
+                # Vercel has, as any retry would, before calling it a failure.
+                if exc.maybe_delivered or not exc.permanent:
+                    raise
+                checked = _check(vercel, action, project, target, kind)
+                if checked is None:
+                    raise
+                if isinstance(checked, Done):
+                    return checked
+        else:
+            checked = _check(vercel, action, project, target, kind)
+            if isinstance(checked, Done):
+                return checked
+            if checked is None:
+                _send(vercel, action, release, target, kind)
     return _confirm(vercel, action, project, target, kind)
+
+
+def _first_try(action: Action) -> bool:
+    """Send a rollback without looking at Vercel first (one round trip less between an alert and
+    the rollback) when nothing can be gained by looking: it is the first attempt of an intent
+    decided seconds ago, so nothing of ours is in flight, and by our records production serves
+    the release being rolled back, not the target. Everything else looks first: a retry, an
+    intent that waited (a lost message re-driven by the watchdog), a promote, and the
+    rollback of a staged build, where production usually serves the target already and a
+    needless rollback would pause Vercel's auto-promotion."""
+    if action.kind != Action.Kind.ROLLBACK or action.attempts > 1:
+        return False
+    live = action.release.project.live_deployment_id
+    payload = action.payload
+    return (
+        bool(live)
+        and live == payload.get("from_deployment_id")
+        and live != payload.get("deployment_id")
+        and timezone.now() - action.created_at < FIRST_TRY_FRESH
+    )
+
+
+def _check(
+    vercel: VercelClient, action: Action, project: Project, target: str, kind: str
+) -> Done | Confirming | None:
+    """Before sending: ``Done`` if production already serves the target, ``Confirming`` when an
+    alias job for it is already running (adopted), ``None`` when the request must be sent."""
+    # One read tells both what production serves and whether an alias job is already
+    # running: the fewer calls before the rollback, the sooner it lands.
+    state = vercel.project_state(project.vercel_project_id)
+    if _serving(vercel, project, state) == target:
+        return Done({**action.result, "note": f"production already served {target}; nothing sent"})
+    job = state.last_alias_request
+    if job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT:
+        mark_started(action, requested_at=_now_iso(), adopted_job=True)
+        return Confirming(action.result)
+    return None
+
+
+def _send(
+    vercel: VercelClient, action: Action, release: Release, target: str, kind: str, *, first_try: bool = False
+) -> None:
+    project = release.project
+    if first_try:
+        # The claim (running, attempt 1) is this attempt's record; requested_at is saved with
+        # the outcome. Should the worker die after sending, the retry looks at Vercel first
+        # (an attempt > 1 always does) and adopts or finds the switch, so nothing goes twice.
+        action.result = {**action.result, "requested_at": _now_iso()}
+    else:
+        mark_started(action, requested_at=_now_iso())
+    try:
+        if kind == "promote":
+            vercel.promote(project.vercel_project_id, target)
+        else:
+            vercel.rollback(project.vercel_project_id, target, description=_why(release))
+    except ProviderError as exc:
+        if not exc.maybe_delivered:
+            _forget_request(action)  # Vercel refused it: the retry must send again
+        raise
+    finally:
+        outbox.sent()  # the page and the Slack message may go now
 
 
 def _serving(vercel: VercelClient, project: Project, state: ProjectState) -> str | None:

@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import Model
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
-from releases.models import Action, Release
+from releases.models import Action, Project, Release
 from releases.providers.base import ProviderError
 
 if TYPE_CHECKING:
@@ -59,6 +61,12 @@ class Handler:
 
 
 HANDLERS: dict[str, Handler] = {}
+# Kinds whose request is the reason for the decision (production rolled back): when written
+# with others, this one is published alone and the others follow once its request has gone out,
+# so their publishing and running never compete with it for the machine.
+LEADS = frozenset({Action.Kind.ROLLBACK})
+# The actions waiting for the running lead's request to go out (see LEADS and sent()).
+_followers: ContextVar[list[int] | None] = ContextVar("outbox_followers", default=None)
 
 
 def register(kind: str, handler: Handler) -> None:
@@ -95,62 +103,138 @@ def write_actions(release: Release, specs: Sequence[ActionSpec]) -> list[Action]
         )
     if not rows:
         return []
-    try:
-        with transaction.atomic():  # one INSERT on the hot path (alert -> rollback)
-            return Action.objects.bulk_create(rows)
-    except IntegrityError:
-        pass  # some intent is already recorded: write the others one by one
-    written: list[Action] = []
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING: the intents already recorded are skipped and
+    # the new ones come back with their ids, in one statement and without a savepoint (this is
+    # on the way from an alert to its rollback). Django's bulk_create(ignore_conflicts=True)
+    # would not return the ids, so this goes through the QuerySet's own insert.
+    fields = [f for f in Action._meta.concrete_fields if not f.primary_key]
+    key_field = Action._meta.get_field("key")
+    inserted = Action.objects._insert(
+        rows,
+        fields=fields,
+        returning_fields=[Action._meta.pk, key_field],
+        on_conflict=OnConflict.IGNORE,
+    )
+    ids = {key: pk for pk, key in filter(None, inserted)}  # a lone skipped row comes back as None
+    written = []
     for row in rows:
-        try:
-            with transaction.atomic():
-                row.save(force_insert=True)
-        except IntegrityError:
-            continue
-        written.append(row)
+        if row.key in ids:
+            row.pk = ids.pop(row.key)
+            row._state.adding = False
+            row._state.db = Action.objects.db
+            written.append(row)
     return written
 
 
 def enqueue_actions(actions: Iterable[Action]) -> None:
-    for action in actions:
-        if action.status == Action.Status.PENDING:
-            action_id = action.pk
-            # robust: a broker outage must not undo or break the committed decision;
-            # the watchdog re-drives anything whose message was lost.
-            transaction.on_commit(lambda action_id=action_id: dispatch(action_id), robust=True)
+    pending = [action for action in actions if action.status == Action.Status.PENDING]
+    if not pending:
+        return
+    lead = pending[0]
+    if lead.kind in LEADS and len(pending) > 1:
+        then = [action.pk for action in pending[1:]]
+        # robust: a broker outage must not undo or break the committed decision; the watchdog
+        # re-drives anything whose message was lost, followers included.
+        transaction.on_commit(lambda: dispatch(lead.pk, then=then), robust=True)
+        return
+    for action in pending:
+        action_id = action.pk
+        transaction.on_commit(lambda action_id=action_id: dispatch(action_id), robust=True)
 
 
-def dispatch(action_id: int, countdown: float | None = None) -> None:
+def dispatch(action_id: int, countdown: float | None = None, then: Sequence[int] = ()) -> None:
     from releases.tasks import run_action
 
     try:
-        run_action.apply_async((action_id,), countdown=countdown, retry=False)
+        extra: dict[str, Any] = {"kwargs": {"then": list(then)}} if then else {}
+        run_action.apply_async((action_id,), countdown=countdown, retry=False, **extra)
     except Exception:  # the broker is down; PostgreSQL still has the row
         logger.warning("outbox.dispatch_failed", extra={"action_id": action_id}, exc_info=True)
+
+
+def sent() -> None:
+    """The running action's request has gone out (or failed): dispatch the actions that waited.
+
+    Handlers of LEADS kinds call this right after their request; ``run`` calls it in any case
+    when it ends, so followers are never held longer than the lead's own request."""
+    waiting = _followers.get()
+    while waiting:
+        dispatch(waiting.pop(0))
 
 
 # --- performing -------------------------------------------------------------------------------
 
 
 def claim(action_id: int) -> Action | None:
-    """pending/confirming -> running, if due. Exactly one worker wins."""
+    """pending/confirming -> running, if due. Exactly one worker wins.
+
+    One statement: the compare-and-set, and the action with its release and project for the
+    handler (the claim sits between an alert and its rollback, so round trips count)."""
     now = timezone.now()
-    due = Action.objects.filter(pk=action_id, next_attempt_at__lte=now)
     # Longer than any one handler run (its timeouts plus the confirmation window).
     lease = now + timedelta(seconds=settings.ACTION_LEASE)
-    if due.filter(status=Action.Status.PENDING).update(
-        status=Action.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1, updated_at=now
-    ):
-        return Action.objects.select_related("release__project").get(pk=action_id)
-    if due.filter(status=Action.Status.CONFIRMING).update(
-        status=Action.Status.RUNNING, lease_until=lease, updated_at=now
-    ):
-        return Action.objects.select_related("release__project").get(pk=action_id)
-    return None
+    models = (Action, Release, Project)
+    columns = ", ".join(
+        f'{alias}."{f.column}"'
+        for model, alias in zip(models, "arp", strict=True)
+        for f in model._meta.concrete_fields
+    )
+    # Only identifiers from the models' own metadata are formatted in; every value is a parameter.
+    sql = f"""
+        WITH claimed AS (
+            UPDATE {Action._meta.db_table}
+               SET status = %s, lease_until = %s, updated_at = %s,
+                   attempts = attempts + CASE WHEN status = %s THEN 1 ELSE 0 END
+             WHERE id = %s AND next_attempt_at <= %s AND status IN (%s, %s)
+            RETURNING *
+        )
+        SELECT {columns}
+          FROM claimed a
+          JOIN {Release._meta.db_table} r ON r.id = a.release_id
+          JOIN {Project._meta.db_table} p ON p.id = r.project_id
+    """  # noqa: S608
+    S = Action.Status
+    params = [S.RUNNING, lease, now, S.PENDING, action_id, now, S.PENDING, S.CONFIRMING]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    action, release, project = _instances(models, row)
+    release.project = project
+    action.release = release
+    return action
 
 
-def run(action_id: int) -> str:
-    """Perform one action if it is due and unclaimed. Returns what happened, for logs and tests."""
+def _instances(models: Sequence[type[Model]], row: Sequence[Any]) -> list[Any]:
+    """Model instances from one joined row, each field through its converters as the ORM does."""
+    instances, offset = [], 0
+    for model in models:
+        fields = model._meta.concrete_fields
+        values = []
+        for model_field, raw in zip(fields, row[offset : offset + len(fields)], strict=True):
+            value = raw
+            for converter in model_field.get_db_converters(connection):
+                value = converter(value, model_field.get_col(model._meta.db_table), connection)
+            values.append(value)
+        instances.append(model.from_db(connection.alias, [f.attname for f in fields], values))
+        offset += len(fields)
+    return instances
+
+
+def run(action_id: int, then: Sequence[int] = ()) -> str:
+    """Perform one action if it is due and unclaimed. Returns what happened, for logs and tests.
+
+    ``then``: actions to dispatch once this one's request has gone out (see LEADS)."""
+    token = _followers.set(list(then))
+    try:
+        return _run(action_id)
+    finally:
+        sent()
+        _followers.reset(token)
+
+
+def _run(action_id: int) -> str:
     action = claim(action_id)
     if action is None:
         return "not-claimed"

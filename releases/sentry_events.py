@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from releases import alerts
+from releases.decisions import live_and_known_good
 from releases.models import Action, Incident, Project, Release, ReleaseEvent, WebhookDelivery
 from releases.vercel_events import BadPayload, Outcome
 
@@ -117,7 +118,13 @@ def read_metric_alert(data: dict[str, Any]) -> Alert:
 
 
 def _project_for(alert: Alert) -> Project | None:
-    candidates = list(Project.objects.filter(sentry_project__in=alert.projects))
+    # In SQL, as the ORM spends longer building this query than PostgreSQL answering it.
+    candidates = list(
+        Project.objects.raw(
+            f"SELECT * FROM {Project._meta.db_table} WHERE sentry_project = ANY(%s) ORDER BY id",  # noqa: S608
+            [list(alert.projects)],
+        )
+    )
     if alert.environment:
         candidates = [p for p in candidates if p.sentry_environment in ("", alert.environment)]
     if len(candidates) > 1 and alert.org_slug:
@@ -139,8 +146,8 @@ def _stale_reason(alert: Alert, project: Project, release: Release) -> str:
 
 
 def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
-    """Decide inside the request's transaction; the incident's own row is written just after it
-    commits (``Outcome.followup``), so the rollback is published without waiting for it."""
+    """Decide, and record the incident, inside the request's transaction; its actions are
+    published when it commits."""
     project = _project_for(alert)
     if project is None:
         return _ignore(
@@ -162,13 +169,11 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
         web_url=alert.web_url,
         description=alert.description,
     )
-    release = (
-        Release.objects.filter(deployment_id=project.live_deployment_id).first()
-        if project.live_deployment_id
-        else None
-    )
+    release, target = live_and_known_good(project)
     if release is None:
-        return _later(delivery, incident, Incident.Status.UNMATCHED, "no live release known for the project")
+        return _recorded(
+            delivery, incident, Incident.Status.UNMATCHED, "no live release known for the project"
+        )
     release.project = project  # already loaded: saves a query on the way to the rollback
     stale = _stale_reason(alert, project, release)
     if stale:
@@ -179,11 +184,11 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
             reason=f"stale alert ignored: {stale}",
             data={"incident": alert.sentry_id, "action": alert.action},
         )
-        return _later(delivery, incident, Incident.Status.STALE, stale, release, note=f"stale: {stale}")
+        return _recorded(delivery, incident, Incident.Status.STALE, stale, release, note=f"stale: {stale}")
     mode = "rollback" if alert.action == "critical" else project.on_warning
     pages = bool(project.pagerduty_routing_key_env)
     # An alert about the live release: the incident is open, whatever is done about it.
-    opened = partial(_later, delivery, incident, Incident.Status.OPEN, "", release, severity=alert.action)
+    opened = partial(_recorded, delivery, incident, Incident.Status.OPEN, "", release, severity=alert.action)
     if mode == "ignore":
         return opened(note="warning ignored by the project's on_warning")
     if mode in ("notify", "page"):
@@ -194,7 +199,7 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
             note=f"warning: {'paged and ' if mode == 'page' else ''}told Slack",
         )
     cause = f"Sentry {alert.action} alert: {alert.description or alert.title}".strip()
-    done = alerts.rollback_live(release, cause=cause, actor=SENTRY, incident=incident)
+    done = alerts.rollback_live(release, cause=cause, actor=SENTRY, incident=incident, target=target)
     note = {
         "rolling-back": "rolling back",
         "no-target": "paged: no known-good target",
@@ -203,7 +208,7 @@ def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
     return opened(paged=pages and done != "already", accepted=True, note=note)
 
 
-def _later(
+def _recorded(
     delivery: WebhookDelivery,
     incident: Incident,
     status: str,
@@ -215,39 +220,36 @@ def _later(
     accepted: bool = False,
     note: str = "",
 ) -> Outcome:
-    """The outcome, and the bookkeeping to write once the decision has committed.
-
-    If the process dies in between, the decision and its actions (rollback, page, Slack) are
-    already committed; only this record of the incident would be missing.
-    """
+    """Record the incident and what became of this delivery, with the decision (same transaction)."""
     note = note or reason
-
-    def followup() -> None:
-        values: dict[str, Any] = {
-            "status": status,
-            "reason": reason,
-            "release": release,
-            "identifier": incident.identifier,
-            "title": incident.title,
-            "started_at": incident.started_at,
-            "web_url": incident.web_url,
-            "description": incident.description,
-        }
-        if severity:
-            values["severity"] = severity
-        if paged and release is not None:
-            values.update(paged=True, dedup_key=alerts.dedup_key(incident.project, release))
-        Incident.objects.update_or_create(
-            project=incident.project, sentry_id=incident.sentry_id, defaults=values
-        )
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            outcome=WebhookDelivery.Outcome.ACCEPTED if accepted else WebhookDelivery.Outcome.IGNORED,
-            note=note,
-            project=incident.project,
-            release=release,
-        )
-
-    return Outcome("accepted" if accepted else "ignored", note, accepted=accepted, followup=followup)
+    values: dict[str, Any] = {
+        "status": status,
+        "reason": reason,
+        "release": release,
+        "identifier": incident.identifier,
+        "title": incident.title,
+        "started_at": incident.started_at,
+        "web_url": incident.web_url,
+        "description": incident.description,
+    }
+    if severity:
+        values["severity"] = severity
+    if paged and release is not None:
+        values.update(paged=True, dedup_key=alerts.dedup_key(incident.project, release))
+    # One INSERT ... ON CONFLICT DO UPDATE: a warning may have opened the incident already.
+    Incident.objects.bulk_create(
+        [Incident(project=incident.project, sentry_id=incident.sentry_id, **values)],
+        update_conflicts=True,
+        unique_fields=["project", "sentry_id"],
+        update_fields=[*values, "updated_at"],
+    )
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        outcome=WebhookDelivery.Outcome.ACCEPTED if accepted else WebhookDelivery.Outcome.IGNORED,
+        note=note,
+        project=incident.project,
+        release=release,
+    )
+    return Outcome("accepted" if accepted else "ignored", note, accepted=accepted)
 
 
 def _resolved(alert: Alert, incident: Incident, delivery: WebhookDelivery) -> Outcome:

@@ -17,8 +17,8 @@ def poll_release(release_id: int, generation: int) -> str:
 # acks_late is safe here too: an action is claimed by compare-and-set, and its handler checks
 # the vendor's state (or refuses to resend) before acting again.
 @shared_task(name="releases.run_action", acks_late=True, soft_time_limit=60, time_limit=90)
-def run_action(action_id: int) -> str:
-    return outbox.run(action_id)
+def run_action(action_id: int, then: list[int] | None = None) -> str:
+    return outbox.run(action_id, then or ())
 
 
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)

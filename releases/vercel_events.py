@@ -84,8 +84,6 @@ class Outcome:
     status: str  # accepted | ignored
     detail: str
     accepted: bool = False
-    # Bookkeeping to run in its own transaction once the decision has committed.
-    followup: Callable[[], None] | None = None
 
 
 def read_envelope(data: dict[str, Any]) -> Event:

@@ -231,10 +231,6 @@ class SentryWebhookView(WebhookView):
                 outcome = sentry_events.HANDLERS[resource](alert, delivery)
         except IntegrityError:
             return Response({"status": "duplicate", "id": alert.delivery_id}, status=status.HTTP_200_OK)
-        if outcome.followup is not None:
-            # The decision is committed and its rollback published: now the incident's records.
-            with transaction.atomic():
-                outcome.followup()
         logger.info(
             "sentry.webhook.received",
             extra={"resource": resource, "action": alert.action, "outcome": outcome.status},

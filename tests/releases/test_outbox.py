@@ -265,6 +265,46 @@ def test_only_one_worker_claims_an_action(project: Project) -> None:
     assert outbox.claim(action.pk) is None
 
 
+def test_a_claim_loads_the_action_its_release_and_project_as_the_orm_would(project: Project) -> None:
+    release = make_release(project, state=S.ROLLING_BACK)
+    action = action_for(release, "rollback", deployment_id="dpl_old", nested={"list": [1, 2.5, None]})
+    Action.objects.filter(pk=action.pk).update(result={"requested_at": "x"})
+    claimed = outbox.claim(action.pk)
+    assert claimed is not None
+    fresh = Action.objects.select_related("release__project").get(pk=action.pk)
+    for model_field in Action._meta.concrete_fields:
+        assert getattr(claimed, model_field.attname) == getattr(fresh, model_field.attname), model_field.name
+    for model_field in Release._meta.concrete_fields:
+        assert getattr(claimed.release, model_field.attname) == getattr(fresh.release, model_field.attname)
+    for model_field in Project._meta.concrete_fields:
+        assert getattr(claimed.release.project, model_field.attname) == getattr(
+            fresh.release.project, model_field.attname
+        ), model_field.name
+    assert claimed.payload["nested"] == {"list": [1, 2.5, None]}
+    assert claimed.status == "running" and claimed.attempts == 1 and claimed.lease_until is not None
+    assert not claimed._state.adding  # saved instances, as the ORM gives them
+
+
+def test_a_claim_counts_attempts_for_sends_not_for_confirmation_checks(project: Project) -> None:
+    release = make_release(project, state=S.PROMOTING)
+    pending = action_for(release, "promote", deployment_id=release.deployment_id)
+    confirming = Action.objects.create(
+        release=release, kind="promote", key="promote:x:2", payload={}, status="confirming", attempts=1
+    )
+    waiting = Action.objects.create(
+        release=release,
+        kind="promote",
+        key="promote:x:3",
+        payload={},
+        next_attempt_at=timezone.now() + timedelta(minutes=1),
+    )
+    assert outbox.claim(pending.pk).attempts == 1
+    assert outbox.claim(confirming.pk).attempts == 1
+    assert outbox.claim(waiting.pk) is None  # not due
+    waiting.refresh_from_db()
+    assert waiting.status == "pending" and waiting.attempts == 0
+
+
 def test_the_watchdog_redrives_a_promote_whose_worker_died_and_gives_up_on_a_slack_post(
     project: Project, no_broker: list[Any]
 ) -> None:
@@ -311,6 +351,27 @@ def test_writing_the_same_intent_twice_is_one_row(project: Project) -> None:
     assert Action.objects.count() == 1
 
 
+def test_a_batch_with_some_intents_already_recorded_writes_only_the_new_ones(project: Project) -> None:
+    from releases.states import ActionSpec
+
+    release = make_release(project)
+    old = ActionSpec(kind="slack", key="slack:1:1", payload={"text": "x"})
+    (first,) = outbox.write_actions(release, [old])
+    new = [
+        ActionSpec(kind="rollback", key="rollback:1:1", payload={"deployment_id": "dpl_a"}),
+        old,
+        ActionSpec(kind="pagerduty", key="pagerduty:1:1", payload={"dedup_key": "k"}),
+    ]
+    written = outbox.write_actions(release, new)
+    assert [a.key for a in written] == ["rollback:1:1", "pagerduty:1:1"]
+    for action in written:
+        stored = Action.objects.get(pk=action.pk)  # each id is its own row's
+        assert (stored.key, stored.payload, stored.status) == (action.key, action.payload, "pending")
+        assert stored.created_at is not None and not action._state.adding
+    assert Action.objects.get(key="slack:1:1").pk == first.pk
+    assert Action.objects.count() == 3
+
+
 def test_a_5xx_that_may_have_landed_is_confirmed_before_sending_again(
     project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -330,3 +391,161 @@ def test_a_5xx_that_may_have_landed_is_confirmed_before_sending_again(
     Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
     assert outbox.run(action.pk) in ("confirming", "succeeded")
     assert len(fakes.vercel.posts()) == 2
+
+
+# --- a rollback of the live release: sent first, page and message after its request ---------
+
+
+def live_rollback(project: Project, **payload: Any) -> tuple[Release, Action]:
+    """The release production serves (by our records) and an intent to roll back from it."""
+    release = make_release(project, deployment_id="dpl_bad", state=S.ROLLING_BACK)
+    Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_bad")
+    action = action_for(
+        release, "rollback", **{"deployment_id": "dpl_old", "from_deployment_id": "dpl_bad", **payload}
+    )
+    return release, action
+
+
+def test_a_fresh_rollback_of_the_live_release_is_sent_without_a_look_first(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    fakes.vercel.production = "dpl_bad"
+    release, action = live_rollback(project)
+    assert outbox.run(action.pk) == "succeeded"
+    assert fakes.vercel.calls[0] == ("POST", f"/v1/projects/{project.vercel_project_id}/rollback/dpl_old")
+    assert fakes.vercel.posts() == [f"/v1/projects/{project.vercel_project_id}/rollback/dpl_old"]
+    release.refresh_from_db()
+    assert release.state == S.ROLLED_BACK
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["a retry", "an intent that waited", "production not serving the release, by our records"],
+)
+def test_a_rollback_looks_at_vercel_before_sending_unless_fresh_and_live(
+    project: Project, fakes: Fakes, no_broker: list[Any], why: str
+) -> None:
+    fakes.vercel.production = "dpl_bad"
+    _, action = live_rollback(project)
+    if why == "a retry":
+        Action.objects.filter(pk=action.pk).update(attempts=1)
+    elif why == "an intent that waited":
+        Action.objects.filter(pk=action.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    else:
+        Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_other")
+    assert outbox.run(action.pk) == "succeeded"
+    assert fakes.vercel.calls[0] == ("GET", f"/v9/projects/{project.vercel_project_id}")
+    assert len(fakes.vercel.posts()) == 1
+
+
+def test_a_first_rollback_refused_because_production_already_serves_the_target_is_done(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    # Someone rolled back by hand a moment before us: Vercel answers 409, the look finds it done.
+    fakes.vercel.production = "dpl_old"
+    fakes.vercel.fail_next = [
+        httpx.Response(409, json={"error": {"code": "conflict", "message": "already current"}})
+    ]
+    release, action = live_rollback(project)
+    assert outbox.run(action.pk) == "succeeded"
+    action.refresh_from_db()
+    assert "already served" in action.result["note"]
+    assert "requested_at" not in action.result
+    release.refresh_from_db()
+    assert release.state == S.ROLLED_BACK
+
+
+def test_a_first_rollback_refused_for_another_reason_fails_without_a_second_send(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    fakes.vercel.production = "dpl_bad"
+    fakes.vercel.fail_next = [
+        httpx.Response(409, json={"error": {"code": "conflict", "message": "rolling release active"}})
+    ]
+    release, action = live_rollback(project)
+    assert outbox.run(action.pk) == "failed"
+    assert len(fakes.vercel.posts()) == 1
+    action.refresh_from_db()
+    assert "rolling release active" in action.last_error
+    release.refresh_from_db()
+    assert release.state == S.HELD
+
+
+def published(no_broker: list[Any]) -> list[int]:
+    return [args[0] for name, args, _ in no_broker if name == "releases.run_action"]
+
+
+def test_followers_are_dispatched_right_after_the_lead_request_goes_out(
+    project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fakes.vercel.production = "dpl_bad"
+    _, action = live_rollback(project)
+    real = outbox.dispatch
+    vercel_calls_at_dispatch: list[tuple[int, list[tuple[str, str]]]] = []
+
+    def dispatch(action_id: int, *args: Any, **kwargs: Any) -> None:
+        vercel_calls_at_dispatch.append((action_id, list(fakes.vercel.calls)))
+        real(action_id, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "dispatch", dispatch)
+    assert outbox.run(action.pk, then=[901, 902]) == "succeeded"
+    post = ("POST", f"/v1/projects/{project.vercel_project_id}/rollback/dpl_old")
+    # After the rollback request, before the confirmation reads that follow it.
+    assert vercel_calls_at_dispatch == [(901, [post]), (902, [post])]
+    assert len(fakes.vercel.calls) > 1
+
+
+@pytest.mark.parametrize("lead_fate", ["refused", "not claimable"])
+def test_followers_are_dispatched_whatever_becomes_of_the_lead(
+    project: Project, fakes: Fakes, no_broker: list[Any], lead_fate: str
+) -> None:
+    fakes.vercel.production = "dpl_bad"
+    _, action = live_rollback(project)
+    if lead_fate == "refused":
+        fakes.vercel.fail_next = [httpx.Response(400, json={"error": {"code": "bad", "message": "no"}})]
+    else:
+        Action.objects.filter(pk=action.pk).update(status=Action.Status.SUCCEEDED)
+    outbox.run(action.pk, then=[901, 902])
+    assert published(no_broker) == [901, 902]
+
+
+def test_actions_not_led_by_a_rollback_are_published_one_by_one_after_commit(
+    project: Project, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    release = make_release(project, state=S.PROMOTING)
+    slack = action_for(release, "slack", channel="#r", text="a")
+    page = Action.objects.create(release=release, kind="pagerduty", key="pd:1", payload={})
+    with django_capture_on_commit_callbacks(execute=True):
+        outbox.enqueue_actions([slack, page])
+        assert no_broker == []  # nothing before the decision commits
+    assert [(args[0], kwargs.get("kwargs")) for _, args, kwargs in no_broker] == [
+        (slack.pk, None),
+        (page.pk, None),
+    ]
+
+
+def test_a_first_rollback_whose_answer_was_lost_is_adopted_by_the_retry_not_sent_twice(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    from tests.fakes import FakeVercel
+
+    class AnswerLost(FakeVercel):
+        """Vercel takes the request, and the answer never comes back."""
+
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            answer = super().__call__(request)
+            if request.method == "POST":
+                raise httpx.ReadTimeout("timed out", request=request)
+            return answer
+
+    fakes.vercel = AnswerLost(production="dpl_bad", finish_jobs=False)
+    release, action = live_rollback(project)
+    assert outbox.run(action.pk) == "retrying"
+    fakes.vercel.finish_jobs = True
+    Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
+    assert outbox.run(action.pk) == "succeeded"
+    assert len(fakes.vercel.posts()) == 1
+    action.refresh_from_db()
+    assert action.attempts == 2 and action.result["adopted_job"] is True
+    release.refresh_from_db()
+    assert release.state == S.ROLLED_BACK
