@@ -16,6 +16,8 @@ from django.conf import settings
 from notifications.pagerduty import PagerDutyClient
 from notifications.slack import SlackClient
 from releases.providers.base import HttpClient
+from releases.providers.datadog import DatadogClient
+from releases.providers.posthog import PostHogClient
 from releases.providers.sentry import SentryClient
 from releases.providers.vercel import VercelClient
 
@@ -46,9 +48,26 @@ def vercel(project: Project) -> VercelClient:
     )
 
 
-def sentry() -> SentryClient:
-    url, token, timeout = settings.SENTRY_API_URL, settings.SENTRY_AUTH_TOKEN, settings.PROVIDER_TIMEOUT
+def sentry(timeout: float | None = None) -> SentryClient:
+    url, token = settings.SENTRY_API_URL, settings.SENTRY_AUTH_TOKEN
+    timeout = timeout or settings.PROVIDER_TIMEOUT
     return _shared(("sentry", url, token, timeout), lambda: SentryClient(url, token, timeout=timeout))
+
+
+def datadog(timeout: float | None = None) -> DatadogClient:
+    """``timeout``: a canary check's own, instead of PROVIDER_TIMEOUT."""
+    url, timeout = settings.DATADOG_API_URL, timeout or settings.PROVIDER_TIMEOUT
+    api_key, app_key = settings.DD_API_KEY, settings.DD_APP_KEY
+    return _shared(
+        ("datadog", url, api_key, app_key, timeout),
+        lambda: DatadogClient(url, api_key, app_key, timeout=timeout),
+    )
+
+
+def posthog(timeout: float | None = None) -> PostHogClient:
+    url, key = settings.POSTHOG_API_URL, settings.POSTHOG_API_KEY
+    timeout = timeout or settings.PROVIDER_TIMEOUT
+    return _shared(("posthog", url, key, timeout), lambda: PostHogClient(url, key, timeout=timeout))
 
 
 def slack() -> SlackClient:

@@ -1,4 +1,4 @@
-"""Sentry REST client: release-health session counts (api-contracts §3.1, §3.2).
+"""Sentry REST client: release-health session counts and error counts (api-contracts §3.1, §3.2, §3.4).
 
 We ask for raw counts (``sum(session)`` grouped by release and ``session.status``) rather
 than Sentry's ``crash_free_rate(session)``: rates cannot be grouped by status (§3.2, a 400),
@@ -32,6 +32,7 @@ API_ROOT = "/api/0"
 MAX_RELEASES_PER_QUERY = 100  # keeps the query string and the group count modest
 MAX_PAGES = 50  # a cursor loop or a runaway answer must end in an error, not a hung worker
 SUM_SESSION = "sum(session)"
+COUNT = "count()"
 # Counted individually; any other status (e.g. a future `unhandled`, §3.2) only adds to the
 # total, and "healthy" is total minus the rest.
 STATUSES = ("healthy", "errored", "crashed", "abnormal")
@@ -145,6 +146,34 @@ class SentryClient(HttpClient):
             for release, c in counts.items()
         }
 
+    def error_count(  # noqa: PLR0917 - the agreed signature; callers pass these in order
+        self,
+        org: str,
+        project: str,
+        environment: str | None,
+        release: str,
+        start: datetime,
+        end: datetime,
+    ) -> int:
+        """Error events of one release over [start, end) from the events table (§3.4)."""
+        start_at, end_at = iso_z(start), iso_z(end)
+        if end <= start:
+            raise ValueError(f"empty window: start {start_at} is not before end {end_at}")
+        params = [
+            ("field", COUNT),
+            # Required by the current spec (§3.4).
+            ("dataset", "errors"),
+            ("query", f"{release_query([release])} event.type:error"),
+            ("project", project),
+            *([("environment", environment)] if environment is not None else []),
+            ("start", start_at),
+            ("end", end_at),
+            # An aggregate without a group-by is one row; asking for one keeps it that way.
+            ("per_page", "1"),
+        ]
+        response = self.request("GET", f"/organizations/{quote(org, safe='')}/events/", params=params)
+        return self.parse(response, _error_count_from)
+
     def _pages(self, method: str, path: str, params: list[tuple[str, str]]) -> Iterator[httpx.Response]:
         """Follow ``Link: <...>; rel="next"; results="true"; cursor="..."`` (§3.1).
 
@@ -219,3 +248,14 @@ def _group_counts(data: Any) -> list[tuple[str, str | None, int]]:
             raise MalformedAnswer(f"{where}.totals.{SUM_SESSION}: negative count {sessions}")
         rows.append((release, status, sessions))
     return rows
+
+
+def _error_count_from(data: Any) -> int:
+    body = as_dict(data, "events answer")
+    rows = as_list(body.get("data"), "data")
+    if not rows:  # no matching events: Sentry may answer with no row rather than a zero
+        return 0
+    count = as_int(as_dict(rows[0], "data[0]").get(COUNT), f"data[0].{COUNT}")
+    if count < 0:
+        raise MalformedAnswer(f"data[0].{COUNT}: negative count {count}")
+    return count

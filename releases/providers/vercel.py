@@ -1,4 +1,4 @@
-"""Vercel REST client: read deployments and projects, promote, roll back (api-contracts §2).
+"""Vercel REST client: deployments, projects, promote, roll back, rolling releases (api-contracts §2).
 
 Promote and rollback are asynchronous on Vercel's side: a 201/202 with an empty body means
 "accepted", and completion shows up later in the project's ``lastAliasRequest`` (§2.4, §7.7).
@@ -70,6 +70,40 @@ class AliasRequest:
 class ProjectState:
     production_id: str | None  # targets.production.id: what serves production now
     last_alias_request: AliasRequest | None
+
+
+ROLLING_STATES = frozenset({"ACTIVE", "COMPLETE", "ABORTED"})
+
+
+@dataclass(frozen=True)
+class RollingStage:
+    index: int
+    target_percentage: float  # 0-100; the final stage is always 100 (§2.7)
+    is_final: bool
+
+
+@dataclass(frozen=True)
+class RollingRelease:
+    """A project's rolling release (``<RR>``, §2.7), reduced to what the gate acts on."""
+
+    state: str  # ACTIVE | COMPLETE | ABORTED
+    current_deployment_id: str | None  # what served production before the canary
+    canary_deployment_id: str | None
+    stages: tuple[RollingStage, ...]
+    active_stage_index: int | None  # None once aborted
+    next_stage_index: int | None  # None unless ACTIVE with a stage left
+    # Only the newest SDK reports it; between stages of a linear shift it is the true share.
+    current_canary_percentage: float | None = None
+
+    @property
+    def active_percentage(self) -> float | None:
+        """Share of traffic on the canary now, if Vercel says or the active stage implies it."""
+        if self.current_canary_percentage is not None:
+            return self.current_canary_percentage
+        for stage in self.stages:
+            if stage.index == self.active_stage_index:
+                return stage.target_percentage
+        return None
 
 
 class VercelClient(HttpClient):
@@ -174,6 +208,46 @@ class VercelClient(HttpClient):
         return self.parse(
             response, lambda data: ProjectState(_production_target_from(data), _last_alias_request_from(data))
         )
+
+    # --- rolling releases (§2.7) ---------------------------------------------------------------
+    # There is no abort endpoint: aborting is an instant rollback to the current deployment
+    # (:meth:`rollback`), which is what the CLI's `rolling-release abort` does.
+
+    def rolling_release(self, project_id: str) -> RollingRelease | None:
+        """The project's rolling release; None when the feature is on but nothing rolled yet."""
+        response = self.request("GET", _rolling_path(project_id), params=self._params())
+        return self.parse(response, _optional_rolling_release_from)
+
+    def start_rolling_release(self, project_id: str, canary_deployment_id: str) -> RollingRelease:
+        # Idempotent for the same canary (§2.7), so a retry after a timeout is safe.
+        return self._rolling_post(project_id, "start", {"canaryDeploymentId": canary_deployment_id})
+
+    def approve_stage(
+        self,
+        project_id: str,
+        canary_deployment_id: str,
+        next_stage_index: int,
+        active_stage_index: int | None = None,
+    ) -> RollingRelease:
+        body: dict[str, Any] = {
+            "nextStageIndex": next_stage_index,
+            "canaryDeploymentId": canary_deployment_id,
+        }
+        if active_stage_index is not None:
+            # The CLI sends it (§2.7); it lets Vercel refuse an approval based on a stale view.
+            body["activeStageIndex"] = active_stage_index
+        return self._rolling_post(project_id, "approve-stage", body)
+
+    def complete_rolling_release(self, project_id: str, canary_deployment_id: str) -> RollingRelease:
+        """Send the canary to 100 % now, skipping any remaining stages."""
+        return self._rolling_post(project_id, "complete", {"canaryDeploymentId": canary_deployment_id})
+
+    def _rolling_post(self, project_id: str, action: str, body: dict[str, Any]) -> RollingRelease:
+        response = self.request(
+            "POST", f"{_rolling_path(project_id)}/{action}", params=self._params(), json=body
+        )
+        # A 200 means Vercel acted, so an unreadable answer still may have changed traffic.
+        return self.parse(response, _required_rolling_release_from, maybe_delivered=True)
 
     def production_deployment_id(self, project_id: str, domains: Sequence[str]) -> str | None:
         """The deployment serving production now.
@@ -297,3 +371,77 @@ def _production_target_from(data: Any) -> str | None:
     if production is None:  # never deployed to production
         return None
     return req_str(as_dict(production, "project.targets.production"), "id", "project.targets.production")
+
+
+def _rolling_path(project_id: str) -> str:
+    return f"/v1/projects/{_seg(project_id)}/rolling-release"
+
+
+def _optional_rolling_release_from(data: Any) -> RollingRelease | None:
+    raw = as_dict(data, "rolling-release answer").get("rollingRelease")
+    return None if raw is None else _rolling_release_from(raw)
+
+
+def _required_rolling_release_from(data: Any) -> RollingRelease:
+    raw = as_dict(data, "rolling-release answer").get("rollingRelease")
+    if raw is None:  # only GET may answer null; a start/approve/complete always returns one
+        raise MalformedAnswer("rollingRelease: expected an object, got null")
+    return _rolling_release_from(raw)
+
+
+def _rolling_release_from(raw: object) -> RollingRelease:
+    where = "rollingRelease"
+    body = as_dict(raw, where)
+    state = req_str(body, "state", where)
+    if state not in ROLLING_STATES:
+        # The gate's decisions hang on this state; guessing at a new one is worse than stopping.
+        raise MalformedAnswer(f"{where}.state: unknown state {state!r}")
+    stages = tuple(
+        _stage_from(stage, f"{where}.stages[{index}]")
+        for index, stage in enumerate(as_list(body.get("stages"), f"{where}.stages"))
+    )
+    active = _optional_stage_index(body, "activeStage", where)
+    if active is not None and all(stage.index != active for stage in stages):
+        raise MalformedAnswer(f"{where}.activeStage.index: {active} is not one of the stages")
+    canary_percentage = body.get("currentCanaryPercentage")
+    return RollingRelease(
+        state=state,
+        current_deployment_id=_optional_deployment_id(body, "currentDeployment", where),
+        canary_deployment_id=_optional_deployment_id(body, "canaryDeployment", where),
+        stages=stages,
+        active_stage_index=active,
+        next_stage_index=_optional_stage_index(body, "nextStage", where),
+        current_canary_percentage=(
+            None
+            if canary_percentage is None
+            else _percentage(canary_percentage, f"{where}.currentCanaryPercentage")
+        ),
+    )
+
+
+def _stage_from(raw: object, where: str) -> RollingStage:
+    stage = as_dict(raw, where)
+    is_final = stage.get("isFinalStage")
+    if not isinstance(is_final, bool):
+        raise MalformedAnswer(f"{where}.isFinalStage: expected a boolean, got {is_final!r}")
+    return RollingStage(
+        index=req_int(stage, "index", where),
+        target_percentage=_percentage(stage.get("targetPercentage"), f"{where}.targetPercentage"),
+        is_final=is_final,
+    )
+
+
+def _optional_stage_index(body: dict[str, Any], key: str, where: str) -> int | None:
+    raw = body.get(key)
+    return None if raw is None else req_int(as_dict(raw, f"{where}.{key}"), "index", f"{where}.{key}")
+
+
+def _optional_deployment_id(body: dict[str, Any], key: str, where: str) -> str | None:
+    raw = body.get(key)
+    return None if raw is None else req_str(as_dict(raw, f"{where}.{key}"), "id", f"{where}.{key}")
+
+
+def _percentage(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise MalformedAnswer(f"{where}: expected a percentage 0-100, got {value!r}")
+    return float(value)

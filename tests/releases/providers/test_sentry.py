@@ -312,3 +312,134 @@ def test_a_non_json_success_is_a_provider_error() -> None:
 def test_crash_free_rate_is_none_without_sessions() -> None:
     assert SessionTotals().crash_free_rate is None
     assert SessionTotals(sessions=4, crashed=1).crash_free_rate == 0.75
+
+
+# --- error_count (§3.4) --------------------------------------------------------------------------
+
+
+def events_page(*rows: dict[str, Any]) -> httpx.Response:
+    body = {
+        "data": list(rows),
+        "meta": {"fields": {"count()": "integer"}, "units": {"count()": None}},
+    }
+    return httpx.Response(200, json=body)
+
+
+def errors(client: SentryClient, release: str = "web@1.4.2", environment: str | None = "production") -> int:
+    return client.error_count("acme", "4507", environment, release, START, END)
+
+
+def test_error_count_sends_the_exact_events_query() -> None:
+    vendor = Vendor(events_page({"count()": 37}))
+    assert errors(sentry(vendor)) == 37
+    assert vendor.last.method == "GET"
+    assert vendor.last.url.path == "/api/0/organizations/acme/events/"
+    assert vendor.last.headers["Authorization"] == "Bearer sntrys_secret"
+    assert vendor.last.url.params.multi_items() == [
+        ("field", "count()"),
+        ("dataset", "errors"),
+        ("query", 'release:"web@1.4.2" event.type:error'),
+        ("project", "4507"),
+        ("environment", "production"),
+        ("start", "2026-01-01T09:00:00Z"),
+        ("end", "2026-01-01T12:00:00Z"),
+        ("per_page", "1"),
+    ]
+
+
+def test_error_count_without_environment_sends_no_environment_filter() -> None:
+    vendor = Vendor(events_page({"count()": 0}))
+    assert errors(sentry(vendor), environment=None) == 0
+    assert "environment" not in vendor.last.url.params
+
+
+def test_error_count_quotes_an_awkward_release_and_escapes_the_org() -> None:
+    vendor = Vendor(events_page({"count()": 1}))
+    sentry(vendor).error_count("a/b", "4507", None, 'web@1.4 "rc", 2', START, END)
+    assert vendor.last.url.params["query"] == r'release:"web@1.4 \"rc\", 2" event.type:error'
+    assert vendor.last.url.raw_path.startswith(b"/api/0/organizations/a%2Fb/events/?")
+
+
+def test_error_count_without_rows_is_zero() -> None:
+    assert errors(sentry(Vendor(events_page()))) == 0
+
+
+def test_error_count_accepts_a_whole_float() -> None:
+    assert errors(sentry(Vendor(events_page({"count()": 12.0, "release": "web@1.4.2"})))) == 12
+
+
+def test_error_count_refuses_naive_times_and_empty_windows_before_asking() -> None:
+    vendor = Vendor()
+    client = sentry(vendor)
+    with pytest.raises(ValueError, match="naive"):
+        client.error_count("acme", "4507", None, "a", datetime(2026, 1, 1), END)  # noqa: DTZ001
+    with pytest.raises(ValueError, match="not before"):
+        client.error_count("acme", "4507", None, "a", END, START)
+    assert vendor.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "detail"),
+    [
+        (400, "Invalid query. Argument to function is wrong type."),
+        (401, "Invalid token"),
+        (403, "You do not have permission to perform this action."),
+        (404, "The requested resource does not exist"),
+    ],
+)
+def test_error_count_4xx_is_permanent_with_the_detail(status: int, detail: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        errors(sentry(Vendor(httpx.Response(status, json={"detail": detail}))))
+    assert caught.value.permanent
+    assert caught.value.status == status
+    assert caught.value.retry_after is None
+    assert detail in caught.value.message
+
+
+def test_error_count_429_waits_until_the_sentry_reset() -> None:
+    response = httpx.Response(
+        429,
+        json={"detail": "You are attempting to use this endpoint too frequently."},
+        headers={"X-Sentry-Rate-Limit-Reset": str(int(NOW) + 7)},
+    )
+    with pytest.raises(ProviderError) as caught:
+        errors(sentry(Vendor(response)))
+    assert caught.value.retry_after == 7.0
+    assert not caught.value.permanent
+    assert caught.value.status == 429
+
+
+def test_error_count_5xx_is_transient() -> None:
+    with pytest.raises(ProviderError) as caught:
+        errors(sentry(Vendor(httpx.Response(503, text="upstream"))))
+    assert not caught.value.permanent
+    assert caught.value.status == 503
+
+
+def test_error_count_timeout_is_a_provider_timeout() -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(ProviderTimeout) as caught:
+        errors(sentry(Vendor(hang)))
+    assert not caught.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ([], "events answer: expected an object"),
+        ({"meta": {}}, "data: expected a list"),
+        ({"data": None}, "data: expected a list"),
+        ({"data": [7]}, "data[0]: expected an object"),
+        ({"data": [{}]}, "data[0].count(): expected a number, got null"),
+        ({"data": [{"count()": "37"}]}, "data[0].count(): expected a number"),
+        ({"data": [{"count()": 2.5}]}, "data[0].count(): expected a whole number"),
+        ({"data": [{"count()": -1}]}, "negative count"),
+    ],
+)
+def test_error_count_malformed_answer_names_the_field(body: object, complaint: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        errors(sentry(Vendor(httpx.Response(200, json=body))))
+    assert not caught.value.permanent
+    assert complaint in caught.value.message

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from releases.providers.base import ProviderError, ProviderTimeout
-from releases.providers.vercel import AliasRequest, Deployment, VercelClient
+from releases.providers.vercel import AliasRequest, Deployment, RollingRelease, RollingStage, VercelClient
 from tests.http import Vendor
 
 NOW = 1_767_225_600.0
@@ -416,3 +416,237 @@ def test_a_malformed_production_target_is_a_provider_error() -> None:
 def test_get_project_rejects_a_non_object() -> None:
     with pytest.raises(ProviderError, match="project: expected an object"):
         vercel(Vendor(httpx.Response(200, json=[1, 2]))).get_project(PROJECT)
+
+
+# --- rolling releases (§2.7) ---------------------------------------------------------------------
+
+# §2.7's composed <RR> example.
+ROLLING: dict[str, Any] = {
+    "state": "ACTIVE",
+    "substate": "PAUSED",
+    "currentDeployment": {
+        "id": OLD,
+        "name": "shop-web",
+        "url": "shop-web-old-acme.vercel.app",
+        "target": "production",
+    },
+    "canaryDeployment": {"id": DEPLOYMENT, "name": "shop-web", "url": "shop-web-k3x9p2a7-acme.vercel.app"},
+    "queuedDeploymentId": None,
+    "advancementType": "manual-approval",
+    "stages": [
+        {"index": 0, "isFinalStage": False, "targetPercentage": 5, "requireApproval": True, "duration": None},
+        {
+            "index": 1,
+            "isFinalStage": False,
+            "targetPercentage": 25,
+            "requireApproval": True,
+            "duration": None,
+        },
+        {
+            "index": 2,
+            "isFinalStage": True,
+            "targetPercentage": 100,
+            "requireApproval": False,
+            "duration": None,
+        },
+    ],
+    "activeStage": {"index": 0, "isFinalStage": False, "targetPercentage": 5, "requireApproval": True},
+    "nextStage": {"index": 1, "isFinalStage": False, "targetPercentage": 25, "requireApproval": True},
+    "startedAt": 1767225700000,
+    "updatedAt": 1767225700000,
+}
+STAGES = (RollingStage(0, 5.0, False), RollingStage(1, 25.0, False), RollingStage(2, 100.0, True))
+ROLLING_PATH = f"/v1/projects/{PROJECT}/rolling-release"
+
+
+def rolling(**changes: Any) -> httpx.Response:
+    return httpx.Response(200, json={"rollingRelease": {**ROLLING, **changes}})
+
+
+def test_rolling_release_reads_the_contract_example() -> None:
+    vendor = Vendor(rolling())
+    release = vercel(vendor).rolling_release(PROJECT)
+    assert release == RollingRelease(
+        state="ACTIVE",
+        current_deployment_id=OLD,
+        canary_deployment_id=DEPLOYMENT,
+        stages=STAGES,
+        active_stage_index=0,
+        next_stage_index=1,
+    )
+    assert release is not None
+    assert release.active_percentage == 5.0
+    assert vendor.last.method == "GET"
+    assert vendor.last.url.path == ROLLING_PATH
+    assert vendor.last.url.params.multi_items() == [("teamId", TEAM)]
+
+
+def test_no_rolling_release_yet_is_none() -> None:
+    assert vercel(Vendor(httpx.Response(200, json={"rollingRelease": None}))).rolling_release(PROJECT) is None
+
+
+def test_the_current_canary_percentage_wins_when_vercel_sends_it() -> None:
+    release = vercel(Vendor(rolling(currentCanaryPercentage=12.5))).rolling_release(PROJECT)
+    assert release is not None
+    assert release.active_percentage == 12.5
+
+
+def test_an_aborted_release_has_no_active_stage_or_percentage() -> None:
+    release = vercel(Vendor(rolling(state="ABORTED", activeStage=None, nextStage=None))).rolling_release(
+        PROJECT
+    )
+    assert release is not None
+    assert (release.state, release.active_stage_index, release.next_stage_index) == ("ABORTED", None, None)
+    assert release.active_percentage is None
+
+
+def test_a_first_release_may_have_no_current_deployment() -> None:
+    release = vercel(Vendor(rolling(currentDeployment=None))).rolling_release(PROJECT)
+    assert release is not None
+    assert release.current_deployment_id is None
+
+
+def test_start_rolling_release_posts_the_canary() -> None:
+    vendor = Vendor(rolling())
+    release = vercel(vendor).start_rolling_release(PROJECT, DEPLOYMENT)
+    assert release.canary_deployment_id == DEPLOYMENT
+    assert vendor.last.method == "POST"
+    assert vendor.last.url.path == f"{ROLLING_PATH}/start"
+    assert vendor.last.url.params.get_list("teamId") == [TEAM]
+    assert json.loads(vendor.last.content) == {"canaryDeploymentId": DEPLOYMENT}
+
+
+def test_approve_stage_posts_the_next_stage() -> None:
+    vendor = Vendor(rolling(activeStage=ROLLING["nextStage"], nextStage=ROLLING["stages"][2]))
+    release = vercel(vendor).approve_stage(PROJECT, DEPLOYMENT, 1)
+    assert (release.active_stage_index, release.next_stage_index, release.active_percentage) == (1, 2, 25.0)
+    assert vendor.last.url.path == f"{ROLLING_PATH}/approve-stage"
+    assert vendor.last.url.params.get_list("teamId") == [TEAM]
+    assert json.loads(vendor.last.content) == {"nextStageIndex": 1, "canaryDeploymentId": DEPLOYMENT}
+
+
+def test_approve_stage_sends_the_active_stage_when_known() -> None:
+    vendor = Vendor(rolling())
+    vercel(vendor).approve_stage(PROJECT, DEPLOYMENT, 2, active_stage_index=1)
+    assert json.loads(vendor.last.content) == {
+        "nextStageIndex": 2,
+        "canaryDeploymentId": DEPLOYMENT,
+        "activeStageIndex": 1,
+    }
+
+
+def test_complete_rolling_release_posts_the_canary() -> None:
+    vendor = Vendor(rolling(state="COMPLETE", activeStage=ROLLING["stages"][2], nextStage=None))
+    release = vercel(vendor).complete_rolling_release(PROJECT, DEPLOYMENT)
+    assert (release.state, release.active_percentage) == ("COMPLETE", 100.0)
+    assert vendor.last.url.path == f"{ROLLING_PATH}/complete"
+    assert json.loads(vendor.last.content) == {"canaryDeploymentId": DEPLOYMENT}
+
+
+def test_rolling_release_paths_escape_the_project() -> None:
+    vendor = Vendor(rolling(), rolling())
+    client = vercel(vendor)
+    client.rolling_release("shop/../x")
+    client.complete_rolling_release("shop/../x", DEPLOYMENT)
+    assert vendor.requests[0].url.raw_path.startswith(b"/v1/projects/shop%2F..%2Fx/rolling-release?")
+    assert vendor.requests[1].url.raw_path.startswith(b"/v1/projects/shop%2F..%2Fx/rolling-release/complete?")
+
+
+def test_rolling_release_calls_without_a_team_send_no_team_id() -> None:
+    vendor = Vendor(rolling())
+    vercel(vendor, team_id=None).start_rolling_release(PROJECT, DEPLOYMENT)
+    assert "teamId" not in vendor.last.url.params
+
+
+ROLLING_CALLS: list[Callable[[VercelClient], object]] = [
+    lambda c: c.rolling_release(PROJECT),
+    lambda c: c.start_rolling_release(PROJECT, DEPLOYMENT),
+    lambda c: c.approve_stage(PROJECT, DEPLOYMENT, 1),
+    lambda c: c.complete_rolling_release(PROJECT, DEPLOYMENT),
+]
+
+
+@pytest.mark.parametrize("call", ROLLING_CALLS)
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "bad_request"), (401, "unauthorized"), (403, "forbidden"), (404, "not_found")]
+)
+def test_rolling_release_4xx_is_permanent(
+    call: Callable[[VercelClient], object], status: int, code: str
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        call(vercel(Vendor(error(status, code, "refused"))))
+    assert caught.value.permanent
+    assert caught.value.status == status
+    assert caught.value.code == code
+    assert not caught.value.maybe_delivered
+
+
+def test_approve_stage_500_is_transient_and_maybe_done() -> None:
+    with pytest.raises(ProviderError) as caught:
+        vercel(Vendor(error(500, "internal_server_error", "oops"))).approve_stage(PROJECT, DEPLOYMENT, 1)
+    assert not caught.value.permanent
+    assert caught.value.maybe_delivered
+    assert caught.value.status == 500
+
+
+def test_rolling_release_429_waits_until_the_reset() -> None:
+    vendor = Vendor(error(429, "rate_limited", "slow down", **{"X-RateLimit-Reset": str(int(NOW) + 30)}))
+    with pytest.raises(ProviderError) as caught:
+        vercel(vendor).rolling_release(PROJECT)
+    assert caught.value.retry_after == 30.0
+    assert not caught.value.permanent
+
+
+def test_a_conflicting_approval_is_permanent() -> None:
+    vendor = Vendor(error(409, "conflict", "Stage already approved"))
+    with pytest.raises(ProviderError) as caught:
+        vercel(vendor).approve_stage(PROJECT, DEPLOYMENT, 1)
+    assert caught.value.permanent
+
+
+def test_a_start_that_timed_out_after_sending_may_have_started() -> None:
+    with pytest.raises(ProviderTimeout) as caught:
+        vercel(Vendor(raise_(httpx.ReadTimeout))).start_rolling_release(PROJECT, DEPLOYMENT)
+    assert caught.value.maybe_delivered
+    assert not caught.value.permanent
+
+
+def test_a_null_rolling_release_after_a_post_is_malformed_and_maybe_done() -> None:
+    vendor = Vendor(httpx.Response(200, json={"rollingRelease": None}))
+    with pytest.raises(ProviderError) as caught:
+        vercel(vendor).complete_rolling_release(PROJECT, DEPLOYMENT)
+    assert "rollingRelease: expected an object, got null" in caught.value.message
+    assert caught.value.maybe_delivered
+    assert not caught.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("changes", "complaint"),
+    [
+        ({"state": "PAUSED"}, "rollingRelease.state: unknown state 'PAUSED'"),
+        ({"state": None}, "rollingRelease.state"),
+        ({"stages": None}, "rollingRelease.stages: expected a list"),
+        ({"stages": [{"index": 0, "isFinalStage": True}]}, "rollingRelease.stages[0].targetPercentage"),
+        ({"stages": [{"index": 0, "isFinalStage": True, "targetPercentage": 101}]}, "targetPercentage"),
+        ({"stages": [{"index": 0, "isFinalStage": True, "targetPercentage": "5"}]}, "targetPercentage"),
+        ({"stages": [{"index": 0, "isFinalStage": "no", "targetPercentage": 5}]}, "stages[0].isFinalStage"),
+        ({"stages": [{"isFinalStage": True, "targetPercentage": 5}]}, "stages[0].index"),
+        ({"activeStage": {"index": 7}}, "rollingRelease.activeStage.index: 7 is not one of the stages"),
+        ({"activeStage": {"index": "0"}}, "rollingRelease.activeStage.index"),
+        ({"nextStage": "1"}, "rollingRelease.nextStage: expected an object"),
+        ({"canaryDeployment": {"name": "shop-web"}}, "rollingRelease.canaryDeployment.id"),
+        ({"currentDeployment": {"id": 5}}, "rollingRelease.currentDeployment.id"),
+        ({"currentCanaryPercentage": -1}, "rollingRelease.currentCanaryPercentage"),
+    ],
+)
+def test_a_malformed_rolling_release_names_the_field(changes: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        vercel(Vendor(rolling(**changes))).rolling_release(PROJECT)
+    assert not caught.value.permanent
+    assert complaint in caught.value.message
+
+
+@pytest.mark.parametrize("body", [[], {"rollingRelease": "ACTIVE"}])
+def test_a_rolling_release_answer_that_is_not_an_object_is_malformed(body: object) -> None:
+    with pytest.raises(ProviderError, match="malformed answer"):
+        vercel(Vendor(httpx.Response(200, json=body))).rolling_release(PROJECT)
