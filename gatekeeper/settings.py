@@ -178,6 +178,9 @@ DD_API_KEY = env_str("DD_API_KEY")
 DD_APP_KEY = env_str("DD_APP_KEY")
 POSTHOG_API_URL = env_url("POSTHOG_API_URL", "https://us.posthog.com")
 POSTHOG_API_KEY = env_str("POSTHOG_API_KEY")
+POSTHOG_PROJECT_ID = env_str("POSTHOG_PROJECT_ID")  # for posthog_exceptions checks without project_id
+# Bearer token GET /api/slo/ requires; unset, the endpoint is open (it shows figures, changes nothing).
+SLO_AUTH_TOKEN = env_str("SLO_AUTH_TOKEN")
 PROVIDER_TIMEOUT = env_float("PROVIDER_TIMEOUT", 10.0)
 
 LOGGING = {

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from gatekeeper.health import healthz
 from releases.api import ReleaseViewSet
+from releases.slo_api import SloView
 from releases.webhooks import SentryWebhookView, VercelWebhookView
 
 router = DefaultRouter()
@@ -18,6 +19,7 @@ admin.site.site_title = "Gatekeeper"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/slo/", SloView.as_view(), name="slo"),
     path("api/", include(router.urls)),
     path("webhooks/vercel/", VercelWebhookView.as_view(), name="webhook-vercel"),
     path("webhooks/sentry/", SentryWebhookView.as_view(), name="webhook-sentry"),

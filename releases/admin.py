@@ -10,12 +10,21 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from notifications.messages import percent
 from releases import overrides
-from releases.models import Action, GateCheck, Incident, Project, Release, ReleaseEvent, WebhookDelivery
+from releases.models import (
+    Action,
+    GateCheck,
+    Incident,
+    Project,
+    RampCheck,
+    Release,
+    ReleaseEvent,
+    WebhookDelivery,
+)
 
 EXTEND_BY = timedelta(minutes=30)
 
@@ -54,6 +63,26 @@ class GateCheckInline(ReadOnlyInline):
         return percent(obj.crash_free_rate)
 
 
+class RampCheckInline(ReadOnlyInline):
+    """Each SLO check of a ramping canary: at which stage, and every signal's figures."""
+
+    model = RampCheck
+    verbose_name = "canary check"
+    fields = ("checked_at", "stage", "percent", "confirmation", "ok", "signals", "reasons", "duration_ms")
+    readonly_fields = fields
+    ordering = ("-checked_at",)
+
+    @admin.display(description="signals")
+    def signals(self, obj: RampCheck) -> str:
+        rows = []
+        for check in obj.checks:
+            value = "—" if check.get("value") is None else f"{check['value']:.6g}"
+            baseline = "" if check.get("baseline") is None else f" (previous {check['baseline']:.6g})"
+            mark = "ok" if check.get("ok") else "FAIL"
+            rows.append(f"{mark} {check.get('name')}: {value}{baseline} {check.get('threshold', '')}")
+        return format_html_join("\n", "<div>{}</div>", ((row,) for row in rows)) or "—"
+
+
 class ReleaseEventInline(ReadOnlyInline):
     model = ReleaseEvent
     fields = ("created_at", "kind", "from_state", "to_state", "actor", "reason")
@@ -76,7 +105,7 @@ class ActionInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-def _override(label: str, run: Callable[[Release, str], Any]) -> Callable[..., None]:
+def _override(label: str, run: Callable[[Release, str], Any], name: str = "") -> Callable[..., None]:
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Release]) -> None:
         for release in queryset:
             try:
@@ -87,7 +116,7 @@ def _override(label: str, run: Callable[[Release, str], Any]) -> Callable[..., N
                 modeladmin.message_user(request, f"{release}: {label.lower()} recorded", messages.SUCCESS)
 
     action.short_description = label  # type: ignore[attr-defined]
-    action.__name__ = label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    action.__name__ = name or label.lower().replace(" ", "_").replace("(", "").replace(")", "")
     return action
 
 
@@ -107,11 +136,19 @@ class ReleaseAdmin(admin.ModelAdmin):
     search_fields = ("deployment_id", "version")
     list_select_related = ("project",)
     date_hierarchy = "created_at"
-    inlines = [GateCheckInline, ReleaseEventInline, ActionInline]
-    readonly_fields = [f.name for f in Release._meta.fields] + ["links"]
+    inlines = [GateCheckInline, RampCheckInline, ReleaseEventInline, ActionInline]
+    readonly_fields = [f.name for f in Release._meta.fields] + ["links", "traffic_share"]
     actions = [
-        _override("Approve (promote now)", lambda r, u: overrides.approve(r.pk, u)),
-        _override("Reject (roll back now)", lambda r, u: overrides.reject(r.pk, u)),
+        _override(
+            "Approve (promote now; a canary: advance now)",
+            lambda r, u: overrides.approve(r.pk, u),
+            "approve_promote_now",
+        ),
+        _override(
+            "Reject (roll back now; a canary: abort now)",
+            lambda r, u: overrides.reject(r.pk, u),
+            "reject_roll_back_now",
+        ),
         _override("Pause", lambda r, u: overrides.pause(r.pk, u)),
         _override("Resume", lambda r, u: overrides.resume(r.pk, u)),
         _override("Extend wait by 30 minutes", lambda r, u: overrides.extend_wait(r.pk, u, EXTEND_BY)),
@@ -135,6 +172,24 @@ class ReleaseAdmin(admin.ModelAdmin):
     @admin.display(description="crash-free", ordering="crash_free_rate")
     def crash_free(self, obj: Release) -> str:
         return f"{percent(obj.crash_free_rate)} / {percent(obj.project.crash_free_threshold)}"
+
+    @admin.display(description="canary traffic over time")
+    def traffic_share(self, obj: Release) -> str:
+        """The canary's share of production traffic, move by move, and the stages of its policy."""
+        moves = ReleaseEvent.objects.filter(release=obj, kind=ReleaseEvent.Kind.TRAFFIC).order_by(
+            "created_at"
+        )
+        stages = (obj.ramp_policy or {}).get("stages", [])
+        if not stages and not moves:
+            return "—"
+        plan = " → ".join(
+            f"[{s['percent']:g}%]" if i == obj.ramp_stage else f"{s['percent']:g}%"
+            for i, s in enumerate(stages)
+        )
+        rows = [(f"{e.created_at:%Y-%m-%d %H:%M:%S} UTC", f"{e.data.get('percent', 0):g}%") for e in moves]
+        history = format_html_join("", "<div>{}: {}</div>", rows)
+        paused = " (paused)" if obj.ramp_paused else ""
+        return format_html("<div>stages: {}{}</div>{}", plan, paused, history)
 
     @admin.display(description="links")
     def links(self, obj: Release) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from releases.gate import OnTimeout
+from releases.slo_checks import parse_check
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -26,7 +27,6 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9]{20,}$")
 TEMPLATE_FIELDS = {"id", "url", "name", "meta", "project_id", "target"}
 ON_WARNING = ("notify", "page", "rollback", "ignore")
-CHECK_KINDS = {"sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http"}
 
 SCHEMA: dict[str, set[str]] = {
     "": {"name", "vercel", "sentry", "slack", "pagerduty", "gate", "canary"},
@@ -55,6 +55,7 @@ SCHEMA: dict[str, set[str]] = {
         "abort_on_failure",
         "checks",
         "failures_to_abort",
+        "router",
     },
 }
 
@@ -272,20 +273,31 @@ def _canary(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
         out_stages.append({"percent": percent, "hold": hold.total_seconds()})
     if out_stages and out_stages[-1]["percent"] != 100:
         reader.problems.append(f"{where}.stages: the last stage must be 100")
-    checks = canary.get("checks") or []
-    for i, check in enumerate(checks if isinstance(checks, list) else []):
-        if not isinstance(check, dict) or check.get("kind") not in CHECK_KINDS:
-            reader.problems.append(
-                f"{where}.checks[{i}].kind: must be one of {', '.join(sorted(CHECK_KINDS))}"
-            )
+    checks = canary.get("checks")
+    specs = []
+    if not isinstance(checks, list) or not checks:
+        # Nothing to judge a canary by would mean advancing blind: refused, not defaulted.
+        reader.problems.append(f"{where}.checks: must list at least one SLO check")
+        checks = []
+    for i, check in enumerate(checks):
+        spec, problems = parse_check(check, f"{where}.checks[{i}]")
+        reader.problems.extend(problems)
+        if spec is not None:
+            specs.append(spec.to_json())
     interval = reader.get(where, canary, "confirmation_interval", "duration", timedelta(seconds=30))
+    from releases.traffic import ROUTERS  # the registry of traffic routers
+
+    router = reader.get(where, canary, "router", "str", "vercel")
+    if router not in ROUTERS:
+        reader.problems.append(f"{where}.router: must be one of {', '.join(sorted(ROUTERS))}")
     return {
+        "router": router,
         "stages": out_stages,
         "confirmations": reader.get(where, canary, "confirmations", "int", 2),
         "confirmation_interval": interval.total_seconds(),
         "abort_on_failure": reader.get(where, canary, "abort_on_failure", "bool", True),
         "failures_to_abort": reader.get(where, canary, "failures_to_abort", "int", 1),
-        "checks": checks if isinstance(checks, list) else [],
+        "checks": specs,
     }
 
 

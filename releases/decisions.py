@@ -20,7 +20,7 @@ from releases.states import ActionSpec, ReleaseState, transition
 S = ReleaseState
 GATEKEEPER = "gatekeeper"
 # States from which "now serves production" makes a release promoted.
-LIVE_FROM = frozenset({S.PROMOTING, S.PASSED, S.HELD, S.RECEIVED, S.SUPERSEDED})
+LIVE_FROM = frozenset({S.PROMOTING, S.PASSED, S.HELD, S.RECEIVED, S.SUPERSEDED, S.RAMPING})
 
 
 def known_good(project: Project, *, exclude: Release | None = None) -> Release | None:

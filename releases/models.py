@@ -167,6 +167,18 @@ class Release(models.Model):
     # While set and in the future, a live release is still polled (the bake watch).
     watch_until = models.DateTimeField(null=True, blank=True)
 
+    # The canary ramp (state ramping). The previous deployment, the ramp's baseline and abort
+    # target, is rollback_target. The policy is copied at the start so a config sync mid-ramp
+    # cannot change the stages under it.
+    ramp_policy = models.JSONField(null=True, blank=True)
+    ramp_stage = models.SmallIntegerField(null=True, blank=True, help_text="index of the stage traffic is at")
+    ramp_stage_since = models.DateTimeField(null=True, blank=True)
+    ramp_passes = models.PositiveSmallIntegerField(
+        default=0, help_text="passing checks in a row at this stage"
+    )
+    ramp_failures = models.PositiveSmallIntegerField(default=0, help_text="failed checks in a row")
+    ramp_paused = models.BooleanField(default=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -230,6 +242,27 @@ class AppendOnly(models.Model):
         raise ValidationError(f"{type(self).__name__} rows are append-only")
 
 
+class RampCheck(models.Model):
+    """One SLO check of a ramping deployment: every signal's value, baseline, threshold and reason."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="ramp_checks")
+    stage = models.SmallIntegerField()
+    percent = models.FloatField()
+    confirmation = models.PositiveSmallIntegerField(help_text="which check in a row at this stage")
+    ok = models.BooleanField()
+    checks = models.JSONField(default=list)
+    reasons = models.JSONField(default=list)
+    checked_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["checked_at", "id"]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.ok else "failed"
+        return f"stage {self.stage} ({self.percent:g}%) check {self.confirmation}: {outcome}"
+
+
 class ReleaseEvent(AppendOnly):
     """The history of a release: every transition, override, webhook and note, with who and why."""
 
@@ -239,6 +272,7 @@ class ReleaseEvent(AppendOnly):
         OVERRIDE = "override"
         WEBHOOK = "webhook"
         ACTION = "action"
+        TRAFFIC = "traffic"  # the canary's share of production traffic changed
 
     release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -261,6 +295,7 @@ class Action(models.Model):
         ROLLBACK = "rollback"
         SLACK = "slack"
         PAGERDUTY = "pagerduty"
+        TRAFFIC = "traffic"  # a canary ramp move: start, next stage, complete, abort
 
     class Status(models.TextChoices):
         PENDING = "pending"

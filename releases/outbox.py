@@ -64,7 +64,7 @@ HANDLERS: dict[str, Handler] = {}
 # Kinds whose request is the reason for the decision (production rolled back): when written
 # with others, this one is published alone and the others follow once its request has gone out,
 # so their publishing and running never compete with it for the machine.
-LEADS = frozenset({Action.Kind.ROLLBACK})
+LEADS = frozenset({Action.Kind.ROLLBACK, Action.Kind.TRAFFIC})
 # The actions waiting for the running lead's request to go out (see LEADS and sent()).
 _followers: ContextVar[list[int] | None] = ContextVar("outbox_followers", default=None)
 

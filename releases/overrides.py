@@ -7,8 +7,9 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from releases import ramp
 from releases.decisions import start_promotion, start_rollback
-from releases.models import Release, ReleaseEvent
+from releases.models import Action, Release, ReleaseEvent
 from releases.polling import start_gate
 from releases.states import ReleaseState, transition
 
@@ -28,10 +29,16 @@ def _locked(release_id: int) -> Release:
 
 
 def approve(release_id: int, username: str, note: str = "") -> Release:
-    """Promote now, whatever the gate would say."""
+    """Promote now, whatever the gate would say; for a ramping canary, advance it one stage now."""
     with transaction.atomic():
         release = _locked(release_id)
         reason = f"approved by {username}" + (f": {note}" if note else "")
+        if release.state == S.RAMPING:
+            if release.ramp_stage is None or _moving(release):
+                raise OverrideRefused("the canary's traffic is moving; approve once it is at its stage")
+            _note(release, username, f"advance now: {reason}")
+            ramp.advance(release, actor=_actor(username), reason=reason)
+            return release
         if release.state == S.GATING:
             transition(
                 release,
@@ -47,10 +54,13 @@ def approve(release_id: int, username: str, note: str = "") -> Release:
 
 
 def reject(release_id: int, username: str, note: str = "") -> Release:
-    """Keep or restore the previous known-good deployment now."""
+    """Keep or restore the previous known-good deployment now; a ramping canary is aborted."""
     with transaction.atomic():
         release = _locked(release_id)
         reason = f"rejected by {username}" + (f": {note}" if note else "")
+        if release.state == S.RAMPING:
+            ramp.abort(release, actor=_actor(username), reason=f"canary aborted: {reason}")
+            return release
         if release.state == S.GATING:
             transition(
                 release,
@@ -71,6 +81,12 @@ def reject(release_id: int, username: str, note: str = "") -> Release:
 def pause(release_id: int, username: str, note: str = "") -> Release:
     with transaction.atomic():
         release = _locked(release_id)
+        if release.state == S.RAMPING:
+            # Traffic stays where it is; no checks run and nothing moves until resumed.
+            Release.objects.filter(pk=release.pk).update(ramp_paused=True, next_poll_at=None)
+            release.ramp_paused = True
+            _note(release, username, f"ramp paused by {username}" + (f": {note}" if note else ""))
+            return release
         if release.state != S.GATING:
             raise OverrideRefused(f"only a gating release can be paused; this one is {release.state}")
         transition(
@@ -86,12 +102,32 @@ def pause(release_id: int, username: str, note: str = "") -> Release:
 def resume(release_id: int, username: str, note: str = "") -> Release:
     with transaction.atomic():
         release = _locked(release_id)
+        if release.state == S.RAMPING:
+            if not release.ramp_paused:
+                raise OverrideRefused("the ramp is not paused")
+            _note(release, username, f"ramp resumed by {username}" + (f": {note}" if note else ""))
+            ramp.resume(release)
+            return release
         if release.state != S.HELD:
             raise OverrideRefused(f"only a held release can be resumed; this one is {release.state}")
         if not release.version:
             raise OverrideRefused("this release has no Sentry release name; approve or reject it")
         start_gate(release, reason=f"resumed by {username}" + (f": {note}" if note else ""))
     return release
+
+
+def _note(release: Release, username: str, reason: str) -> None:
+    ReleaseEvent.objects.create(
+        release=release, kind=ReleaseEvent.Kind.OVERRIDE, actor=_actor(username), reason=reason
+    )
+
+
+def _moving(release: Release) -> bool:
+    return Action.objects.filter(
+        release=release,
+        kind=Action.Kind.TRAFFIC,
+        status__in=[Action.Status.PENDING, Action.Status.RUNNING, Action.Status.CONFIRMING],
+    ).exists()
 
 
 def extend_wait(release_id: int, username: str, by: timedelta) -> Release:

@@ -75,6 +75,10 @@ def poll_once(release_id: int, generation: int) -> str:
     release = Release.objects.select_related("project").filter(pk=release_id).first()
     if release is None:
         return "gone"
+    if release.state == S.RAMPING:
+        from releases import ramp
+
+        return "stale" if release.generation != generation else ramp.tick(release, generation)
     phase = phase_of(release)
     if phase is None:
         return "not-gating"
@@ -261,7 +265,11 @@ def redrive(now: datetime | None = None) -> dict[str, int]:
 
     now = now or timezone.now()
     cutoff = now - WATCHDOG_GRACE
-    polled = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
+    polled = (
+        Q(state=S.GATING)
+        | Q(state=S.PROMOTED, watch_until__isnull=False)
+        | Q(state=S.RAMPING, ramp_paused=False)
+    )
     polls = list(
         Release.objects.filter(polled, next_poll_at__lt=cutoff)
         .order_by("next_poll_at")

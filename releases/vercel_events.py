@@ -16,6 +16,7 @@ from releases.config import render_release
 from releases.decisions import mark_live
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import start_gate
+from releases.ramp import start_ramp
 from releases.states import ALLOWED, FINAL, ReleaseState, transition
 
 S = ReleaseState
@@ -230,6 +231,8 @@ def on_ready(event: Event, delivery: WebhookDelivery) -> Outcome:
             ),
         )
         return Outcome("accepted", "held: no release name", accepted=True)
+    if project.canary and start_ramp(release):
+        return Outcome("accepted", f"ramping {release.version}", accepted=True)
     start_gate(release)
     return Outcome("accepted", f"gating {release.version}", accepted=True)
 

@@ -93,11 +93,19 @@ class FakeSentry:
     totals: dict[str, tuple[int, int]] = field(default_factory=dict)
     errors: list[httpx.Response] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
+    error_events: dict[str, int] = field(default_factory=dict)  # per release, for /events/
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if self.errors:
             return self.errors.pop(0)
+        if request.url.path.endswith("/events/"):
+            query = request.url.params.get("query", "")
+            count = sum(n for release, n in self.error_events.items() if f'"{release}"' in query)
+            return httpx.Response(
+                200,
+                json={"data": [{"count()": count}], "meta": {"fields": {"count()": "integer"}, "units": {}}},
+            )
         groups = []
         for release, (sessions, crashed) in self.totals.items():
             if release not in request.url.params.get("query", ""):
@@ -184,7 +192,9 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     monkeypatch.setattr(
         clients,
         "sentry",
-        lambda: SentryClient("https://sentry.test", "t", transport=httpx.MockTransport(fakes.sentry)),
+        lambda timeout=None: SentryClient(
+            "https://sentry.test", "t", transport=httpx.MockTransport(fakes.sentry)
+        ),
     )
     monkeypatch.setattr(
         clients,

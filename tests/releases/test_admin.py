@@ -11,7 +11,7 @@ from django.contrib.messages import SUCCESS, WARNING
 from django.test import Client
 from django.utils import timezone
 
-from releases.models import Action, GateCheck, Project, Release, ReleaseEvent
+from releases.models import Action, GateCheck, Project, RampCheck, Release, ReleaseEvent
 from releases.states import ReleaseState
 from tests.factories import make_project, make_release
 
@@ -104,7 +104,42 @@ def test_the_change_page_shows_checks_events_and_actions(staff: Client, project:
     assert "user:carol" in html
     assert "Sentry release" in html  # the links
     formsets = {f.opts.model for f in response.context["inline_admin_formsets"]}
-    assert formsets == {GateCheck, ReleaseEvent, Action}
+    assert formsets == {GateCheck, RampCheck, ReleaseEvent, Action}
+
+
+def test_a_ramping_release_shows_its_stages_checks_and_traffic_over_time(
+    staff: Client, project: Project
+) -> None:
+    policy = {"stages": [{"percent": 5, "hold": 0}, {"percent": 25, "hold": 0}, {"percent": 100, "hold": 0}]}
+    release = make_release(project, state=S.RAMPING, ramp_policy=policy, ramp_stage=1)
+    RampCheck.objects.create(
+        release=release,
+        stage=1,
+        percent=25,
+        confirmation=1,
+        ok=False,
+        checks=[
+            {
+                "name": "errors",
+                "ok": False,
+                "value": 0.0421,
+                "baseline": 0.004,
+                "threshold": "<= max(2 x 0.004, 0) = 0.008",
+            }
+        ],
+        reasons=["errors: 0.0421 is more than 2 x the previous deployment's 0.004"],
+    )
+    for percent in (5, 25):
+        ReleaseEvent.objects.create(
+            release=release, kind="traffic", actor="gatekeeper", reason="moved", data={"percent": percent}
+        )
+
+    html = staff.get(f"{CHANGELIST}{release.pk}/change/").content.decode()
+
+    assert "5% → [25%] → 100%" in html  # the stages, the current one marked
+    assert "FAIL errors: 0.0421 (previous 0.004)" in html
+    assert "more than 2 x the previous" in html
+    assert html.count("UTC: ") >= 2 and ": 25%</div>" in html  # the traffic share over time
 
 
 def test_the_change_page_lists_the_actions(staff: Client, project: Project) -> None:
@@ -127,7 +162,8 @@ def test_approve_from_the_admin_promotes_and_records_the_user(staff: Client, pro
     assert Action.objects.filter(release=release, kind=Action.Kind.PROMOTE).exists()
     actors = set(ReleaseEvent.objects.filter(release=release).values_list("actor", flat=True))
     assert actors == {"user:carol"}
-    assert any("approve (promote now) recorded" in text for _, text in messages_of(response))
+    recorded = "approve (promote now; a canary: advance now) recorded"
+    assert any(recorded in text for _, text in messages_of(response))
 
 
 def test_reject_from_the_admin_rolls_back_and_records_the_user(staff: Client, project: Project) -> None:

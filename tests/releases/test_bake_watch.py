@@ -326,7 +326,9 @@ def test_an_alert_while_a_bake_poll_asks_sentry_wins_and_the_poll_stands_down(
     transport = httpx.MockTransport(alert_arrives_mid_poll)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            clients, "sentry", lambda: SentryClient("https://sentry.test", "t", transport=transport)
+            clients,
+            "sentry",
+            lambda timeout=None: SentryClient("https://sentry.test", "t", transport=transport),
         )
         assert poll(release, django_capture_on_commit_callbacks) == "moved-on"
     assert len(fakes.sentry.requests) == 1
