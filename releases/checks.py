@@ -43,6 +43,20 @@ def check_secrets(app_configs: Any, **kwargs: Any) -> list[Any]:
     return problems
 
 
+@register(Tags.security, deploy=True)
+def check_slo_endpoint(app_configs: Any, **kwargs: Any) -> list[Any]:
+    if settings.SLO_AUTH_TOKEN:
+        return []
+    return [
+        Warning(
+            "SLO_AUTH_TOKEN is not set: anyone who can reach /api/slo/ can read your canaries' "
+            "figures and make Gatekeeper query your monitoring on their behalf.",
+            hint="Set SLO_AUTH_TOKEN and send it as `Authorization: Bearer <token>` from your cron.",
+            id="gatekeeper.W004",
+        )
+    ]
+
+
 @register(Tags.database)
 def check_policies(app_configs: Any, **kwargs: Any) -> list[Any]:
     """Projects edited in the admin or synced long ago must still describe a gate that can decide."""

@@ -149,3 +149,13 @@ def test_each_bad_project_is_named_in_its_own_error() -> None:
         ("gatekeeper.E010", "project shop-web"),
         ("gatekeeper.E011", "project shop-api"),
     ]
+
+
+def test_an_open_slo_endpoint_is_a_deploy_warning(settings: Any) -> None:
+    from releases.checks import check_slo_endpoint
+
+    settings.SLO_AUTH_TOKEN = ""
+    (warning,) = check_slo_endpoint(None)
+    assert warning.id == "gatekeeper.W004" and "Bearer" in warning.hint
+    settings.SLO_AUTH_TOKEN = "t" * 32
+    assert check_slo_endpoint(None) == []
