@@ -1,4 +1,5 @@
-"""Local stand-in for the SaaS APIs Gatekeeper talks to (Vercel, Sentry, Slack, PagerDuty).
+"""Local stand-in for the SaaS APIs Gatekeeper talks to (Vercel, Sentry, Slack, PagerDuty,
+Datadog, PostHog).
 
 Run it with ``python -m simulator``. It follows the wire contracts in ``api-contracts.md``
 closely enough that Gatekeeper can be tested against it and against independent

@@ -18,7 +18,8 @@ from simulator.server import make_server
 from simulator.state import Options, Simulator
 from simulator.wire import ControlError
 
-TOKEN_SERVICES = ("vercel", "sentry", "slack")
+# datadog=API_KEY checks DD-API-KEY; datadog=API_KEY:APP_KEY checks DD-APPLICATION-KEY too.
+TOKEN_SERVICES = ("vercel", "sentry", "slack", "datadog", "posthog")
 
 
 def _token_pair(text: str) -> tuple[str, str]:
@@ -44,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     env = os.environ
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
-        description="Serve simulated Vercel, Sentry, Slack and PagerDuty APIs on one port.",
+        description="Serve simulated Vercel, Sentry, Slack, PagerDuty, Datadog and PostHog APIs on one port.",
     )
     parser.add_argument("--host", default=env.get("SIM_HOST", "127.0.0.1"))
     parser.add_argument(

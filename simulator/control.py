@@ -110,6 +110,20 @@ def traffic_phase(sim: Simulator, request: Request, args: dict[str, str]) -> tup
     return 201, {"traffic": [t.to_json(now) for t in sim.traffic.add_phase(_body(request))]}
 
 
+def datadog_series(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
+    if request.method == "GET":
+        return 200, {"series": sim.datadog.view()}
+    registered = sim.datadog.add_phase(_body(request))
+    return 201, registered.to_json(sim.now())
+
+
+def posthog_exceptions(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
+    if request.method == "GET":
+        return 200, {"exceptions": sim.posthog.view()}
+    registered = sim.posthog.add_stream(_body(request))
+    return 201, registered.to_json(sim.now())
+
+
 def sentry_webhooks(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
     return 200, alerts.send_alert(sim, _body(request))
 
@@ -180,6 +194,8 @@ ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], Action]] = [
     (("GET", "POST"), re.compile(r"/sentry/traffic"), traffic),
     (("POST",), re.compile(r"/sentry/traffic/phase"), traffic_phase),
     (("POST",), re.compile(r"/sentry/webhooks"), sentry_webhooks),
+    (("GET", "POST"), re.compile(r"/datadog/series"), datadog_series),
+    (("GET", "POST"), re.compile(r"/posthog/exceptions"), posthog_exceptions),
     (("GET", "POST", "DELETE"), re.compile(r"/faults"), faults),
     (("DELETE",), re.compile(r"/faults/(?P<id>\d+)"), delete_fault),
     (("GET",), re.compile(r"/requests"), requests),

@@ -13,7 +13,7 @@ from typing import Any
 
 from simulator.wire import ControlError, Request, as_number, as_text
 
-SERVICES = ("vercel", "sentry", "slack", "pagerduty", "*")
+SERVICES = ("vercel", "sentry", "slack", "pagerduty", "datadog", "posthog", "*")
 KINDS = ("5xx", "timeout", "429", "reset")
 # Longer than Gatekeeper's client timeouts, so a timeout fault is seen as a timeout.
 DEFAULT_HANG_SECONDS = 35.0

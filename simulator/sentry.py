@@ -1,4 +1,4 @@
-"""Sentry REST API (api-contracts §3.1-3.2): the release-health sessions endpoint.
+"""Sentry REST API (api-contracts §3.1-3.4): release-health sessions and error-event counts.
 
 Errors are DRF-style ``{"detail": ...}``. The 429 is Sentry's odd one: a JSON body served as
 ``text/html`` and no ``Retry-After``; clients must wait for ``X-Sentry-Rate-Limit-Reset``.
@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from simulator import sessions
+from simulator import sentry_events, sessions
 from simulator.service import RateWindow, Route, Service, resolve, route
 from simulator.wire import Request, Response, json_response
 
@@ -41,6 +41,7 @@ class SentryService(Service):
         self.window = RateWindow(RATE_LIMIT, 1)
         self.routes: list[Route] = [
             route("GET", r"/api/0/organizations/(?P<org>[^/]+)/sessions/?", self.sessions),
+            route("GET", r"/api/0/organizations/(?P<org>[^/]+)/events/?", self.events),
         ]
 
     def handle(self, request: Request) -> Response:
@@ -108,21 +109,31 @@ class SentryService(Service):
         except sessions.SessionsError as invalid:
             return detail(400, str(invalid))
         body, has_previous, has_next = sessions.compute(self.sim.traffic.matching(args["org"]), query, now)
-        return json_response(200, body, {"Link": self.link_header(request, query, has_previous, has_next)})
+        link = self.link_header(request, query.page, query.per_page, has_previous, has_next)
+        return json_response(200, body, {"Link": link})
 
-    def link_header(
-        self, request: Request, query: sessions.SessionsQuery, has_prev: bool, has_next: bool
-    ) -> str:
+    def events(self, request: Request, args: dict[str, str]) -> Response:
+        now = self.sim.now()
+        try:
+            query = sentry_events.parse(request.query, now)
+        except sentry_events.EventsError as invalid:
+            return detail(400, str(invalid))
+        traffic = self.sim.traffic.matching(args["org"])
+        body, has_previous, has_next = sentry_events.compute(traffic, query, now)
+        link = self.link_header(request, query.page, query.per_page, has_previous, has_next)
+        return json_response(200, body, {"Link": link})
+
+    def link_header(self, request: Request, page: int, per_page: int, has_prev: bool, has_next: bool) -> str:
         """Sentry's pagination header: both links always present, ``results`` says which has any."""
         split = urlsplit(request.full_path)
         base = f"http://{request.header('host') or 'localhost'}{split.path}"
         pairs = [(k, v) for k, v in parse_qsl(split.query, keep_blank_values=True) if k != "cursor"]
         links = []
-        for rel, page, is_prev, results in (
-            ("previous", query.page - 1, 1, has_prev),
-            ("next", query.page + 1, 0, has_next),
+        for rel, target, is_prev, results in (
+            ("previous", page - 1, 1, has_prev),
+            ("next", page + 1, 0, has_next),
         ):
-            cursor = f"{query.per_page}:{page}:{is_prev}"
+            cursor = f"{per_page}:{target}:{is_prev}"
             url = f"{base}?{urlencode([*pairs, ('cursor', cursor)])}"
             links.append(f'<{url}>; rel="{rel}"; results="{str(results).lower()}"; cursor="{cursor}"')
         return ", ".join(links)

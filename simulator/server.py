@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from simulator.service import Service
     from simulator.state import Simulator
 
-PREFIXES = {"/vercel": "vercel", "/sentry": "sentry", "/slack": "slack", "/pagerduty": "pagerduty"}
+PREFIXES = {
+    "/vercel": "vercel",
+    "/sentry": "sentry",
+    "/slack": "slack",
+    "/pagerduty": "pagerduty",
+    "/datadog": "datadog",
+    "/posthog": "posthog",
+}
 MAX_BODY = 10 * 1024 * 1024
 
 

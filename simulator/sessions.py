@@ -86,8 +86,11 @@ def parse_date(text: str) -> float:
     return moment.timestamp()
 
 
-def parse_query(text: str) -> tuple[tuple[Term, ...], ...]:
-    """Sentry search syntax, the subset the sessions endpoint accepts."""
+def parse_query(
+    text: str, keys: tuple[str, ...] = FILTER_KEYS, wildcards: bool = False
+) -> tuple[tuple[Term, ...], ...]:
+    """Sentry search syntax, the subset the sessions endpoint (or, with other ``keys`` and
+    ``wildcards``, the events endpoint) accepts."""
     clauses: list[tuple[Term, ...]] = []
     current: list[Term] = []
     pos = 0
@@ -111,11 +114,11 @@ def parse_query(text: str) -> tuple[tuple[Term, ...], ...]:
                 f"Invalid search filter: {text[pos:].split(maxsplit=1)[0]!r} (free text is not supported)"
             )
         key = key_match.group(1)
-        if key not in FILTER_KEYS:
+        if key not in keys:
             raise SessionsError(f"Invalid search filter: {key}")
         pos += len(key_match.group(0))
         values, pos = _read_value(text, pos)
-        if any("*" in value for value in values):
+        if not wildcards and any("*" in value for value in values):
             raise SessionsError("Invalid condition: wildcard search is not supported")
         current.append(Term(key, tuple(values), negated))
     clauses.append(tuple(current))

@@ -12,8 +12,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.datadog import DatadogService
 from simulator.faults import FaultStore
 from simulator.pagerduty import PagerDutyService
+from simulator.posthog import PostHogService
 from simulator.sentry import SentryService
 from simulator.slack import SlackService
 from simulator.traffic import TrafficStore
@@ -114,11 +116,15 @@ class Simulator:
         self.sentry = SentryService(self)
         self.slack = SlackService(self)
         self.pagerduty = PagerDutyService(self)
+        self.datadog = DatadogService(self)
+        self.posthog = PostHogService(self)
         self.services = {
             "vercel": self.vercel,
             "sentry": self.sentry,
             "slack": self.slack,
             "pagerduty": self.pagerduty,
+            "datadog": self.datadog,
+            "posthog": self.posthog,
         }
 
     def now(self) -> float:

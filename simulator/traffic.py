@@ -9,6 +9,9 @@ Within a phase (constant rate) the cumulative counts after ``elapsed`` seconds a
 - crashed = floor(sessions * crash_rate + 0.5)
 - errored = floor(not_crashed * errored_rate / (1 - crash_rate) + 0.5)
 
+Error events (Sentry's events endpoint, §3.4) accrue on their own, independent of sessions:
+``errors = floor(errors_per_minute / 60 * elapsed)``.
+
 Errored is drawn from the non-crashed sessions (not from all sessions as crashed is) so that
 healthy, errored and crashed are each non-decreasing: rounding both independently from the
 session count could make a tiny bucket show -1 healthy sessions. On average it still comes
@@ -67,6 +70,7 @@ class Phase:
     sessions_per_minute: float
     crash_rate: float
     errored_rate: float
+    errors_per_minute: float = 0.0
 
     def cumulative(self, elapsed: float) -> Counts:
         sessions = math.floor(self.sessions_per_minute / 60.0 * max(0.0, elapsed))
@@ -76,12 +80,16 @@ class Phase:
         errored = min(rest, math.floor(rest * min(1.0, share) + 0.5))
         return Counts(healthy=rest - errored, errored=errored, crashed=crashed)
 
+    def errors(self, elapsed: float) -> int:
+        return math.floor(self.errors_per_minute / 60.0 * max(0.0, elapsed))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "at": self.at,
             "sessions_per_minute": self.sessions_per_minute,
             "crash_rate": self.crash_rate,
             "errored_rate": self.errored_rate,
+            "errors_per_minute": self.errors_per_minute,
         }
 
 
@@ -103,19 +111,30 @@ class Traffic:
     def start(self) -> float:
         return self.phases[0].at
 
-    def cumulative(self, t: float) -> Counts:
-        """Sessions started before ``t``: each phase accrues from its own start until the next."""
-        total = Counts()
+    def _elapsed(self, t: float) -> list[tuple[Phase, float]]:
+        """Each phase with the seconds it had accrued by ``t``: from its own start until the next."""
+        spans = []
         phases = self.phases  # one snapshot: add_phase swaps the list while queries run
         for index, phase in enumerate(phases):
             end = phases[index + 1].at if index + 1 < len(phases) else math.inf
             if self.stop is not None:
                 end = min(end, self.stop)
-            total += phase.cumulative(min(t, end) - phase.at)
-        return total
+            spans.append((phase, min(t, end) - phase.at))
+        return spans
+
+    def cumulative(self, t: float) -> Counts:
+        """Sessions started before ``t``."""
+        return sum((phase.cumulative(elapsed) for phase, elapsed in self._elapsed(t)), Counts())
 
     def between(self, a: float, b: float) -> Counts:
         return self.cumulative(b) - self.cumulative(a)
+
+    def errors_cumulative(self, t: float) -> int:
+        """Error events before ``t``."""
+        return sum(phase.errors(elapsed) for phase, elapsed in self._elapsed(t))
+
+    def errors_between(self, a: float, b: float) -> int:
+        return self.errors_cumulative(b) - self.errors_cumulative(a) if b > a else 0
 
     def to_json(self, now: float) -> dict[str, Any]:
         so_far = self.cumulative(now)
@@ -128,7 +147,11 @@ class Traffic:
             "start": self.start,
             "stop": self.stop,
             "phases": [phase.to_json() for phase in self.phases],
-            "so_far": {"sessions": so_far.sessions, **{s: so_far.by_status(s) for s in STATUSES}},
+            "so_far": {
+                "sessions": so_far.sessions,
+                **{s: so_far.by_status(s) for s in STATUSES},
+                "errors": self.errors_cumulative(now),
+            },
         }
 
 
@@ -144,11 +167,15 @@ def _rate(body: dict[str, Any], key: str, default: float | None) -> float:
     return value
 
 
-def _spm(body: dict[str, Any], default: float | None) -> float:
-    value = as_number(body, "sessions_per_minute", default)
+def _per_minute(body: dict[str, Any], key: str, default: float | None) -> float:
+    value = as_number(body, key, default)
     if value is None or value < 0:
-        raise ControlError("sessions_per_minute: a non-negative number")
+        raise ControlError(f"{key}: a non-negative number")
     return value
+
+
+def _spm(body: dict[str, Any], default: float | None) -> float:
+    return _per_minute(body, "sessions_per_minute", default)
 
 
 class TrafficStore:
@@ -170,11 +197,14 @@ class TrafficStore:
         errored_rate = _rate(body, "errored_rate", 0.0)
         if crash_rate + errored_rate > 1.0:
             raise ControlError("crash_rate + errored_rate: at most 1")
+        # Traffic that only produces error events need not name a session rate.
+        spm_default = 0.0 if "errors_per_minute" in body else None
         phase = Phase(
             at=as_number(body, "start") or self.sim.now(),
-            sessions_per_minute=_spm(body, None),
+            sessions_per_minute=_spm(body, spm_default),
             crash_rate=crash_rate,
             errored_rate=errored_rate,
+            errors_per_minute=_per_minute(body, "errors_per_minute", 0.0),
         )
         traffic = Traffic(
             org=org,
@@ -211,7 +241,13 @@ class TrafficStore:
                 errored_rate = _rate(body, "errored_rate", previous.errored_rate)
                 if crash_rate + errored_rate > 1.0:
                     raise ControlError("crash_rate + errored_rate: at most 1")
-                phase = Phase(at, _spm(body, previous.sessions_per_minute), crash_rate, errored_rate)
+                phase = Phase(
+                    at,
+                    _spm(body, previous.sessions_per_minute),
+                    crash_rate,
+                    errored_rate,
+                    _per_minute(body, "errors_per_minute", previous.errors_per_minute),
+                )
                 traffic.phases = sorted([*traffic.phases, phase], key=lambda p: p.at)
             return matched
 

@@ -1,4 +1,5 @@
-"""Vercel REST API (api-contracts §2): deployments, projects, aliases, promote and rollback.
+"""Vercel REST API (api-contracts §2): deployments, projects, aliases, promote and rollback;
+rolling releases live in vercel_rolling.py.
 
 Promote and rollback are asynchronous as on Vercel: the POST answers 202/201 with an empty body
 and an alias job moves ``pending -> in-progress -> succeeded`` over ``--alias-delay`` seconds;
@@ -22,6 +23,7 @@ from simulator.vercel_model import (
     v9_project,
     v13_deployment,
 )
+from simulator.vercel_rolling import RollingReleases
 from simulator.wire import Request, Response, empty_response, json_response
 
 if TYPE_CHECKING:
@@ -55,7 +57,9 @@ class VercelService(Service):
         self.projects: dict[str, Project] = {}
         self.deployments: dict[str, Deployment] = {}
         self.seq = 0
+        self.rolling = RollingReleases(self)
         self.routes: list[Route] = [
+            *self.rolling.routes(),
             route("GET", r"/v13/deployments/(?P<ref>[^/]+)", self.get_deployment),
             route("GET", r"/v6/deployments", self.list_deployments),
             route("GET", r"/v2/deployments/(?P<ref>[^/]+)/aliases", self.deployment_aliases),
@@ -310,6 +314,12 @@ class VercelService(Service):
             return vercel_error(
                 409, "conflict", "A promote or rollback is already in progress for this project"
             )
+        rolling = project.rolling_release
+        if kind == "promote" and rolling is not None and rolling.state == "ACTIVE":
+            # §2.4: a promote changes nothing while a rolling release is active.
+            return vercel_error(
+                409, "conflict", "A rolling release is active for this project; complete or abort it first"
+            )
         job = {
             "fromDeploymentId": project.production_id,
             "toDeploymentId": target.id,
@@ -325,6 +335,7 @@ class VercelService(Service):
             description = request.param("description")
             if description is not None:
                 project.last_rollback_target["description"] = description
+            self.rolling.abort(project, target)  # abort = rollback (§2.7)
         self.run_job(project, job, target)
         return empty_response(status)
 
@@ -365,8 +376,13 @@ class VercelService(Service):
         self.go_live(target)
         self.set_job_status(project, job, "succeeded")
         # Rollbacks never fire deployment.promoted (§1.4).
-        if job["type"] == "promote" and self.sim.options.gatekeeper_url:
-            vercel_control.send_later(self, target, "deployment.promoted")
+        if job["type"] == "promote":
+            self.announce_promoted(target)
+
+    def announce_promoted(self, deployment: Deployment) -> None:
+        """``deployment.promoted`` to Gatekeeper, after a promote or a completed rolling release."""
+        if self.sim.options.gatekeeper_url:
+            vercel_control.send_later(self, deployment, "deployment.promoted")
 
     def go_live(self, deployment: Deployment) -> None:
         project = deployment.project

@@ -19,6 +19,7 @@ from simulator.vercel_model import (
     v13_deployment,
     webhook_envelope,
 )
+from simulator.vercel_rolling import parse_stages, rolling_view
 from simulator.webhooks import VERCEL_TIMEOUT, check_tamper, target_url, vercel_signature
 from simulator.wire import ControlError, as_number, as_object, as_text, require_text
 
@@ -79,6 +80,8 @@ def update_project(vercel: VercelService, project_id: str, body: dict[str, Any])
             project.domains = _domains(body["domains"])
         if "sentry" in body:
             project.sentry = _sentry(body["sentry"])
+        if "rolling_release" in body:  # affects the next release only, as on Vercel
+            project.rolling_stages = parse_stages(body["rolling_release"])
         return project_view(vercel, project_id)
 
 
@@ -107,6 +110,7 @@ def project_view(vercel: VercelService, project_id: str) -> dict[str, Any]:
             "alias_jobs": [dict(job) for job in project.jobs],
             "last_alias_request": dict(project.jobs[-1]) if project.jobs else None,
             "last_rollback_target": project.last_rollback_target,
+            "rolling_release": rolling_view(project),
             "deployments": [v13_deployment(d) for d in deployments],
         }
 

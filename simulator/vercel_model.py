@@ -16,6 +16,7 @@ from simulator.wire import iso_ms
 _ALNUM = string.ascii_letters + string.digits
 _LOWER = string.ascii_lowercase + string.digits
 ACTIVE_JOB = ("pending", "in-progress")
+DEFAULT_STAGES = (5, 25, 100)  # a project's rolling-release stages when none are configured
 
 
 def random_id(prefix: str, length: int = 24) -> str:
@@ -41,6 +42,10 @@ class Project:
     jobs: list[dict[str, Any]] = field(default_factory=list)  # alias jobs, oldest first
     last_rollback_target: dict[str, Any] | None = None
     fail_alias_jobs: int = 0  # the next N alias jobs end "failed" (a test knob)
+    rolling_stages: list[int] | None = None  # configured stage percentages (None: the defaults)
+    rolling_release: RollingRelease | None = None  # the latest, whatever its state
+    # Every change of the canary's traffic share, across releases, for tests to read over time.
+    rolling_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def account_id(self) -> str:
@@ -80,6 +85,33 @@ class Deployment:
     @property
     def is_production(self) -> bool:
         return self.project.production_id == self.id
+
+
+@dataclass
+class RollingRelease:
+    """One rolling release (§2.7). Stages are copied at start: config changes only affect the
+    next release."""
+
+    id: str
+    current: Deployment
+    canary: Deployment
+    stages: list[int]
+    started_at: int  # ms
+    updated_at: int  # ms
+    state: str = "ACTIVE"  # ACTIVE | COMPLETE | ABORTED
+    active_index: int | None = 0
+
+    @property
+    def final_index(self) -> int:
+        return len(self.stages) - 1
+
+    @property
+    def canary_percent(self) -> int:
+        if self.state == "COMPLETE":
+            return 100
+        if self.state == "ABORTED" or self.active_index is None:
+            return 0
+        return self.stages[self.active_index]
 
 
 def new_url(project: Project) -> str:
@@ -204,7 +236,70 @@ def v9_project(project: Project, deployments: list[Deployment], now_ms: int) -> 
         ],
         "lastAliasRequest": dict(project.last_alias_request) if project.last_alias_request else None,
         "lastRollbackTarget": dict(project.last_rollback_target) if project.last_rollback_target else None,
-        "rollingRelease": None,
+        "rollingRelease": rolling_config(project),
+    }
+
+
+def rolling_config(project: Project) -> dict[str, Any] | None:
+    """The project's rolling-release configuration as ``GET /v9/projects`` shows it; null when
+    none was configured (starting a release then uses DEFAULT_STAGES)."""
+    if project.rolling_stages is None:
+        return None
+    last = len(project.rolling_stages) - 1
+    return {
+        "target": "production",
+        "stages": [
+            # Durations here would be minutes (§2.7); manual approval has none.
+            {"targetPercentage": pct, "requireApproval": i != last, "duration": None}
+            for i, pct in enumerate(project.rolling_stages)
+        ],
+    }
+
+
+def _rr_deployment(d: Deployment) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.project.name,
+        "url": d.url,
+        "target": d.target,
+        "source": "git",
+        "createdAt": d.created_at,
+        "readyState": d.state,
+        "readyStateAt": d.created_at + 60_000,
+    }
+
+
+def _rr_stage(rr: RollingRelease, index: int, *, linear_shift: bool) -> dict[str, Any]:
+    final = index == rr.final_index
+    stage: dict[str, Any] = {
+        "index": index,
+        "isFinalStage": final,
+        "targetPercentage": rr.stages[index],
+        "requireApproval": not final,
+        "duration": None,  # seconds in this object; none with manual approval
+    }
+    if linear_shift:  # only the `stages` list carries it (§2.7)
+        stage["linearShift"] = False
+    return stage
+
+
+def rolling_release_json(rr: RollingRelease) -> dict[str, Any]:
+    """The ``<RR>`` object of §2.7."""
+    active = rr.active_index
+    next_index = None
+    if rr.state == "ACTIVE" and active is not None and active < rr.final_index:
+        next_index = active + 1
+    return {
+        "state": rr.state,
+        "currentDeployment": _rr_deployment(rr.current),
+        "canaryDeployment": _rr_deployment(rr.canary),
+        "queuedDeploymentId": None,
+        "advancementType": "manual-approval",
+        "stages": [_rr_stage(rr, i, linear_shift=True) for i in range(len(rr.stages))],
+        "activeStage": _rr_stage(rr, active, linear_shift=False) if active is not None else None,
+        "nextStage": _rr_stage(rr, next_index, linear_shift=False) if next_index is not None else None,
+        "startedAt": rr.started_at,
+        "updatedAt": rr.updated_at,
     }
 
 

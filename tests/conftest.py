@@ -73,6 +73,8 @@ class Simulator:
             "SENTRY_API_URL": f"{self.url}/sentry/api/0",
             "SLACK_API_URL": f"{self.url}/slack/api",
             "PAGERDUTY_EVENTS_URL": f"{self.url}/pagerduty",
+            "DATADOG_API_URL": f"{self.url}/datadog",
+            "POSTHOG_API_URL": f"{self.url}/posthog",
         }
 
 

@@ -195,3 +195,48 @@ def test_environment_variables_and_required_tokens() -> None:
             assert right.status_code == 404
     finally:
         stop_simulator(sim)
+
+
+def test_required_tokens_for_datadog_and_posthog() -> None:
+    env = {**os.environ, "SIM_REQUIRE_TOKENS": "posthog=phx_exact"}
+    sim = start_simulator("--require-token", "datadog=dd-api:dd-app", env=env)
+    query = {"from": 1, "to": 2, "query": "avg:m{env:prod}"}
+    hogql = {"query": {"kind": "HogQLQuery", "query": "SELECT count() FROM events"}}
+    try:
+        with sim.client() as client:
+            assert client.get("/_sim/config").json()["required_tokens_for"] == ["datadog", "posthog"]
+            wrong_app = client.get(
+                "/datadog/api/v1/query",
+                params=query,
+                headers={"DD-API-KEY": "dd-api", "DD-APPLICATION-KEY": "x"},
+            )
+            right = client.get(
+                "/datadog/api/v1/query",
+                params=query,
+                headers={"DD-API-KEY": "dd-api", "DD-APPLICATION-KEY": "dd-app"},
+            )
+            wrong_key = client.post(
+                "/posthog/api/projects/1/query/", json=hogql, headers={"Authorization": "Bearer phx_other"}
+            )
+            right_key = client.post(
+                "/posthog/api/projects/1/query/", json=hogql, headers={"Authorization": "Bearer phx_exact"}
+            )
+        assert (wrong_app.status_code, wrong_app.json()) == (403, {"errors": ["Forbidden"]})
+        assert right.status_code == 200
+        assert wrong_key.status_code == 401
+        assert wrong_key.json() == {
+            "type": "authentication_error",
+            "code": "invalid_personal_api_key",
+            "detail": "Invalid Personal API key.",
+            "attr": None,
+        }
+        assert right_key.status_code == 200
+    finally:
+        stop_simulator(sim)
+
+
+def test_faults_accept_the_new_services(control: httpx.Client) -> None:
+    for service in ("datadog", "posthog"):
+        response = control.post("/_sim/faults", json={"service": service, "kind": "5xx"})
+        assert response.status_code == 201
+    assert [f["service"] for f in control.get("/_sim/faults").json()["faults"]] == ["datadog", "posthog"]

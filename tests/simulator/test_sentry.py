@@ -303,3 +303,216 @@ def test_rate_limit_fault_is_html_typed_json_without_retry_after(
         int(response.headers["X-Sentry-Rate-Limit-Reset"])
         <= time.time() + timedelta(seconds=2).total_seconds()
     )
+
+
+# --- error events (§3.4) -----------------------------------------------------------------------
+
+EVENTS = "/sentry/api/0/organizations/acme/events/"
+
+
+def _events(sentry: httpx.Client, **params: Any) -> httpx.Response:
+    return sentry.get(EVENTS, params={"dataset": "errors", "field": ["release", "count()"], **params})
+
+
+def test_error_events_per_release_in_the_documented_table_shape(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "web@1.4.2", start=start, stop=stop, errors_per_minute=60)
+    _traffic(control, "web@1.4.1", start=start, stop=stop, errors_per_minute=120)
+
+    response = _events(
+        sentry,
+        query='release:"web@1.4.2" event.type:error',
+        project="4507",
+        environment="production",
+        start=_iso(start - 600),
+        end=_iso(stop + 600),
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["data"] == [{"release": "web@1.4.2", "count()": 1200}]
+    assert body["meta"]["fields"] == {"release": "string", "count()": "integer"}
+    assert body["meta"]["units"] == {"release": None, "count()": None}
+    assert "X-Sentry-Rate-Limit-Remaining" in response.headers
+    unquoted = _events(sentry, query="release:web@1.4.1", start=_iso(start), end=_iso(stop)).json()
+    assert unquoted["data"] == [{"release": "web@1.4.1", "count()": 2400}]
+
+
+def test_error_events_are_counted_in_start_inclusive_end_exclusive_ranges(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "r1", start=start, stop=stop, errors_per_minute=60)
+    _traffic(control, "r2", start=start, stop=stop, errors_per_minute=6)
+
+    part = _events(sentry, start=_iso(start + 300), end=_iso(start + 600)).json()["data"]
+    total = sentry.get(
+        EVENTS, params={"dataset": "errors", "field": "count()", "start": _iso(start), "end": _iso(stop)}
+    ).json()["data"]
+    sorted_desc = _events(sentry, start=_iso(start), end=_iso(stop), sort="-count()").json()["data"]
+
+    assert part == [{"release": "r1", "count()": 300}, {"release": "r2", "count()": 30}]
+    assert total == [{"count()": 1200 + 120}]
+    assert [row["release"] for row in sorted_desc] == ["r1", "r2"]
+
+
+def test_error_events_without_data(control: httpx.Client, sentry: httpx.Client) -> None:
+    start, stop = _window()
+    _traffic(control, "quiet", start=start, stop=stop)  # sessions, no error events
+
+    grouped = _events(sentry, statsPeriod="24h").json()
+    ungrouped = sentry.get(
+        EVENTS, params={"dataset": "errors", "field": "count()", "statsPeriod": "24h"}
+    ).json()
+    spans = sentry.get(EVENTS, params={"dataset": "spans", "field": "count()", "statsPeriod": "24h"}).json()
+
+    assert grouped["data"] == []
+    assert ungrouped["data"] == [{"count()": 0}]
+    assert spans["data"] == [{"count()": 0}]
+
+
+def test_error_events_filter_by_project_environment_and_event_type(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    start, stop = _window()
+    _traffic(control, "a", start=start, stop=stop, errors_per_minute=60)
+    _traffic(control, "a", start=start, stop=stop, errors_per_minute=600, environment="staging")
+    params = {"start": _iso(start), "end": _iso(stop), "field": ["environment", "count()"]}
+
+    by_env = _events(sentry, **params).json()["data"]
+    production = _events(sentry, environment="production", **params).json()["data"]
+    by_slug = _events(sentry, project="shop-web", **params).json()["data"]
+    other_project = _events(sentry, project="999", **params).json()["data"]
+    transactions = _events(sentry, query="event.type:transaction", **params).json()["data"]
+    negated = _events(sentry, query="!environment:staging release:a*", **params).json()["data"]
+
+    assert by_env == [
+        {"environment": "production", "count()": 1200},
+        {"environment": "staging", "count()": 12000},
+    ]
+    assert production == [{"environment": "production", "count()": 1200}]
+    assert len(by_slug) == 2
+    assert other_project == []
+    assert transactions == []
+    assert negated == [{"environment": "production", "count()": 1200}]
+
+
+def test_error_events_follow_the_simulated_clock_and_phases(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    now = control.get("/_sim/clock").json()["now"]
+    registered = _traffic(control, "live", start=now, errors_per_minute=60)
+    assert registered["phases"][0]["errors_per_minute"] == 60
+
+    before = _events(sentry, statsPeriod="1h").json()["data"]
+    control.post("/_sim/clock", json={"advance": 600})
+    after = _events(sentry, statsPeriod="1h").json()["data"]
+    phase = control.post(
+        "/_sim/sentry/traffic/phase",
+        json={"org": "acme", "environment": "production", "release": "live", "errors_per_minute": 600},
+    )
+    control.post("/_sim/clock", json={"advance": 60})
+    later = _events(sentry, statsPeriod="1h").json()["data"]
+
+    assert sum(row["count()"] for row in before) <= 1
+    assert 599 <= after[0]["count()"] <= 601
+    assert phase.status_code == 201
+    assert 599 + 600 <= later[0]["count()"] <= 601 + 601
+    [listed] = control.get("/_sim/sentry/traffic").json()["traffic"]
+    assert listed["so_far"]["errors"] == later[0]["count()"]
+
+
+def test_error_only_traffic_needs_no_session_rate(control: httpx.Client) -> None:
+    response = control.post(
+        "/_sim/sentry/traffic",
+        json={"org": "acme", "project": "shop-web", "release": "r", "errors_per_minute": 5},
+    )
+    assert response.status_code == 201
+    assert response.json()["phases"][0]["sessions_per_minute"] == 0
+    bad = control.post(
+        "/_sim/sentry/traffic",
+        json={"org": "acme", "project": "shop-web", "release": "r", "errors_per_minute": -1},
+    )
+    assert bad.status_code == 400
+    assert "errors_per_minute" in bad.json()["error"]
+
+
+def test_error_events_paginate_with_link_cursors(control: httpx.Client, sentry: httpx.Client) -> None:
+    start, stop = _window()
+    for release in ("r1", "r2", "r3"):
+        _traffic(control, release, start=start, stop=stop, errors_per_minute=6)
+    params = {"start": _iso(start), "end": _iso(stop), "per_page": 2}
+
+    first = _events(sentry, **params)
+    second = sentry.get(first.links["next"]["url"])
+
+    assert first.links["next"]["results"] == "true"
+    assert second.links["next"]["results"] == "false"
+    releases = [row["release"] for row in first.json()["data"] + second.json()["data"]]
+    assert releases == ["r1", "r2", "r3"]
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"field": "count()"}, 'Request is missing a "dataset"'),
+        ({"dataset": "nope", "field": "count()"}, "dataset must be one of: "),
+        ({"dataset": "errors"}, "No columns selected"),
+        ({"dataset": "errors", "field": "count_if(x)"}, "Invalid field: count_if(x)"),
+        (
+            {"dataset": "errors", "field": "count()", "sort": "-release"},
+            "Cannot sort by a field that is not selected.",
+        ),
+        (
+            {"dataset": "errors", "field": "count()", "query": "browser:firefox"},
+            "Invalid search filter: browser",
+        ),
+        ({"dataset": "errors", "field": "count()", "query": "release:"}, "Invalid query: empty value"),
+        ({"dataset": "errors", "field": "count()", "start": "2026-01-01T00:00:00Z"}, "start and end"),
+        ({"dataset": "errors", "field": "count()", "statsPeriod": "soon"}, "Invalid statsPeriod"),
+        ({"dataset": "errors", "field": [f"f{i}" for i in range(21)]}, "up to 20 fields"),
+    ],
+)
+def test_bad_event_queries_are_400_with_detail(
+    control: httpx.Client, sentry: httpx.Client, params: dict[str, Any], detail: str
+) -> None:
+    response = sentry.get(EVENTS, params=params)
+    assert response.status_code == 400
+    body = response.json()
+    assert list(body) == ["detail"]
+    assert body["detail"].startswith(detail) or detail in body["detail"]
+
+
+def test_events_need_a_token(control: httpx.Client, simulator_process) -> None:
+    with simulator_process.client() as anonymous:
+        denied = anonymous.get(EVENTS, params={"dataset": "errors", "field": "count()"})
+    assert denied.status_code == 401
+    assert denied.json() == {"detail": "Authentication credentials were not provided."}
+
+
+def test_faults_on_the_events_endpoint_leave_sessions_alone(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    control.post(
+        "/_sim/faults", json={"service": "sentry", "kind": "429", "path_contains": "/events/", "count": 1}
+    )
+    control.post(
+        "/_sim/faults",
+        json={"service": "sentry", "kind": "5xx", "status": 502, "path_contains": "/events/", "count": 1},
+    )
+
+    sessions_ok = sentry.get(SESSIONS, params={"field": "sum(session)", "statsPeriod": "1h"})
+    limited = _events(sentry, statsPeriod="1h")
+    failed = _events(sentry, statsPeriod="1h")
+    recovered = _events(sentry, statsPeriod="1h")
+
+    assert sessions_ok.status_code == 200
+    assert limited.status_code == 429
+    assert limited.headers["content-type"] == "text/html; charset=utf-8"
+    assert "Retry-After" not in limited.headers
+    assert limited.headers["X-Sentry-Rate-Limit-Remaining"] == "0"
+    assert failed.status_code == 502
+    assert "detail" in failed.json()
+    assert recovered.status_code == 200

@@ -81,3 +81,17 @@ def test_or_makes_separate_clauses() -> None:
 def test_unsupported_queries_are_rejected(query: str) -> None:
     with pytest.raises(SessionsError):
         parse_query(query)
+
+
+def test_error_events_accrue_per_phase_independently_of_sessions() -> None:
+    traffic = _traffic(
+        Phase(at=0.0, sessions_per_minute=600, crash_rate=0.0, errored_rate=0.0, errors_per_minute=60),
+        Phase(at=60.0, sessions_per_minute=600, crash_rate=0.0, errored_rate=0.0, errors_per_minute=0),
+        Phase(at=120.0, sessions_per_minute=0, crash_rate=0.0, errored_rate=0.0, errors_per_minute=600),
+        stop=150.0,
+    )
+    assert traffic.errors_cumulative(30.0) == 30
+    assert traffic.errors_cumulative(1000.0) == 60 + 0 + 300
+    assert traffic.errors_between(50.0, 130.0) == 10 + 100
+    assert traffic.errors_between(130.0, 50.0) == 0
+    assert traffic.cumulative(1000.0).sessions == 1200
