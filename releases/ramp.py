@@ -324,7 +324,6 @@ def _perform(action: Action) -> Done | Confirming:
             return Done(
                 {**action.result, "percent": now.percent, "stage": now.stage_index, "note": "already ramping"}
             )
-        _check_stages(release, now_stages=None)
         mark_started(action, requested_at=_now_iso())
         moved = router.start(project, canary)
     elif op == "stage":
@@ -357,14 +356,21 @@ def _perform(action: Action) -> Done | Confirming:
 
 
 def _check_stages(release: Release, now_stages: tuple[float, ...] | None) -> None:
-    """The router's stages must be the policy's: a ramp that says 25% must not be at 50%."""
+    """The router's stages must be the policy's: a ramp that says 25% must not be at 50%.
+
+    Vercel applies the stages configured on the project, which Gatekeeper cannot change for a
+    release already started; a mismatch stops the ramp for a human (held), saying both lists."""
     if not now_stages:
         return
     wanted = tuple(float(s["percent"]) for s in (release.ramp_policy or {}).get("stages", []))
-    if wanted and tuple(float(p) for p in now_stages) != wanted:
-        logger.warning(
-            "ramp.stage_mismatch",
-            extra={"release_id": release.pk, "router": list(now_stages), "policy": list(wanted)},
+    have = tuple(float(p) for p in now_stages)
+    if wanted and have != wanted:
+        raise ProviderError(
+            f"Vercel's rolling-release stages are {', '.join(f'{p:g}%' for p in have)} but canary.stages "
+            f"says {', '.join(f'{p:g}%' for p in wanted)}; make them match (Vercel project settings -> "
+            "Rolling Releases)",
+            provider="vercel",
+            permanent=True,
         )
 
 
@@ -413,9 +419,8 @@ def _moved(action: Action, done: Done) -> None:
     if op == "abort":
         _aborted(release, done)
         return
-    if release.state != S.RAMPING:
-        return
-    if op == "complete":
+    if op == "complete" and release.state in (S.RAMPING, S.PROMOTED):
+        # PROMOTED already when Vercel's deployment.promoted webhook came in first.
         facts = facts_for(release, outcome="pass", headline="canary complete: 100% of production traffic")
         actions = write_actions(release, slack_spec(release, facts, key=f"slack:{release.pk}:ramp-complete"))
         enqueue_actions(actions)
@@ -427,6 +432,8 @@ def _moved(action: Action, done: Done) -> None:
             reason="canary complete: serves all production traffic",
             since=datetime.fromisoformat(requested) if requested else None,
         )
+        return
+    if release.state != S.RAMPING:
         return
     now = timezone.now()
     hold = float(release.ramp_policy["stages"][stage].get("hold", 0))

@@ -254,3 +254,54 @@ def test_api_slo_for_healthy_unhealthy_and_unreachable(
     e2e.control("POST", "/faults", json={"service": "sentry", "kind": "timeout"})
     unreachable = httpx.get(url, params={"deployment": CANARY}, timeout=60)
     assert unreachable.status_code == 503 and unreachable.json()["checks"][0]["error"]
+
+
+def test_api_slo_with_datadog_and_posthog_signals(
+    project: Project, e2e: Simulator, live_server: Any, settings: Any
+) -> None:
+    settings.DD_API_KEY, settings.DD_APP_KEY, settings.POSTHOG_API_KEY = "dd-api", "dd-app", "phx_test"
+    datadog = {
+        "kind": "datadog_query",
+        "query": "avg:next.server.request.error_rate{deployment_id:$DEPLOYMENT_ID}",
+        "max": 0.01,
+    }
+    posthog = {
+        "kind": "posthog_exceptions",
+        "max": 20,
+        "window": "5m",
+        "project_id": "4242",
+        "property": "vercel_deployment",
+        "value": "$DEPLOYMENT_ID",
+    }
+    canary_project(project, None, e2e)  # gated, not ramped: /api/slo is asked from outside
+    deploy_canary(e2e, errors_per_minute=0)
+    wait_for(lambda: Release.objects.filter(deployment_id=CANARY).exists(), what="the release")
+    Project.objects.filter(pk=project.pk).update(canary=policy(datadog, posthog))
+    now = time.time()
+    e2e.control(
+        "POST", "/datadog/series", json={"tag": f"deployment_id:{CANARY}", "value": 0.004, "start": now - 600}
+    )
+    e2e.control(
+        "POST",
+        "/posthog/exceptions",
+        json={
+            "project_id": 4242,
+            "property": "vercel_deployment",
+            "value": CANARY,
+            "per_minute": 2,
+            "start": now - 600,
+        },
+    )
+    url = f"{live_server.url}/api/slo/"
+    healthy = httpx.get(url, params={"deployment": CANARY}, timeout=30)
+    assert healthy.status_code == 200, healthy.json()
+    values = {c["kind"]: c["value"] for c in healthy.json()["checks"]}
+    assert values["datadog_query"] == pytest.approx(0.004)
+    assert values["posthog_exceptions"] == 10  # 2 a minute over the 5-minute window
+    e2e.control(
+        "POST", "/datadog/series", json={"tag": f"deployment_id:{CANARY}", "value": 0.05, "start": now - 600}
+    )
+    unhealthy = httpx.get(url, params={"deployment": CANARY}, timeout=30)
+    assert unhealthy.status_code == 503
+    (reason,) = unhealthy.json()["reasons"]
+    assert reason.startswith("datadog_query") and "above the maximum 0.01" in reason

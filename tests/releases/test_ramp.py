@@ -249,6 +249,7 @@ def test_the_hold_is_waited_out_before_any_check(
     router: FakeRouter, slo: Script, fakes: Fakes, no_broker: list[Any]
 ) -> None:
     policy = {**POLICY, "stages": [{"percent": 10, "hold": 600}, {"percent": 100, "hold": 0}]}
+    router.stages = (10.0, 100.0)
     _, _, canary = setup_ramp(policy)
     ramp.start_ramp(canary)
     run_traffic(canary)
@@ -321,3 +322,18 @@ def test_the_watchdog_redrives_an_overdue_ramp_tick(
     no_broker.clear()
     polling.redrive()
     assert [args[0] for name, args, _ in no_broker if name == "releases.poll_release"] == [canary.pk]
+
+
+def test_router_stages_that_differ_from_the_policy_hold_the_ramp_for_a_human(
+    router: FakeRouter, slo: Script, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    router.stages = (5.0, 50.0, 100.0)
+    _, _, canary = setup_ramp()
+    ramp.start_ramp(canary)
+    assert run_traffic(canary) == ["failed"]
+    canary.refresh_from_db()
+    assert canary.state == S.HELD
+    held = ReleaseEvent.objects.filter(release=canary, to_state=S.HELD).get()
+    assert "stages are 5%, 50%, 100% but canary.stages says 5%, 25%, 100%" in held.reason
+    told = Action.objects.filter(release=canary, kind="slack").exclude(key__endswith="ramp-start").get()
+    assert "canary traffic move failed: a human decides" in told.payload["text"]
