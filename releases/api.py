@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from releases import overrides
 from releases.config import parse_duration
-from releases.models import Action, GateCheck, Release, ReleaseEvent
+from releases.models import Action, GateCheck, RampCheck, Release, ReleaseEvent
 
 
 class GateCheckSerializer(serializers.ModelSerializer):
@@ -32,6 +32,12 @@ class GateCheckSerializer(serializers.ModelSerializer):
             "error",
             "duration_ms",
         )
+
+
+class RampCheckSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RampCheck
+        fields = ("checked_at", "stage", "percent", "confirmation", "ok", "checks", "reasons", "duration_ms")
 
 
 class ReleaseEventSerializer(serializers.ModelSerializer):
@@ -84,6 +90,9 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "promoted_at",
             "rolled_back_at",
             "rollback_target",
+            "ramp_stage",
+            "ramp_stage_since",
+            "ramp_paused",
             "created_at",
             "updated_at",
         )
@@ -93,9 +102,10 @@ class ReleaseDetailSerializer(ReleaseSerializer):
     checks = GateCheckSerializer(many=True, read_only=True)
     events = ReleaseEventSerializer(many=True, read_only=True)
     actions = ActionSerializer(many=True, read_only=True)
+    ramp_checks = RampCheckSerializer(many=True, read_only=True)
 
     class Meta(ReleaseSerializer.Meta):
-        fields = (*ReleaseSerializer.Meta.fields, "checks", "events", "actions")
+        fields = (*ReleaseSerializer.Meta.fields, "checks", "ramp_checks", "events", "actions")
 
 
 class OverrideSerializer(serializers.Serializer):
@@ -135,7 +145,7 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
         if params.get("deployment"):
             queryset = queryset.filter(deployment_id=params["deployment"])
         if self.action == "retrieve":
-            queryset = queryset.prefetch_related("checks", "events", "actions")
+            queryset = queryset.prefetch_related("checks", "ramp_checks", "events", "actions")
         return queryset
 
     def _override(self, request: Request, run: Any) -> Response:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from releases.models import Action, GateCheck, Project, Release, ReleaseEvent
+from releases.models import Action, GateCheck, Project, RampCheck, Release, ReleaseEvent
 from releases.states import ReleaseState
 from tests.factories import make_project, make_release
 
@@ -148,6 +148,26 @@ def test_the_detail_includes_checks_events_and_actions(api: APIClient, project: 
         ("promote", "pending"),
         ("slack", "pending"),
     ]
+
+
+def test_the_detail_of_a_ramping_release_has_its_stage_and_canary_checks(
+    api: APIClient, project: Project
+) -> None:
+    release = make_release(project, state=S.RAMPING, ramp_stage=1)
+    RampCheck.objects.create(
+        release=release,
+        stage=1,
+        percent=25,
+        confirmation=1,
+        ok=True,
+        checks=[{"name": "errors", "value": 0.003, "threshold": "<= 0.01", "ok": True}],
+    )
+
+    body = api.get(url(release)).json()
+
+    assert body["ramp_stage"] == 1 and body["ramp_paused"] is False
+    assert [(c["stage"], c["percent"], c["ok"]) for c in body["ramp_checks"]] == [(1, 25.0, True)]
+    assert body["ramp_checks"][0]["checks"][0]["value"] == 0.003
 
 
 def test_an_unknown_release_is_404(api: APIClient) -> None:
