@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -176,7 +177,8 @@ def _confirm(
     return Confirming(action.result, recheck_in=1.0)
 
 
-def _held_after_failure(action: Action, error: str, what: str) -> None:
+def held_after_failure(action: Action, error: str, what: str, fields: dict[str, Any] | None = None) -> None:
+    """A vendor refused for good: the release waits for a human, and the channel is told why."""
     release = Release.objects.select_related("project").get(pk=action.release_id)
     facts = facts_for(release, outcome="fail", headline=f"{what} failed: a human decides", reasons=(error,))
     transition(
@@ -185,6 +187,7 @@ def _held_after_failure(action: Action, error: str, what: str) -> None:
         actor=GATEKEEPER,
         reason=f"{what} failed: {error}",
         actions=slack_spec(release, facts),
+        fields=fields,
     )
 
 
@@ -228,12 +231,12 @@ def _requested(done: Done) -> datetime | None:
 
 def _promote_failed(action: Action, error: str) -> None:
     if Release.objects.filter(pk=action.release_id, state=S.PROMOTING).exists():
-        _held_after_failure(action, error, "promote")
+        held_after_failure(action, error, "promote")
 
 
 def _rollback_failed(action: Action, error: str) -> None:
     if Release.objects.filter(pk=action.release_id, state=S.ROLLING_BACK).exists():
-        _held_after_failure(action, error, "rollback")
+        held_after_failure(action, error, "rollback")
 
 
 register(

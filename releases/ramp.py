@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from releases import alerts
 from releases.decisions import GATEKEEPER, facts_for, known_good, mark_live, slack_spec
+from releases.executors import held_after_failure
 from releases.models import Action, Project, RampCheck, Release, ReleaseEvent
 from releases.outbox import (
     Confirming,
@@ -465,21 +466,10 @@ def _aborted(release: Release, done: Done) -> None:
 
 
 def _move_failed(action: Action, error: str) -> None:
-    release = Release.objects.select_related("project").get(pk=action.release_id)
-    if release.state not in (S.RAMPING, S.ROLLING_BACK):
+    if not Release.objects.filter(pk=action.release_id, state__in=(S.RAMPING, S.ROLLING_BACK)).exists():
         return
-    what = "abort" if action.payload.get("op") == "abort" else "traffic move"
-    facts = facts_for(
-        release, outcome="fail", headline=f"canary {what} failed: a human decides", reasons=(error,)
-    )
-    transition(
-        release,
-        S.HELD,
-        actor=GATEKEEPER,
-        reason=f"canary {what} failed: {error}",
-        actions=slack_spec(release, facts),
-        fields={"next_poll_at": None},
-    )
+    what = "canary abort" if action.payload.get("op") == "abort" else "canary traffic move"
+    held_after_failure(action, error, what, fields={"next_poll_at": None})
 
 
 def _on_success(action: Action, done: Done) -> None:

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simulator.service import RateWindow, Route, Service, resolve, route
-from simulator.wire import ControlError, Request, Response, as_number, as_text, json_response, require_text
+from simulator.wire import (
+    ControlError,
+    Request,
+    Response,
+    as_number,
+    as_text,
+    json_response,
+    require_text,
+    start_stop,
+)
 
 if TYPE_CHECKING:
     from simulator.faults import Fault
@@ -298,11 +307,7 @@ class DatadogService(Service):
         ):
             raise ControlError("interval: a positive whole number of seconds")
         with self.sim.lock:
-            start = as_number(body, "start")
-            start = self.sim.now() if start is None else start
-            stop = as_number(body, "stop")
-            if stop is not None and stop <= start:
-                raise ControlError("stop: must be after start")
+            start, stop = start_stop(body, self.sim.now())
             key = (tag, metric)
             self.seq += 1
             series = self.series.get(key)

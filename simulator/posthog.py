@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from simulator import hogql
 from simulator.service import Route, Service, resolve, route
-from simulator.wire import ControlError, Request, Response, as_number, iso_ms, json_response, require_text
+from simulator.wire import (
+    ControlError,
+    Request,
+    Response,
+    as_number,
+    iso_ms,
+    json_response,
+    require_text,
+    start_stop,
+)
 
 if TYPE_CHECKING:
     from simulator.faults import Fault
@@ -226,11 +235,7 @@ class PostHogService(Service):
         if per_minute is None or per_minute < 0:
             raise ControlError("per_minute: a non-negative number")
         with self.sim.lock:
-            start = as_number(body, "start")
-            start = self.sim.now() if start is None else start
-            stop = as_number(body, "stop")
-            if stop is not None and stop <= start:
-                raise ControlError("stop: must be after start")
+            start, stop = start_stop(body, self.sim.now())
             key = (int(str(raw_id)), prop, value)
             stream = self.streams.get(key)
             if stream is None:

@@ -16,7 +16,14 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.sessions import SessionsError, Term, parse_date, parse_duration, parse_query
+from simulator.sessions import (
+    SessionsError,
+    Term,
+    cursor_page,
+    int_param,
+    parse_query,
+    time_range,
+)
 from simulator.traffic import Traffic
 
 DATASETS = ("discover", "errors", "transactions", "issuePlatform", "spans", "logs", "metricsEnhanced")
@@ -68,7 +75,7 @@ def parse(query: dict[str, list[str]], now: float) -> EventsQuery:
             raise EventsError(f"Invalid field: {name}")
     try:
         clauses = parse_query((query.get("query") or [""])[0], FILTER_KEYS, wildcards=True)
-        start, end = _range(query, now)
+        start, end = time_range(query, now, DEFAULT_PERIOD, EventsError)
     except SessionsError as invalid:
         raise EventsError(str(invalid)) from None
     sort = (query.get("sort") or [None])[0] or None
@@ -83,44 +90,9 @@ def parse(query: dict[str, list[str]], now: float) -> EventsQuery:
         start=start,
         end=end,
         sort=sort,
-        per_page=max(1, min(_int(query, "per_page", DEFAULT_PER_PAGE), 100)),
-        page=_cursor_page(query),
+        per_page=max(1, min(int_param(query, "per_page", DEFAULT_PER_PAGE, EventsError), 100)),
+        page=cursor_page(query, EventsError),
     )
-
-
-def _range(query: dict[str, list[str]], now: float) -> tuple[float, float]:
-    period = (query.get("statsPeriod") or [None])[0]
-    if period:
-        return now - parse_duration(period, "statsPeriod"), now
-    start, end = (query.get("start") or [None])[0], (query.get("end") or [None])[0]
-    if start is None and end is None:
-        return now - DEFAULT_PERIOD, now
-    if start is None or end is None:
-        raise EventsError("start and end are both required")
-    start_at, end_at = parse_date(start), parse_date(end)
-    if start_at >= end_at:
-        raise EventsError("start must be before end")
-    return start_at, end_at
-
-
-def _int(query: dict[str, list[str]], name: str, default: int) -> int:
-    raw = (query.get(name) or [None])[0]
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise EventsError(f"Invalid {name}: {raw!r}") from None
-
-
-def _cursor_page(query: dict[str, list[str]]) -> int:
-    raw = (query.get("cursor") or [None])[0]
-    if not raw:
-        return 0
-    parts = raw.split(":")
-    if len(parts) != 3 or not all(part.lstrip("-").isdigit() for part in parts):
-        raise EventsError("Invalid cursor parameter.")
-    return max(0, int(parts[1]))
 
 
 # --- computing ---------------------------------------------------------------------------------

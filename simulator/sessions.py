@@ -187,7 +187,7 @@ def parse(query: dict[str, list[str]], now: float) -> SessionsQuery:
         raise SessionsError("The interval has to be less than one day.")
     if DAY % interval:
         raise SessionsError("The interval should divide one day without a remainder.")
-    start, end = _range(query, now)
+    start, end = time_range(query, now)
     start_rounded = math.floor(start / interval) * interval
     end_rounded = max(math.ceil(end / interval) * interval, start_rounded + interval)
     if (end_rounded - start_rounded) // interval > MAX_POINTS:
@@ -195,7 +195,7 @@ def parse(query: dict[str, list[str]], now: float) -> SessionsQuery:
             "Your interval and date range would create too many results. "
             "Use a larger interval, or a smaller date range."
         )
-    per_page = _int_param(query, "per_page", DEFAULT_PER_PAGE)
+    per_page = int_param(query, "per_page", DEFAULT_PER_PAGE)
     return SessionsQuery(
         fields=fields,
         group_by=group_by,
@@ -208,7 +208,7 @@ def parse(query: dict[str, list[str]], now: float) -> SessionsQuery:
         interval=interval,
         order_by=order_by,
         per_page=max(1, min(per_page, 100)),
-        page=_cursor_page(query),
+        page=cursor_page(query),
         include_totals=(query.get("includeTotals") or ["1"])[0] != "0",
         include_series=(query.get("includeSeries") or ["1"])[0] != "0",
     )
@@ -227,39 +227,44 @@ def _order_by(values: list[str], fields: tuple[str, ...], by_status: bool) -> st
     return name
 
 
-def _range(query: dict[str, list[str]], now: float) -> tuple[float, float]:
+def time_range(
+    query: dict[str, list[str]], now: float, default: float = 0.0, error: type[Exception] = SessionsError
+) -> tuple[float, float]:
+    """``statsPeriod`` or ``start``+``end`` (both), else the last ``default`` seconds (a day)."""
     period = (query.get("statsPeriod") or [None])[0]
     if period:
         return now - parse_duration(period, "statsPeriod"), now
     start, end = (query.get("start") or [None])[0], (query.get("end") or [None])[0]
     if start is None and end is None:
-        return now - DAY, now
+        return now - (default or DAY), now
     if start is None or end is None:
-        raise SessionsError("start and end are both required")
+        raise error("start and end are both required")
     start_at, end_at = parse_date(start), parse_date(end)
     if start_at >= end_at:
-        raise SessionsError("start must be before end")
+        raise error("start must be before end")
     return start_at, end_at
 
 
-def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
+def int_param(
+    query: dict[str, list[str]], name: str, default: int, error: type[Exception] = SessionsError
+) -> int:
     raw = (query.get(name) or [None])[0]
     if raw is None:
         return default
     try:
         return int(raw)
     except ValueError:
-        raise SessionsError(f"Invalid {name}: {raw!r}") from None
+        raise error(f"Invalid {name}: {raw!r}") from None
 
 
-def _cursor_page(query: dict[str, list[str]]) -> int:
+def cursor_page(query: dict[str, list[str]], error: type[Exception] = SessionsError) -> int:
     # Sentry's offset cursors read "<per_page>:<page>:<is_prev>".
     raw = (query.get("cursor") or [None])[0]
     if not raw:
         return 0
     parts = raw.split(":")
     if len(parts) != 3 or not all(re.fullmatch(r"-?\d+", part) for part in parts):
-        raise SessionsError("Invalid cursor parameter.")
+        raise error("Invalid cursor parameter.")
     return max(0, int(parts[1]))
 
 

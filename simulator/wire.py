@@ -102,6 +102,16 @@ def as_number(body: dict[str, Any], key: str, default: float | None = None) -> f
     return float(value)
 
 
+def start_stop(body: dict[str, Any], now: float) -> tuple[float, float | None]:
+    """A control call's ``start`` (default: now) and optional ``stop``, which must come after it."""
+    start = as_number(body, "start")
+    start = now if start is None else start
+    stop = as_number(body, "stop")
+    if stop is not None and stop <= start:
+        raise ControlError("stop: must be after start")
+    return start, stop
+
+
 def as_text(body: dict[str, Any], key: str, default: str | None = None) -> str | None:
     value = body.get(key, default)
     if value is None:

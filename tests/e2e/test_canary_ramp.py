@@ -96,6 +96,21 @@ def deploy_canary(sim: Simulator, errors_per_minute: float) -> None:
     )
 
 
+def errors_rose(sim: Simulator, errors_per_minute: float) -> None:
+    """The canary's error events rose to this rate half a minute ago."""
+    sim.control(
+        "POST",
+        "/sentry/traffic/phase",
+        json={
+            "org": "acme",
+            "environment": "production",
+            "release": CANARY,
+            "errors_per_minute": errors_per_minute,
+            "at": time.time() - 30,
+        },
+    )
+
+
 def rolling(sim: Simulator) -> dict[str, Any]:
     return sim.control("GET", f"/vercel/projects/{E2E_PROJECT}")["rolling_release"]
 
@@ -143,17 +158,7 @@ def test_errors_rising_at_25_percent_abort_there_and_traffic_returns(
     canary_project(project, policy(ERROR_RATE, stages=stages), e2e)
     deploy_canary(e2e, errors_per_minute=SPM * 0.002)
     wait_for(lambda: (rolling(e2e).get("canary_percent") or 0) >= 25, timeout=60, what="25% of traffic")
-    e2e.control(
-        "POST",
-        "/sentry/traffic/phase",
-        json={
-            "org": "acme",
-            "environment": "production",
-            "release": CANARY,
-            "errors_per_minute": SPM * 2.0,
-            "at": time.time() - 30,  # risen over the last half minute
-        },
-    )
+    errors_rose(e2e, SPM * 2.0)
     release = settled(S.ROLLED_BACK)
     assert release.verdict_rule == "slo"
     failed = RampCheck.objects.filter(release=release, ok=False).last()
@@ -238,17 +243,7 @@ def test_api_slo_for_healthy_unhealthy_and_unreachable(
     healthy = httpx.get(url, params={"deployment": CANARY}, timeout=30)
     assert healthy.status_code == 200 and healthy.json()["ok"] is True
     assert healthy.json()["checks"][0]["value"] == pytest.approx(0.002, rel=0.2)
-    e2e.control(
-        "POST",
-        "/sentry/traffic/phase",
-        json={
-            "org": "acme",
-            "environment": "production",
-            "release": CANARY,
-            "errors_per_minute": SPM * 5.0,
-            "at": time.time() - 30,
-        },
-    )
+    errors_rose(e2e, SPM * 5.0)
     unhealthy = httpx.get(url, params={"deployment": CANARY}, timeout=30)
     assert unhealthy.status_code == 503 and "above the maximum" in unhealthy.json()["reasons"][0]
     e2e.control("POST", "/faults", json={"service": "sentry", "kind": "timeout"})
