@@ -44,7 +44,9 @@ from releases.traffic import router_for
 logger = logging.getLogger(__name__)
 
 S = ReleaseState
-TICK_LEASE = timedelta(seconds=90)  # longer than every check's timeout, run side by side
+# Longer than the slowest tick: checks run side by side, each at most twice its timeout (a
+# relative check measures the previous deployment too), timeouts at most 60 s.
+TICK_LEASE = timedelta(seconds=180)
 ABORT_GIVE_UP = timedelta(minutes=3)
 
 

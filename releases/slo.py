@@ -149,11 +149,14 @@ def run_checks(
         return SloResult(False, release.deployment_id, _id(previous), now, ())
     pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(specs)), thread_name_prefix="slo")
     try:
+        started = time.monotonic()
         futures = [pool.submit(_one, spec, project, target, baseline_target, now) for spec in specs]
         results = []
         for spec, future in zip(specs, futures, strict=True):
+            # Each check's budget counts from the common start: waiting on one does not extend another.
+            remaining = started + _budget(spec) - time.monotonic()
             try:
-                results.append(future.result(timeout=_budget(spec)))
+                results.append(future.result(timeout=max(0.0, remaining)))
             except FutureTimeout:
                 results.append(_failed(spec, f"no answer within {spec.timeout:g}s", _budget(spec) * 1000))
     finally:

@@ -9,7 +9,8 @@ from releases import outbox, polling
 
 # acks_late: a poll claimed by generation is harmless when redelivered, and one lost with a
 # killed worker comes back (or the watchdog re-drives it from PostgreSQL sooner).
-@shared_task(name="releases.poll_release", acks_late=True, soft_time_limit=60, time_limit=90)
+# The limits leave room for a canary tick (its checks may take up to two minutes; see ramp.TICK_LEASE).
+@shared_task(name="releases.poll_release", acks_late=True, soft_time_limit=150, time_limit=170)
 def poll_release(release_id: int, generation: int) -> str:
     return polling.poll_once(release_id, generation)
 

@@ -339,3 +339,26 @@ def test_api_slo_bearer_token_when_set(
     assert answer.status_code == code
     if code == 401:
         assert answer["WWW-Authenticate"].startswith("Bearer") and fakes.sentry.requests == []
+
+
+def test_slow_checks_run_side_by_side_within_their_own_timeouts(
+    scene: tuple[Project, Release, Release], fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, previous, canary = scene
+    use(
+        project,
+        {"kind": "http", "url": "https://a.example/$DEPLOYMENT_ID", "timeout": "1s"},
+        {"kind": "http", "url": "https://b.example/$DEPLOYMENT_ID", "timeout": "1s"},
+        {"kind": "http", "url": "https://c.example/$DEPLOYMENT_ID", "timeout": "1s"},
+    )
+    monkeypatch.setattr(slo, "GRACE", 0.2)
+
+    def stuck(url: str, **_: Any) -> HttpCheckResult:
+        time.sleep(3)
+        return HttpCheckResult(url, 200, 3000.0, "")
+
+    monkeypatch.setattr(slo, "http_check", stuck)
+    started = time.monotonic()
+    result = slo.run_checks(project, canary, previous)
+    assert time.monotonic() - started < 2.0  # not three timeouts one after another
+    assert [c.ok for c in result.checks] == [False, False, False]
