@@ -25,6 +25,12 @@ def _schedule_watchdog(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         interval, sender.signature("releases.watchdog"), name="watchdog", expires=interval
     )
+    # The poll scheduler (releases.polling.dispatch_due). A run that waited longer than the
+    # interval in the queue is dropped: the next one sends the same due polls.
+    dispatch = float(settings.DISPATCH_INTERVAL)
+    sender.add_periodic_task(
+        dispatch, sender.signature("releases.dispatch_due"), name="dispatch", expires=dispatch
+    )
 
 
 @task_prerun.connect

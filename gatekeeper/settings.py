@@ -152,6 +152,12 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("GATEKEEPER_INLINE_TASKS", False)
 # health checks, so a connection broken by a database restart is still replaced.
 CELERY_DB_REUSE_MAX = 10**9
 WATCHDOG_INTERVAL = env_float("WATCHDOG_INTERVAL", 15.0)
+# Polls are scheduled in PostgreSQL, not with broker countdowns (see releases/polling.py): beat
+# runs the dispatcher this often, so a due poll waits at most this long for its message.
+DISPATCH_INTERVAL = env_float("GATEKEEPER_DISPATCH_INTERVAL", 1.0)
+# A dispatched poll is not sent again for this long; if its message was lost, it is due again after.
+DISPATCH_LEASE = env_float("GATEKEEPER_DISPATCH_LEASE", 60.0)
+DISPATCH_LIMIT = env_int("GATEKEEPER_DISPATCH_LIMIT", 5000)  # due releases taken per dispatch run
 
 # --- Gatekeeper ------------------------------------------------------------------------------
 GATEKEEPER_CONFIG = env_str("GATEKEEPER_CONFIG", str(BASE_DIR / "gatekeeper.yaml"))

@@ -1,22 +1,30 @@
 """The gate's poll loop: ask Sentry, record what it said, let the pure verdict decide.
 
-A release's poll chain is one message at a time, named by ``(release_id, generation)``. A poll
-*claims* its generation with a compare-and-set (generation -> generation + 1), so a duplicate
-message (a redelivery, or the watchdog re-driving a chain that was only slow) finds the
-generation moved on and drops itself. While a poll talks to Sentry, ``next_poll_at`` is pushed
-out by a lease, so the watchdog re-drives the chain only if the worker died.
+When a release is next polled lives in PostgreSQL (``next_poll_at``), never in a broker
+countdown: a countdown is an ETA message that sits in a worker's memory until due (10,000 gates
+would be 10,000 of them) and is lost or run twice when Redis restarts or a countdown outlives the
+visibility timeout (kombu#337, celery#1307). Instead beat runs ``dispatch_due`` every second: it
+takes the due releases with one ``UPDATE ... RETURNING`` that pushes their ``next_poll_at`` out
+by a lease, and publishes one ``poll_batch`` per Sentry project and window, so Sentry sees one
+sessions request for up to 100 releases. A lost message costs one lease; nothing is lost.
+
+A poll *claims* its release's generation with a compare-and-set (generation -> generation + 1),
+so a duplicate message (a redelivery, a re-dispatch after a lease) finds the generation moved on
+and drops itself.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from releases import alerts, clients
@@ -24,12 +32,14 @@ from releases.decisions import GATEKEEPER, decide
 from releases.gate import Evidence, Outcome, Policy, evaluate
 from releases.models import GateCheck, Release, ReleaseEvent
 from releases.providers.base import ProviderError
+from releases.providers.sentry import MAX_RELEASES_PER_QUERY
 from releases.states import ReleaseState, transition
 
 logger = logging.getLogger(__name__)
 
 S = ReleaseState
 POLL_LEASE = timedelta(seconds=60)  # longer than one Sentry call with its timeout
+BATCH = MAX_RELEASES_PER_QUERY  # releases per poll_batch message and per Sentry request
 WATCHDOG_GRACE = timedelta(seconds=15)
 WATCHDOG_BATCH = 1000
 
@@ -54,11 +64,9 @@ def start_gate(release: Release, *, reason: str = "") -> bool:
     fields = {"next_poll_at": now, "consecutive_errors": 0, "generation": release.generation + 1}
     if release.gating_started_at is None:
         fields["gating_started_at"] = now
-    if transition(release, S.GATING, actor=GATEKEEPER, reason=reason, fields=fields) is None:
-        return False
-    release_id, generation = release.pk, release.generation
-    transaction.on_commit(lambda: enqueue_poll(release_id, generation), robust=True)
-    return True
+    # Due now: the next dispatch (within DISPATCH_INTERVAL) sends the first poll, so the webhook
+    # request that started the gate publishes nothing.
+    return transition(release, S.GATING, actor=GATEKEEPER, reason=reason, fields=fields) is not None
 
 
 def window_start(release: Release, now: datetime) -> datetime:
@@ -79,54 +87,154 @@ def poll_once(release_id: int, generation: int) -> str:
         from releases import ramp
 
         return "stale" if release.generation != generation else ramp.tick(release, generation)
-    phase = phase_of(release)
-    if phase is None:
+    if phase_of(release) is None:
         return "not-gating"
-    if release.generation != generation:
-        return "stale"
-    now = timezone.now()
-    if phase == "bake" and release.watch_until is not None and now >= release.watch_until:
-        return end_watch(release, generation)
-    if release.next_poll_at is not None and release.next_poll_at > now + timedelta(seconds=1):
-        # Countdowns are capped below the broker's visibility timeout; wait out the rest.
-        remaining = (release.next_poll_at - now).total_seconds()
-        enqueue_poll(release_id, generation, countdown=min(remaining, settings.MAX_COUNTDOWN))
-        return "not-due"
-    claimed = Release.objects.filter(pk=release_id, state=release.state, generation=generation).update(
-        generation=generation + 1, next_poll_at=now + POLL_LEASE
-    )
-    if claimed != 1:
-        return "lost-claim"
+    return poll_batch([(release_id, generation)]).get(release_id, "stale")
 
-    project = release.project
-    sessions = crashed = None
+
+def poll_batch(items: Sequence[tuple[int, int]]) -> dict[int, str]:
+    """Poll many releases, one Sentry sessions request per Sentry project, environment and window.
+
+    ``items`` are (release id, generation) as dispatched. Returns what happened to each claimed
+    release; one missing from the answer was not claimed (moved on, or a duplicate message).
+    """
+    wanted = dict(items)
+    releases = [
+        r
+        for r in Release.objects.select_related("project").filter(pk__in=wanted)
+        if r.generation == wanted[r.pk] and phase_of(r) is not None
+    ]
+    now = timezone.now()
+    outcomes: dict[int, str] = {}
+    polled = []
+    for release in releases:
+        if phase_of(release) == "bake" and release.watch_until is not None and now >= release.watch_until:
+            outcomes[release.pk] = end_watch(release, release.generation)
+            continue
+        polled.append(release)
+    if not polled:
+        return outcomes
+    claimed = set(
+        Release.objects.filter(_generation_is(polled), state__in=[S.GATING, S.PROMOTED]).values_list(
+            "pk", flat=True
+        )
+    )
+    # One statement claims them all: generation + 1, and a lease on next_poll_at while Sentry answers.
+    Release.objects.filter(pk__in=claimed).update(
+        generation=F("generation") + 1, next_poll_at=now + POLL_LEASE
+    )
+    groups: dict[tuple[str, str, str, datetime], list[Release]] = {}
+    for release in polled:
+        if release.pk not in claimed:
+            outcomes[release.pk] = "lost-claim"
+            continue
+        project = release.project
+        key = (
+            project.sentry_org,
+            project.sentry_project,
+            project.sentry_environment,
+            window_start(release, now),
+        )
+        groups.setdefault(key, []).append(release)
+    for (org, sentry_project, environment, start), group in groups.items():
+        for first in range(0, len(group), BATCH):
+            outcomes.update(
+                _poll_group(org, sentry_project, environment, start, group[first : first + BATCH], now)
+            )
+    return outcomes
+
+
+def _generation_is(releases: Sequence[Release]) -> Q:
+    condition = Q(pk__in=[])
+    for release in releases:
+        condition |= Q(pk=release.pk, generation=release.generation)
+    return condition
+
+
+def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
+    org: str, project: str, environment: str, start: datetime, group: list[Release], now: datetime
+) -> dict[int, str]:
+    versions = [release.version for release in group]
+    totals: dict[str, Any] = {}
     error = ""
     retry_after: float | None = None
     started = time.monotonic()
     try:
-        sentry = clients.sentry()
-        totals = sentry.release_sessions(
-            project.sentry_org,
-            project.sentry_project,
-            project.sentry_environment or None,
-            [release.version],
-            start=window_start(release, now),
+        totals = clients.sentry().release_sessions(
+            org,
+            project,
+            environment or None,
+            versions,
+            start=start,
             end=now + timedelta(seconds=1),  # after the start even at an exact hour
-        )[release.version]
-        sessions, crashed = totals.sessions, totals.crashed
+        )
     except ProviderError as exc:
         error, retry_after = str(exc), exc.retry_after
-        logger.warning("poll.sentry_error", extra={"release_id": release_id, "error": error})
+        logger.warning("poll.sentry_error", extra={"releases": len(group), "error": error})
     duration_ms = int((time.monotonic() - started) * 1000)
-    return record(
-        release_id,
-        generation + 1,
-        sessions=sessions,
-        crashed=crashed,
-        error=error,
-        retry_after=retry_after,
-        duration_ms=duration_ms,
-    )
+    outcomes = {}
+    for release in group:
+        found = totals.get(release.version)
+        outcomes[release.pk] = record(
+            release.pk,
+            release.generation + 1,
+            sessions=found.sessions if found is not None else None,
+            crashed=found.crashed if found is not None else None,
+            error=error,
+            retry_after=retry_after,
+            duration_ms=duration_ms,
+        )
+    return outcomes
+
+
+def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[str, int]:
+    """Publish the polls (and canary ticks) that are due: the scheduler, run by beat every second.
+
+    One statement takes up to ``limit`` due releases and pushes their ``next_poll_at`` out by the
+    dispatch lease, so the next run does not send them again while their message waits in the
+    queue; a lost message is simply due again when the lease ends. Gate and bake polls go out as
+    one ``poll_batch`` per Sentry project and environment (up to 100 releases each).
+    """
+    from releases.tasks import poll_batch as poll_batch_task
+
+    now = now or timezone.now()
+    lease = now + timedelta(seconds=settings.DISPATCH_LEASE)
+    table = Release._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH due AS (
+                SELECT id FROM {table}
+                 WHERE next_poll_at <= %s
+                   AND (state = %s OR (state = %s AND watch_until IS NOT NULL)
+                        OR (state = %s AND NOT ramp_paused))
+                 ORDER BY next_poll_at
+                 LIMIT %s
+                 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {table} r SET next_poll_at = %s FROM due WHERE r.id = due.id
+            RETURNING r.id, r.generation, r.state, r.project_id
+            """,  # noqa: S608 - the table name is the model's own; values are parameters
+            [now, S.GATING, S.PROMOTED, S.RAMPING, limit or settings.DISPATCH_LIMIT, lease],
+        )
+        rows = cursor.fetchall()
+    by_project: dict[int, list[tuple[int, int]]] = {}
+    ticks = 0
+    for release_id, generation, state, project_id in rows:
+        if state == S.RAMPING:
+            enqueue_poll(release_id, generation)
+            ticks += 1
+        else:
+            by_project.setdefault(project_id, []).append((release_id, generation))
+    batches = 0
+    for items in by_project.values():
+        for first in range(0, len(items), BATCH):
+            try:
+                poll_batch_task.apply_async((items[first : first + BATCH],), retry=False)
+            except Exception:  # the broker is down: the lease ends and they are due again
+                logger.warning("dispatch.publish_failed", exc_info=True)
+            batches += 1
+    return {"due": len(rows), "batches": batches, "ticks": ticks}
 
 
 def record(
@@ -181,12 +289,8 @@ def record(
         if verdict.outcome == Outcome.WAIT or (phase == "bake" and verdict.outcome != Outcome.FAIL):
             interval = release.project.poll_interval.total_seconds()
             delay = max(interval, retry_after or 0.0)
-            latest["next_poll_at"] = now + timedelta(seconds=delay)
+            latest["next_poll_at"] = now + timedelta(seconds=delay)  # dispatch_due sends it then
             Release.objects.filter(pk=release.pk).update(**latest)
-            transaction.on_commit(
-                lambda: enqueue_poll(release_id, generation, countdown=min(delay, settings.MAX_COUNTDOWN)),
-                robust=True,
-            )
             return "wait"
         latest["next_poll_at"] = None
         Release.objects.filter(pk=release.pk).update(**latest)
@@ -234,8 +338,6 @@ def start_watch(release: Release) -> None:
         consecutive_errors=0,
     )
     release.generation, release.watch_until = generation, now + project.watch_after_promotion
-    release_id, countdown = release.pk, min(project.poll_interval.total_seconds(), settings.MAX_COUNTDOWN)
-    transaction.on_commit(lambda: enqueue_poll(release_id, generation, countdown=countdown), robust=True)
 
 
 def end_watch(release: Release, generation: int) -> str:
@@ -255,28 +357,17 @@ def end_watch(release: Release, generation: int) -> str:
 
 
 def redrive(now: datetime | None = None) -> dict[str, int]:
-    """The watchdog: re-drive overdue polls and due actions from PostgreSQL.
+    """The watchdog: re-drive due actions from PostgreSQL, and give a poll to a gate without one.
 
     Whatever the broker lost (a flushed Redis, a killed worker's prefetched messages) is found
-    here by its timestamps and sent again; the claims make any duplicate harmless.
+    here by its timestamps and sent again; the claims make any duplicate harmless. Polls need no
+    re-driving: ``dispatch_due`` sends whatever is due, lost messages included, once their lease ends.
     """
     from releases.models import Action
     from releases.outbox import dispatch, recover_expired
 
     now = now or timezone.now()
     cutoff = now - WATCHDOG_GRACE
-    polled = (
-        Q(state=S.GATING)
-        | Q(state=S.PROMOTED, watch_until__isnull=False)
-        | Q(state=S.RAMPING, ramp_paused=False)
-    )
-    polls = list(
-        Release.objects.filter(polled, next_poll_at__lt=cutoff)
-        .order_by("next_poll_at")
-        .values_list("pk", "generation")[:WATCHDOG_BATCH]
-    )
-    for release_id, generation in polls:
-        enqueue_poll(release_id, generation)
     # A gating release with no next poll at all would never be judged: give it one.
     orphans = Release.objects.filter(state=S.GATING, next_poll_at__isnull=True).update(next_poll_at=now)
     redriven, given_up = recover_expired(now)
@@ -290,7 +381,6 @@ def redrive(now: datetime | None = None) -> dict[str, int]:
     for action_id in actions:
         dispatch(action_id)
     counts = {
-        "polls": len(polls),
         "orphans": orphans,
         "actions": len(actions) + redriven,
         "given_up": given_up,

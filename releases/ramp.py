@@ -129,21 +129,20 @@ def _move(release: Release, op: str, stage: int, previous: str) -> ActionSpec:
 
 def tick(release: Release, generation: int) -> str:
     """One look at a ramping release: wait out the hold, check, and advance, wait or abort."""
-    from releases.polling import enqueue_poll
-
     now = timezone.now()
     if release.ramp_paused:
         return "paused"
     if release.ramp_stage is None:
-        return "waiting-for-traffic"  # the start's success schedules the first tick
-    policy = release.ramp_policy or {}
-    stages = policy["stages"]
+        return "waiting-for-traffic"  # the start's success makes the first tick due
+    stages = (release.ramp_policy or {})["stages"]
     hold_end = (release.ramp_stage_since or now) + timedelta(
         seconds=stages[release.ramp_stage].get("hold", 0)
     )
-    due = max(hold_end, release.next_poll_at or now)
-    if due > now + timedelta(seconds=1):
-        _reschedule(release, generation, due)
+    if hold_end > now + timedelta(seconds=1):
+        # Due again when the hold ends; dispatch_due sends the tick then.
+        Release.objects.filter(pk=release.pk, generation=generation, state=S.RAMPING).update(
+            next_poll_at=hold_end
+        )
         return "holding"
     claimed = Release.objects.filter(pk=release.pk, state=S.RAMPING, generation=generation).update(
         generation=generation + 1, next_poll_at=now + TICK_LEASE
@@ -154,13 +153,7 @@ def tick(release: Release, generation: int) -> str:
     started = time.monotonic()
     result = run_checks(release.project, release, previous, specs=specs_for_policy(release))
     duration_ms = int((time.monotonic() - started) * 1000)
-    outcome = _record(release.pk, generation + 1, result, duration_ms)
-    if outcome[0] == "rescheduled":
-        release_id, next_generation, countdown = release.pk, generation + 1, outcome[1]
-        transaction.on_commit(
-            lambda: enqueue_poll(release_id, next_generation, countdown=countdown), robust=True
-        )
-    return outcome[2]
+    return _record(release.pk, generation + 1, result, duration_ms)
 
 
 def specs_for_policy(release: Release) -> list[Any]:
@@ -168,22 +161,12 @@ def specs_for_policy(release: Release) -> list[Any]:
     return specs_from(release.ramp_policy, release.project.name)
 
 
-def _reschedule(release: Release, generation: int, when: datetime) -> None:
-    from releases.polling import enqueue_poll
-
-    Release.objects.filter(pk=release.pk, generation=generation, state=S.RAMPING).update(next_poll_at=when)
-    countdown = max(0.0, (when - timezone.now()).total_seconds())
-    from django.conf import settings
-
-    enqueue_poll(release.pk, generation, countdown=min(countdown, settings.MAX_COUNTDOWN))
-
-
-def _record(release_id: int, generation: int, result: SloResult, duration_ms: int) -> tuple[str, float, str]:
-    """Store the check and decide, in one transaction: (rescheduled|decided, countdown, what)."""
+def _record(release_id: int, generation: int, result: SloResult, duration_ms: int) -> str:
+    """Store the check and decide, in one transaction; the next check is due at next_poll_at."""
     with transaction.atomic():
         release = Release.objects.select_for_update().select_related("project").get(pk=release_id)
         if release.state != S.RAMPING or release.generation != generation:
-            return ("decided", 0.0, "moved-on")
+            return "moved-on"
         policy = release.ramp_policy or {}
         stage = release.ramp_stage or 0
         percent = policy["stages"][stage]["percent"]
@@ -203,30 +186,25 @@ def _record(release_id: int, generation: int, result: SloResult, duration_ms: in
         interval = float(policy.get("confirmation_interval", 30))
         if result.ok and passes >= int(policy.get("confirmations", 2)):
             advance(release, actor=GATEKEEPER, reason=f"{passes} passing checks at {percent:g}%")
-            return ("decided", 0.0, "advancing")
+            return "advancing"
         if (
             not result.ok
             and policy.get("abort_on_failure", True)
             and failures >= int(policy.get("failures_to_abort", 1))
         ):
             abort(release, actor=GATEKEEPER, reason=f"SLO check failed at {percent:g}%", result=result)
-            return ("decided", 0.0, "aborting")
+            return "aborting"
         Release.objects.filter(pk=release.pk).update(
             ramp_passes=passes, ramp_failures=failures, next_poll_at=now + timedelta(seconds=interval)
         )
-        return ("rescheduled", interval, "confirming" if result.ok else "failed-check")
+        return "confirming" if result.ok else "failed-check"
 
 
 def resume(release: Release) -> None:
     """A paused ramp checks again now (its confirmations start over)."""
-    from releases.polling import enqueue_poll
-
-    generation = release.generation + 1
     Release.objects.filter(pk=release.pk).update(
-        ramp_paused=False, ramp_passes=0, generation=generation, next_poll_at=timezone.now()
+        ramp_paused=False, ramp_passes=0, generation=release.generation + 1, next_poll_at=timezone.now()
     )
-    release_id = release.pk
-    transaction.on_commit(lambda: enqueue_poll(release_id, generation), robust=True)
 
 
 def advance(release: Release, *, actor: str, reason: str) -> None:
@@ -406,8 +384,6 @@ def _now_iso() -> str:
 
 def _moved(action: Action, done: Done) -> None:
     """A traffic move is in place: record it, and schedule what comes next."""
-    from releases.polling import enqueue_poll
-
     payload = action.payload
     op, stage = payload["op"], int(payload["stage"])
     release = Release.objects.select_for_update().select_related("project").get(pk=action.release_id)
@@ -449,8 +425,6 @@ def _moved(action: Action, done: Done) -> None:
         generation=generation,
         next_poll_at=now + timedelta(seconds=hold),
     )
-    release_id = release.pk
-    transaction.on_commit(lambda: enqueue_poll(release_id, generation, countdown=min(hold, 300)), robust=True)
 
 
 def _aborted(release: Release, done: Done) -> None:

@@ -22,6 +22,17 @@ def run_action(action_id: int, then: list[int] | None = None) -> str:
     return outbox.run(action_id, then or ())
 
 
+# acks_late: a batch redelivered after a worker died is claimed by generation, release by release.
+@shared_task(name="releases.poll_batch", acks_late=True, soft_time_limit=150, time_limit=170)
+def poll_batch(items: list[list[int]]) -> dict[int, str]:
+    return polling.poll_batch([(int(release_id), int(generation)) for release_id, generation in items])
+
+
+@shared_task(name="releases.dispatch_due", soft_time_limit=30, time_limit=60)
+def dispatch_due() -> dict[str, int]:
+    return polling.dispatch_due()
+
+
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)
 def watchdog() -> dict[str, int]:
     return polling.redrive()

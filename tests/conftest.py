@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...
     sent: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
     from releases import tasks
 
-    for task in (tasks.poll_release, tasks.run_action):
+    for task in (tasks.poll_release, tasks.poll_batch, tasks.run_action):
 
         def fake(args: tuple[Any, ...] = (), *, _name: str = task.name, **kwargs: Any) -> None:
             sent.append((_name, tuple(args), kwargs))
@@ -127,6 +128,10 @@ class Worker:
                 "solo",
                 "--concurrency",
                 "1",
+                # Beat inside the worker: it runs dispatch_due, which sends every poll.
+                "--beat",
+                "--schedule",
+                os.path.join(tempfile.gettempdir(), f"gatekeeper-test-beat-{os.getpid()}"),
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -163,6 +168,7 @@ def worker_env(simulator: Simulator, database_name: str, **extra: str) -> dict[s
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         PD_KEY_ENV: PD_KEY,
         "DEBUG": "1",
+        "GATEKEEPER_DISPATCH_INTERVAL": "0.5",
         **simulator.provider_env(),
         **extra,
     }

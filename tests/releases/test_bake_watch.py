@@ -132,7 +132,7 @@ def test_a_completed_promote_starts_the_watch_and_schedules_its_first_poll(
     assert abs(release.next_poll_at - (now + timedelta(seconds=60))) < timedelta(seconds=5)
     assert release.generation == 5
     assert polling.phase_of(release) == "bake"
-    assert no_broker == [("releases.poll_release", (release.pk, 5), {"countdown": 60.0, "retry": False})]
+    assert polls(no_broker) == []  # no countdown message: due in 60 s, dispatch_due sends it
 
 
 def test_a_rollback_target_serving_again_is_not_watched_again(
@@ -195,7 +195,7 @@ def test_a_healthy_sample_keeps_watching_and_schedules_the_next_poll(
     assert release.state == S.PROMOTED and release.watch_until == watch_until
     assert release.next_poll_at > timezone.now() + timedelta(seconds=55)
     assert (release.sessions, release.crash_free_rate) == (2000, 0.998)
-    assert polls(no_broker) == [(release.pk, 4)]
+    assert release.generation == 4 and polls(no_broker) == []  # due again at next_poll_at
     assert not Action.objects.exists()
 
 
@@ -269,7 +269,7 @@ def test_provider_errors_never_roll_back_and_the_watch_goes_on(
     assert GateCheck.objects.filter(phase="bake").exclude(error="").count() == 4
     assert GateCheck.objects.order_by("id").last().rule == "errors_exhausted"
     assert not Action.objects.exists()
-    assert polls(no_broker)[-1] == (release.pk, release.generation)
+    assert release.next_poll_at > timezone.now()  # still scheduled: the watch goes on
 
 
 def test_the_first_poll_after_the_watch_ends_it(
@@ -342,16 +342,15 @@ def test_an_alert_while_a_bake_poll_asks_sentry_wins_and_the_poll_stands_down(
 # --- the watchdog -----------------------------------------------------------------------------
 
 
-def test_the_watchdog_redrives_an_overdue_bake_poll(
+def test_the_dispatcher_sends_an_overdue_bake_poll(
     project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     overdue = watching(project, next_poll_at=timezone.now() - timedelta(minutes=2), generation=9)
-    make_release(  # live once, no longer watched: nothing to re-drive
+    make_release(  # live once, no longer watched: nothing to poll
         project, state=S.PROMOTED, next_poll_at=timezone.now() - timedelta(minutes=2), watch_until=None
     )
-    counts = polling.redrive()
-    assert counts["polls"] == 1
-    assert no_broker == [("releases.poll_release", (overdue.pk, 9), {"countdown": None, "retry": False})]
+    assert polling.dispatch_due()["due"] == 1
+    assert [args for name, args, _ in no_broker if name == "releases.poll_batch"] == [([(overdue.pk, 9)],)]
     fakes.sentry.totals[overdue.version] = (2000, 2)
     assert poll(overdue, django_capture_on_commit_callbacks) == "wait"
     assert GateCheck.objects.get().phase == "bake"

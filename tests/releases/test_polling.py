@@ -71,7 +71,7 @@ def test_below_min_sessions_waits_records_the_check_and_reschedules(
     assert (check.sessions, check.crashed, check.outcome, check.rule) == (120, 0, "wait", "waiting")
     assert release.sessions == 120 and release.crash_free_rate == 1.0
     assert release.next_poll_at > timezone.now() + timedelta(seconds=55)
-    assert no_broker == [("releases.poll_release", (release.pk, 2), {"countdown": 60.0, "retry": False})]
+    assert no_broker == []  # no countdown message: dispatch_due sends the next poll when due
 
 
 def test_the_sentry_query_covers_the_release_whole_life_in_its_environment(
@@ -248,15 +248,74 @@ def test_a_duplicate_message_cannot_poll_twice(
     assert len(fakes.sentry.requests) == 1
 
 
-def test_an_early_message_waits_out_the_rest_of_the_interval(
+def batches(no_broker: list[Any]) -> list[list[list[int]]]:
+    return [args[0] for name, args, _ in no_broker if name == "releases.poll_batch"]
+
+
+def test_dispatch_sends_due_polls_one_batch_per_project_and_leases_them(
+    project: Project, no_broker: list[Any]
+) -> None:
+    other = make_project(name="blog", vercel_project_id="prj_blog", sentry_project="blog")
+    now = timezone.now()
+    due = [gating(project, next_poll_at=now - timedelta(seconds=s)) for s in (3, 2, 1)]
+    elsewhere = gating(other, next_poll_at=now)
+    gating(project, next_poll_at=now + timedelta(minutes=5))  # not due
+    make_release(project, state=S.HELD, next_poll_at=now)  # not polled at all
+    counts = polling.dispatch_due(now)
+    assert counts == {"due": 4, "batches": 2, "ticks": 0}
+    assert sorted(batches(no_broker)) == sorted(
+        [[(r.pk, r.generation) for r in due], [(elsewhere.pk, elsewhere.generation)]]
+    )
+    # Leased: the next run does not send them again while their messages wait in the queue...
+    no_broker.clear()
+    assert polling.dispatch_due(now + timedelta(seconds=1))["due"] == 0
+    # ...and a message lost with Redis costs one lease: then they are due again.
+    assert polling.dispatch_due(now + timedelta(seconds=61))["due"] == 4
+
+
+def test_dispatch_splits_a_big_project_into_batches_of_one_hundred(
+    project: Project, no_broker: list[Any]
+) -> None:
+    now = timezone.now()
+    for _ in range(250):
+        gating(project, next_poll_at=now)
+    polling.dispatch_due(now)
+    assert sorted(len(batch) for batch in batches(no_broker)) == [50, 100, 100]
+
+
+def test_a_batch_asks_sentry_once_for_all_its_releases_and_judges_each(
     project: Project, fakes: Fakes, no_broker: list[Any]
 ) -> None:
-    release = gating(project, next_poll_at=timezone.now() + timedelta(seconds=900))
-    assert polling.poll_once(release.pk, release.generation) == "not-due"
-    assert fakes.sentry.requests == []
-    ((_name, args, kwargs),) = no_broker
-    assert args == (release.pk, release.generation)
-    assert kwargs["countdown"] == 300.0  # capped below the broker's visibility timeout
+    releases = [gating(project) for _ in range(3)]
+    fakes.sentry.totals = {
+        releases[0].version: (900, 0),
+        releases[1].version: (100, 0),
+        releases[2].version: (900, 90),
+    }
+    outcomes = polling.poll_batch([(r.pk, r.generation) for r in releases])
+    (request,) = fakes.sentry.requests
+    assert request.url.params["query"].startswith("release:[")
+    assert all(r.version in request.url.params["query"] for r in releases)
+    assert [outcomes[r.pk] for r in releases] == ["pass", "wait", "fail"]
+    assert GateCheck.objects.count() == 3
+    # A second delivery of the same batch claims nothing.
+    assert polling.poll_batch([(r.pk, r.generation) for r in releases]) == {}
+    assert len(fakes.sentry.requests) == 1
+
+
+def test_a_batch_splits_by_sentry_window_and_records_one_error_for_all(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    now = timezone.now()
+    early = gating(project, deployment_created_at=now - timedelta(hours=3))
+    late = [gating(project, deployment_created_at=now - timedelta(minutes=1)) for _ in range(2)]
+    fakes.sentry.errors = [httpx.Response(503, json={"detail": "down"})]
+    outcomes = polling.poll_batch([(r.pk, r.generation) for r in (early, *late)])
+    assert len(fakes.sentry.requests) == 2  # two windows: the release's whole life each
+    starts = sorted(r.url.params["start"] for r in fakes.sentry.requests)
+    assert starts[0] < starts[1]
+    errors = GateCheck.objects.exclude(error="").count()
+    assert errors == 2 and set(outcomes.values()) == {"wait"}
 
 
 def test_a_human_decision_during_the_poll_wins(project: Project, fakes: Fakes, no_broker: list[Any]) -> None:
@@ -268,9 +327,8 @@ def test_a_human_decision_during_the_poll_wins(project: Project, fakes: Fakes, n
     assert not GateCheck.objects.exists()
 
 
-def test_the_watchdog_redrives_overdue_polls_and_due_actions(project: Project, no_broker: list[Any]) -> None:
+def test_the_watchdog_redrives_due_actions_and_orphaned_gates(project: Project, no_broker: list[Any]) -> None:
     overdue = gating(project, next_poll_at=timezone.now() - timedelta(minutes=2), generation=7)
-    gating(project, next_poll_at=timezone.now() + timedelta(minutes=1))  # not due
     orphan = gating(project, next_poll_at=None)
     action = Action.objects.create(
         release=overdue,
@@ -279,8 +337,8 @@ def test_the_watchdog_redrives_overdue_polls_and_due_actions(project: Project, n
         next_attempt_at=timezone.now() - timedelta(minutes=1),
     )
     counts = polling.redrive()
-    assert ("releases.poll_release", (overdue.pk, 7), {"countdown": None, "retry": False}) in no_broker
     assert ("releases.run_action", (action.pk,), {"countdown": None, "retry": False}) in no_broker
-    assert counts["polls"] == 1 and counts["orphans"] == 1
+    assert not [name for name, *_ in no_broker if name.startswith("releases.poll")]  # dispatch_due's job
+    assert counts["orphans"] == 1 and counts["actions"] == 1
     orphan.refresh_from_db()
     assert orphan.next_poll_at is not None

@@ -312,7 +312,7 @@ def test_without_a_previous_deployment_the_build_is_gated_instead(fakes: Fakes, 
     assert release.state == S.RECEIVED
 
 
-def test_the_watchdog_redrives_an_overdue_ramp_tick(
+def test_the_dispatcher_sends_an_overdue_ramp_tick(
     router: FakeRouter, slo: Script, fakes: Fakes, no_broker: list[Any]
 ) -> None:
     _, _, canary = setup_ramp()
@@ -320,7 +320,7 @@ def test_the_watchdog_redrives_an_overdue_ramp_tick(
     run_traffic(canary)
     Release.objects.filter(pk=canary.pk).update(next_poll_at=timezone.now() - timedelta(minutes=5))
     no_broker.clear()
-    polling.redrive()
+    assert polling.dispatch_due()["ticks"] == 1
     assert [args[0] for name, args, _ in no_broker if name == "releases.poll_release"] == [canary.pk]
 
 
