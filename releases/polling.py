@@ -144,6 +144,45 @@ def poll_batch(items: Sequence[tuple[int, int]]) -> dict[int, str]:
     return outcomes
 
 
+POLLED = (
+    Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False) | Q(state=S.RAMPING, ramp_paused=False)
+)
+
+
+def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int]]:
+    """(id, generation, state, project) of up to ``limit`` due releases, their next_poll_at leased."""
+    if connection.vendor != "postgresql":
+        # SQLite (make run's default) has one writer and no SKIP LOCKED: two statements will do.
+        with transaction.atomic():
+            rows = list(
+                Release.objects.filter(POLLED, next_poll_at__lte=now)
+                .order_by("next_poll_at")
+                .values_list("pk", "generation", "state", "project_id")[:limit]
+            )
+            Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
+        return rows
+    table = Release._meta.db_table
+    with connection.cursor() as cursor:
+        # One statement; SKIP LOCKED lets two dispatchers (a beat restarted twice) share the work.
+        cursor.execute(
+            f"""
+            WITH due AS (
+                SELECT id FROM {table}
+                 WHERE next_poll_at <= %s
+                   AND (state = %s OR (state = %s AND watch_until IS NOT NULL)
+                        OR (state = %s AND NOT ramp_paused))
+                 ORDER BY next_poll_at
+                 LIMIT %s
+                 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {table} r SET next_poll_at = %s FROM due WHERE r.id = due.id
+            RETURNING r.id, r.generation, r.state, r.project_id
+            """,  # noqa: S608 - the table name is the model's own; values are parameters
+            [now, S.GATING, S.PROMOTED, S.RAMPING, limit, lease],
+        )
+        return cursor.fetchall()
+
+
 def _generation_is(releases: Sequence[Release]) -> Q:
     condition = Q(pk__in=[])
     for release in releases:
@@ -198,26 +237,7 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
     from releases.tasks import poll_batch as poll_batch_task
 
     now = now or timezone.now()
-    lease = now + timedelta(seconds=settings.DISPATCH_LEASE)
-    table = Release._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH due AS (
-                SELECT id FROM {table}
-                 WHERE next_poll_at <= %s
-                   AND (state = %s OR (state = %s AND watch_until IS NOT NULL)
-                        OR (state = %s AND NOT ramp_paused))
-                 ORDER BY next_poll_at
-                 LIMIT %s
-                 FOR UPDATE SKIP LOCKED
-            )
-            UPDATE {table} r SET next_poll_at = %s FROM due WHERE r.id = due.id
-            RETURNING r.id, r.generation, r.state, r.project_id
-            """,  # noqa: S608 - the table name is the model's own; values are parameters
-            [now, S.GATING, S.PROMOTED, S.RAMPING, limit or settings.DISPATCH_LIMIT, lease],
-        )
-        rows = cursor.fetchall()
+    rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
     by_project: dict[int, list[tuple[int, int]]] = {}
     ticks = 0
     for release_id, generation, state, project_id in rows:

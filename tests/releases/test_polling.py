@@ -252,9 +252,13 @@ def batches(no_broker: list[Any]) -> list[list[list[int]]]:
     return [args[0] for name, args, _ in no_broker if name == "releases.poll_batch"]
 
 
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])  # make run's SQLite takes the ORM path
 def test_dispatch_sends_due_polls_one_batch_per_project_and_leases_them(
-    project: Project, no_broker: list[Any]
+    project: Project, no_broker: list[Any], vendor: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from django.db import connection
+
+    monkeypatch.setattr(connection, "vendor", vendor)
     other = make_project(name="blog", vercel_project_id="prj_blog", sentry_project="blog")
     now = timezone.now()
     due = [gating(project, next_poll_at=now - timedelta(seconds=s)) for s in (3, 2, 1)]
