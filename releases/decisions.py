@@ -47,13 +47,15 @@ def live_and_known_good(project: Project) -> tuple[Release | None, Release | Non
     table = Release._meta.db_table
     rows = Release.objects.raw(
         f"""
-        (SELECT * FROM {table} WHERE deployment_id = %s)
+        SELECT * FROM (SELECT * FROM {table} WHERE deployment_id = %s) AS live
         UNION ALL
-        (SELECT * FROM {table}
-          WHERE project_id = %s AND promoted_at IS NOT NULL AND rolled_back_at IS NULL
-            AND deployment_id <> %s
-          ORDER BY promoted_at DESC, id DESC
-          LIMIT 1)
+        SELECT * FROM (
+            SELECT * FROM {table}
+             WHERE project_id = %s AND promoted_at IS NOT NULL AND rolled_back_at IS NULL
+               AND deployment_id <> %s
+             ORDER BY promoted_at DESC, id DESC
+             LIMIT 1
+        ) AS target
         """,  # noqa: S608 - the table name is the model's own; values are parameters
         [live, project.pk, live],
     )

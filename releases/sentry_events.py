@@ -119,10 +119,12 @@ def read_metric_alert(data: dict[str, Any]) -> Alert:
 
 def _project_for(alert: Alert) -> Project | None:
     # In SQL, as the ORM spends longer building this query than PostgreSQL answering it.
+    slugs = list(alert.projects)
+    marks = ", ".join(["%s"] * len(slugs))
     candidates = list(
         Project.objects.raw(
-            f"SELECT * FROM {Project._meta.db_table} WHERE sentry_project = ANY(%s) ORDER BY id",  # noqa: S608
-            [list(alert.projects)],
+            f"SELECT * FROM {Project._meta.db_table} WHERE sentry_project IN ({marks}) ORDER BY id",  # noqa: S608
+            slugs,
         )
     )
     if alert.environment:
