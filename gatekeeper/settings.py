@@ -158,6 +158,11 @@ DISPATCH_INTERVAL = env_float("GATEKEEPER_DISPATCH_INTERVAL", 1.0)
 # A dispatched poll is not sent again for this long; if its message was lost, it is due again after.
 DISPATCH_LEASE = env_float("GATEKEEPER_DISPATCH_LEASE", 60.0)
 DISPATCH_LIMIT = env_int("GATEKEEPER_DISPATCH_LIMIT", 5000)  # due releases taken per dispatch run
+# Releases per Sentry sessions request (at most 100); 1 is one request per release (bench/scale.py).
+POLL_BATCH = env_int("GATEKEEPER_POLL_BATCH", 100)
+# A project's gate polls due within this many seconds go with those already due, so its releases
+# share requests instead of drifting into many small ones. Polls run at most this much early.
+POLL_COALESCE = env_float("GATEKEEPER_POLL_COALESCE", 10.0)
 
 # --- Gatekeeper ------------------------------------------------------------------------------
 GATEKEEPER_CONFIG = env_str("GATEKEEPER_CONFIG", str(BASE_DIR / "gatekeeper.yaml"))

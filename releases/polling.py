@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 S = ReleaseState
 POLL_LEASE = timedelta(seconds=60)  # longer than one Sentry call with its timeout
-BATCH = MAX_RELEASES_PER_QUERY  # releases per poll_batch message and per Sentry request
 WATCHDOG_GRACE = timedelta(seconds=15)
 WATCHDOG_BATCH = 1000
 
@@ -92,11 +91,19 @@ def poll_once(release_id: int, generation: int) -> str:
     return poll_batch([(release_id, generation)]).get(release_id, "stale")
 
 
-def poll_batch(items: Sequence[tuple[int, int]]) -> dict[int, str]:
+def batch_size() -> int:
+    """Releases per poll_batch message and per Sentry request (1: one request per release)."""
+    return max(1, min(int(settings.POLL_BATCH), MAX_RELEASES_PER_QUERY))
+
+
+def poll_batch(items: Sequence[tuple[int, int]], scheduled_at: datetime | None = None) -> dict[int, str]:
     """Poll many releases, one Sentry sessions request per Sentry project, environment and window.
 
     ``items`` are (release id, generation) as dispatched. Returns what happened to each claimed
     release; one missing from the answer was not claimed (moved on, or a duplicate message).
+    ``scheduled_at``: when the dispatcher sent them. The next poll is due an interval after it,
+    not after this batch happened to run, so releases sent together stay together (one Sentry
+    request) however long the queue was.
     """
     wanted = dict(items)
     releases = [
@@ -137,48 +144,69 @@ def poll_batch(items: Sequence[tuple[int, int]]) -> dict[int, str]:
         )
         groups.setdefault(key, []).append(release)
     for (org, sentry_project, environment, start), group in groups.items():
-        for first in range(0, len(group), BATCH):
-            outcomes.update(
-                _poll_group(org, sentry_project, environment, start, group[first : first + BATCH], now)
-            )
+        size = batch_size()
+        for first in range(0, len(group), size):
+            chunk = group[first : first + size]
+            outcomes.update(_poll_group(org, sentry_project, environment, start, chunk, now, scheduled_at))
     return outcomes
 
 
-POLLED = (
-    Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False) | Q(state=S.RAMPING, ramp_paused=False)
-)
+GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
+POLLED = GATE_OR_BAKE | Q(state=S.RAMPING, ramp_paused=False)
 
 
 def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int]]:
-    """(id, generation, state, project) of up to ``limit`` due releases, their next_poll_at leased."""
+    """(id, generation, state, project) of up to ``limit`` due releases, their next_poll_at leased.
+
+    With them come the gate and bake polls of the same projects due within POLL_COALESCE seconds
+    (never canary ticks: their spacing is the policy's), so a project's releases share requests.
+    """
+    soon = now + timedelta(seconds=settings.POLL_COALESCE)
     if connection.vendor != "postgresql":
         # SQLite (make run's default) has one writer and no SKIP LOCKED: two statements will do.
         with transaction.atomic():
+            projects = Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now).values("project_id")
             rows = list(
-                Release.objects.filter(POLLED, next_poll_at__lte=now)
+                Release.objects.filter(
+                    Q(POLLED, next_poll_at__lte=now)
+                    | Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=projects)
+                )
                 .order_by("next_poll_at")
                 .values_list("pk", "generation", "state", "project_id")[:limit]
             )
             Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
         return rows
     table = Release._meta.db_table
+    gate_or_bake = "(state = %(gating)s OR (state = %(promoted)s AND watch_until IS NOT NULL))"
     with connection.cursor() as cursor:
         # One statement; SKIP LOCKED lets two dispatchers (a beat restarted twice) share the work.
         cursor.execute(
             f"""
-            WITH due AS (
+            WITH due_projects AS (
+                SELECT DISTINCT project_id FROM {table} WHERE next_poll_at <= %(now)s AND {gate_or_bake}
+            ),
+            due AS (
                 SELECT id FROM {table}
-                 WHERE next_poll_at <= %s
-                   AND (state = %s OR (state = %s AND watch_until IS NOT NULL)
-                        OR (state = %s AND NOT ramp_paused))
+                 WHERE (next_poll_at <= %(now)s
+                        AND ({gate_or_bake} OR (state = %(ramping)s AND NOT ramp_paused)))
+                    OR (next_poll_at <= %(soon)s AND {gate_or_bake}
+                        AND project_id IN (SELECT project_id FROM due_projects))
                  ORDER BY next_poll_at
-                 LIMIT %s
+                 LIMIT %(limit)s
                  FOR UPDATE SKIP LOCKED
             )
-            UPDATE {table} r SET next_poll_at = %s FROM due WHERE r.id = due.id
+            UPDATE {table} r SET next_poll_at = %(lease)s FROM due WHERE r.id = due.id
             RETURNING r.id, r.generation, r.state, r.project_id
             """,  # noqa: S608 - the table name is the model's own; values are parameters
-            [now, S.GATING, S.PROMOTED, S.RAMPING, limit, lease],
+            {
+                "now": now,
+                "soon": soon,
+                "limit": limit,
+                "lease": lease,
+                "gating": S.GATING,
+                "promoted": S.PROMOTED,
+                "ramping": S.RAMPING,
+            },
         )
         return cursor.fetchall()
 
@@ -191,7 +219,13 @@ def _generation_is(releases: Sequence[Release]) -> Q:
 
 
 def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
-    org: str, project: str, environment: str, start: datetime, group: list[Release], now: datetime
+    org: str,
+    project: str,
+    environment: str,
+    start: datetime,
+    group: list[Release],
+    now: datetime,
+    scheduled_at: datetime | None,
 ) -> dict[int, str]:
     versions = [release.version for release in group]
     totals: dict[str, Any] = {}
@@ -222,6 +256,7 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
             error=error,
             retry_after=retry_after,
             duration_ms=duration_ms,
+            scheduled_at=scheduled_at,
         )
     return outcomes
 
@@ -239,7 +274,7 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
     now = now or timezone.now()
     rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
     by_project: dict[int, list[tuple[int, int]]] = {}
-    ticks = 0
+    ticks, size = 0, batch_size()
     for release_id, generation, state, project_id in rows:
         if state == S.RAMPING:
             enqueue_poll(release_id, generation)
@@ -248,9 +283,9 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
             by_project.setdefault(project_id, []).append((release_id, generation))
     batches = 0
     for items in by_project.values():
-        for first in range(0, len(items), BATCH):
+        for first in range(0, len(items), size):
             try:
-                poll_batch_task.apply_async((items[first : first + BATCH],), retry=False)
+                poll_batch_task.apply_async((items[first : first + size], now.isoformat()), retry=False)
             except Exception:  # the broker is down: the lease ends and they are due again
                 logger.warning("dispatch.publish_failed", exc_info=True)
             batches += 1
@@ -266,6 +301,7 @@ def record(
     error: str,
     retry_after: float | None,
     duration_ms: int,
+    scheduled_at: datetime | None = None,
 ) -> str:
     """Store the check, evaluate, and reschedule or decide — all in one transaction."""
     with transaction.atomic():
@@ -309,7 +345,9 @@ def record(
         if verdict.outcome == Outcome.WAIT or (phase == "bake" and verdict.outcome != Outcome.FAIL):
             interval = release.project.poll_interval.total_seconds()
             delay = max(interval, retry_after or 0.0)
-            latest["next_poll_at"] = now + timedelta(seconds=delay)  # dispatch_due sends it then
+            # An interval after it was sent (see poll_batch), unless the vendor asked for longer.
+            anchor = scheduled_at if scheduled_at is not None and not retry_after else now
+            latest["next_poll_at"] = anchor + timedelta(seconds=delay)  # dispatch_due sends it then
             Release.objects.filter(pk=release.pk).update(**latest)
             return "wait"
         latest["next_poll_at"] = None

@@ -346,3 +346,39 @@ def test_the_watchdog_redrives_due_actions_and_orphaned_gates(project: Project, 
     assert counts["orphans"] == 1 and counts["actions"] == 1
     orphan.refresh_from_db()
     assert orphan.next_poll_at is not None
+
+
+def test_a_projects_polls_due_soon_go_with_those_due_now(project: Project, no_broker: list[Any]) -> None:
+    other = make_project(name="blog", vercel_project_id="prj_blog", sentry_project="blog")
+    now = timezone.now()
+    due = gating(project, next_poll_at=now)
+    soon = gating(project, next_poll_at=now + timedelta(seconds=8))  # within POLL_COALESCE
+    later = gating(project, next_poll_at=now + timedelta(seconds=30))
+    elsewhere = gating(other, next_poll_at=now + timedelta(seconds=5))  # its project has nothing due
+    assert polling.dispatch_due(now)["due"] == 2
+    assert batches(no_broker) == [[(due.pk, due.generation), (soon.pk, soon.generation)]]
+    for release in (later, elsewhere):
+        release.refresh_from_db()
+        assert release.next_poll_at > now
+
+
+def test_the_next_poll_is_an_interval_after_dispatch_so_a_batch_stays_together(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    releases = [gating(project) for _ in range(2)]
+    dispatched = timezone.now() - timedelta(seconds=20)  # the batch waited 20 s in the queue
+    polling.poll_batch([(r.pk, r.generation) for r in releases], dispatched)
+    for release in releases:
+        release.refresh_from_db()
+        assert release.next_poll_at == dispatched + timedelta(seconds=60)
+
+
+def test_one_request_per_release_when_the_batch_size_is_one(
+    project: Project, fakes: Fakes, no_broker: list[Any], settings: Any
+) -> None:
+    settings.POLL_BATCH = 1
+    releases = [gating(project) for _ in range(3)]
+    polling.dispatch_due()
+    assert len(batches(no_broker)) == 3
+    polling.poll_batch([(r.pk, r.generation) for r in releases])
+    assert len(fakes.sentry.requests) == 3
