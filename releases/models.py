@@ -222,6 +222,8 @@ class GateCheck(models.Model):
     figures = models.JSONField(default=dict)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # How late the poll ran: from when it was due to when Sentry's answer was recorded.
+    lag_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-checked_at", "-id"]

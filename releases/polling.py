@@ -96,16 +96,20 @@ def batch_size() -> int:
     return max(1, min(int(settings.POLL_BATCH), MAX_RELEASES_PER_QUERY))
 
 
-def poll_batch(items: Sequence[tuple[int, int]], scheduled_at: datetime | None = None) -> dict[int, str]:
+def poll_batch(
+    items: Sequence[tuple[int, int] | tuple[int, int, float]], scheduled_at: datetime | None = None
+) -> dict[int, str]:
     """Poll many releases, one Sentry sessions request per Sentry project, environment and window.
 
-    ``items`` are (release id, generation) as dispatched. Returns what happened to each claimed
-    release; one missing from the answer was not claimed (moved on, or a duplicate message).
+    ``items`` are (release id, generation[, epoch seconds it was due]) as dispatched. Returns what
+    happened to each claimed release; one missing from the answer was not claimed (moved on, or a
+    duplicate message).
     ``scheduled_at``: when the dispatcher sent them. The next poll is due an interval after it,
     not after this batch happened to run, so releases sent together stay together (one Sentry
     request) however long the queue was.
     """
-    wanted = dict(items)
+    wanted = {item[0]: item[1] for item in items}
+    due = {item[0]: item[2] for item in items if len(item) > 2}
     releases = [
         r
         for r in Release.objects.select_related("project").filter(pk__in=wanted)
@@ -147,7 +151,9 @@ def poll_batch(items: Sequence[tuple[int, int]], scheduled_at: datetime | None =
         size = batch_size()
         for first in range(0, len(group), size):
             chunk = group[first : first + size]
-            outcomes.update(_poll_group(org, sentry_project, environment, start, chunk, now, scheduled_at))
+            outcomes.update(
+                _poll_group(org, sentry_project, environment, start, chunk, now, scheduled_at, due)
+            )
     return outcomes
 
 
@@ -155,8 +161,8 @@ GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False
 POLLED = GATE_OR_BAKE | Q(state=S.RAMPING, ramp_paused=False)
 
 
-def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int]]:
-    """(id, generation, state, project) of up to ``limit`` due releases, their next_poll_at leased.
+def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime]]:
+    """(id, generation, state, project, when due) of up to ``limit`` due releases, leased.
 
     With them come the gate and bake polls of the same projects due within POLL_COALESCE seconds
     (never canary ticks: their spacing is the policy's), so a project's releases share requests.
@@ -172,7 +178,7 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
                     | Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=projects)
                 )
                 .order_by("next_poll_at")
-                .values_list("pk", "generation", "state", "project_id")[:limit]
+                .values_list("pk", "generation", "state", "project_id", "next_poll_at")[:limit]
             )
             Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
         return rows
@@ -186,7 +192,7 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
                 SELECT DISTINCT project_id FROM {table} WHERE next_poll_at <= %(now)s AND {gate_or_bake}
             ),
             due AS (
-                SELECT id FROM {table}
+                SELECT id, next_poll_at AS due_at FROM {table}
                  WHERE (next_poll_at <= %(now)s
                         AND ({gate_or_bake} OR (state = %(ramping)s AND NOT ramp_paused)))
                     OR (next_poll_at <= %(soon)s AND {gate_or_bake}
@@ -196,7 +202,7 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
                  FOR UPDATE SKIP LOCKED
             )
             UPDATE {table} r SET next_poll_at = %(lease)s FROM due WHERE r.id = due.id
-            RETURNING r.id, r.generation, r.state, r.project_id
+            RETURNING r.id, r.generation, r.state, r.project_id, due.due_at
             """,  # noqa: S608 - the table name is the model's own; values are parameters
             {
                 "now": now,
@@ -226,6 +232,7 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
     group: list[Release],
     now: datetime,
     scheduled_at: datetime | None,
+    due: dict[int, float] | None = None,
 ) -> dict[int, str]:
     versions = [release.version for release in group]
     totals: dict[str, Any] = {}
@@ -257,6 +264,7 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
             retry_after=retry_after,
             duration_ms=duration_ms,
             scheduled_at=scheduled_at,
+            due_at=(due or {}).get(release.pk),
         )
     return outcomes
 
@@ -273,14 +281,14 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
 
     now = now or timezone.now()
     rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
-    by_project: dict[int, list[tuple[int, int]]] = {}
+    by_project: dict[int, list[tuple[int, int, float]]] = {}
     ticks, size = 0, batch_size()
-    for release_id, generation, state, project_id in rows:
+    for release_id, generation, state, project_id, due_at in rows:
         if state == S.RAMPING:
             enqueue_poll(release_id, generation)
             ticks += 1
         else:
-            by_project.setdefault(project_id, []).append((release_id, generation))
+            by_project.setdefault(project_id, []).append((release_id, generation, due_at.timestamp()))
     batches = 0
     for items in by_project.values():
         for first in range(0, len(items), size):
@@ -302,6 +310,7 @@ def record(
     retry_after: float | None,
     duration_ms: int,
     scheduled_at: datetime | None = None,
+    due_at: float | None = None,
 ) -> str:
     """Store the check, evaluate, and reschedule or decide — all in one transaction."""
     with transaction.atomic():
@@ -337,6 +346,7 @@ def record(
             figures=figures,
             error=error,
             duration_ms=duration_ms,
+            lag_ms=max(0, int((now.timestamp() - due_at) * 1000)) if due_at is not None else None,
         )
         latest = {"consecutive_errors": errors, "updated_at": now}
         if sessions is not None:

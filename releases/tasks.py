@@ -26,9 +26,10 @@ def run_action(action_id: int, then: list[int] | None = None) -> str:
 
 # acks_late: a batch redelivered after a worker died is claimed by generation, release by release.
 @shared_task(name="releases.poll_batch", acks_late=True, soft_time_limit=150, time_limit=170)
-def poll_batch(items: list[list[int]], scheduled_at: str | None = None) -> dict[int, str]:
+def poll_batch(items: list[list[float]], scheduled_at: str | None = None) -> dict[int, str]:
     when = datetime.fromisoformat(scheduled_at) if scheduled_at else None
-    return polling.poll_batch([(int(release_id), int(generation)) for release_id, generation in items], when)
+    batch = [(int(item[0]), int(item[1]), *(float(x) for x in item[2:3])) for item in items]
+    return polling.poll_batch(batch, when)
 
 
 @shared_task(name="releases.dispatch_due", soft_time_limit=30, time_limit=60)

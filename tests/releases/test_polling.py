@@ -249,7 +249,8 @@ def test_a_duplicate_message_cannot_poll_twice(
 
 
 def batches(no_broker: list[Any]) -> list[list[list[int]]]:
-    return [args[0] for name, args, _ in no_broker if name == "releases.poll_batch"]
+    """Each published batch as (release, generation) pairs; the due time rides along as a third."""
+    return [[item[:2] for item in args[0]] for name, args, _ in no_broker if name == "releases.poll_batch"]
 
 
 @pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])  # make run's SQLite takes the ORM path
@@ -291,17 +292,19 @@ def test_a_batch_asks_sentry_once_for_all_its_releases_and_judges_each(
     project: Project, fakes: Fakes, no_broker: list[Any]
 ) -> None:
     releases = [gating(project) for _ in range(3)]
+    due = (timezone.now() - timedelta(seconds=2)).timestamp()
     fakes.sentry.totals = {
         releases[0].version: (900, 0),
         releases[1].version: (100, 0),
         releases[2].version: (900, 90),
     }
-    outcomes = polling.poll_batch([(r.pk, r.generation) for r in releases])
+    outcomes = polling.poll_batch([(r.pk, r.generation, due) for r in releases])
     (request,) = fakes.sentry.requests
     assert request.url.params["query"].startswith("release:[")
     assert all(r.version in request.url.params["query"] for r in releases)
     assert [outcomes[r.pk] for r in releases] == ["pass", "wait", "fail"]
     assert GateCheck.objects.count() == 3
+    assert all(2000 <= check.lag_ms < 10000 for check in GateCheck.objects.all())  # how late it ran
     # A second delivery of the same batch claims nothing.
     assert polling.poll_batch([(r.pk, r.generation) for r in releases]) == {}
     assert len(fakes.sentry.requests) == 1
