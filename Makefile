@@ -33,6 +33,7 @@ run: venv
 
 bench: venv services
 	$(BIN)/python bench/time_to_rollback.py
+	$(BIN)/python bench/scale.py
 
 migrate: venv
 	$(BIN)/python manage.py migrate

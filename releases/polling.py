@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -252,21 +252,23 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
         error, retry_after = str(exc), exc.retry_after
         logger.warning("poll.sentry_error", extra={"releases": len(group), "error": error})
     duration_ms = int((time.monotonic() - started) * 1000)
-    outcomes = {}
+    polls = []
     for release in group:
         found = totals.get(release.version)
-        outcomes[release.pk] = record(
-            release.pk,
-            release.generation + 1,
-            sessions=found.sessions if found is not None else None,
-            crashed=found.crashed if found is not None else None,
-            error=error,
-            retry_after=retry_after,
-            duration_ms=duration_ms,
-            scheduled_at=scheduled_at,
-            due_at=(due or {}).get(release.pk),
+        polls.append(
+            Poll(
+                release.pk,
+                release.generation + 1,
+                sessions=found.sessions if found is not None else None,
+                crashed=found.crashed if found is not None else None,
+                error=error,
+                retry_after=retry_after,
+                duration_ms=duration_ms,
+                scheduled_at=scheduled_at,
+                due_at=(due or {}).get(release.pk),
+            )
         )
-    return outcomes
+    return record_many(polls)
 
 
 def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[str, int]:
@@ -300,6 +302,21 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
     return {"due": len(rows), "batches": batches, "ticks": ticks}
 
 
+@dataclass(frozen=True)
+class Poll:
+    """What one poll of one release found, to be recorded."""
+
+    release_id: int
+    generation: int  # the generation the poll claimed
+    sessions: int | None
+    crashed: int | None
+    error: str
+    retry_after: float | None
+    duration_ms: int
+    scheduled_at: datetime | None = None
+    due_at: float | None = None
+
+
 def record(
     release_id: int,
     generation: int,
@@ -312,64 +329,113 @@ def record(
     scheduled_at: datetime | None = None,
     due_at: float | None = None,
 ) -> str:
-    """Store the check, evaluate, and reschedule or decide — all in one transaction."""
+    """Store one check, evaluate, and reschedule or decide, in one transaction."""
+    poll = Poll(
+        release_id, generation, sessions, crashed, error, retry_after, duration_ms, scheduled_at, due_at
+    )
+    return record_many([poll]).get(release_id, "moved-on")
+
+
+def record_many(polls: Sequence[Poll]) -> dict[int, str]:
+    """Store a batch's checks and evaluate each release, in one transaction.
+
+    The common case, waiting for more sessions, costs the batch four statements (lock, insert the
+    checks, update the releases, commit) rather than four per release: at 10,000 gates that is
+    the worker's whole budget. A release that reaches a verdict is decided one by one.
+    """
+    outcomes: dict[int, str] = {}
     with transaction.atomic():
-        release = Release.objects.select_for_update().select_related("project").get(pk=release_id)
-        phase = phase_of(release)
-        if phase is None or release.generation != generation:
-            return "moved-on"  # a human (or an alert) decided while we were asking Sentry
+        locked = {
+            release.pk: release
+            for release in Release.objects.select_for_update()
+            .select_related("project")
+            .filter(pk__in=[poll.release_id for poll in polls])
+            .order_by("pk")  # one lock order for every batch: no deadlocks between them
+        }
         now = timezone.now()
-        errors = release.consecutive_errors + 1 if error else 0
-        evidence = Evidence(
-            sessions=sessions,
-            crashed=crashed,
-            elapsed=release.elapsed(now),
-            consecutive_errors=errors,
-            error=error or None,
+        checks: list[GateCheck] = []
+        waiting: list[Release] = []
+        deciding: list[tuple[Release, str, Any, dict[str, Any]]] = []
+        for poll in polls:
+            release = locked.get(poll.release_id)
+            phase = phase_of(release) if release is not None else None
+            if release is None or phase is None or release.generation != poll.generation:
+                outcomes[poll.release_id] = "moved-on"  # a human (or an alert) decided meanwhile
+                continue
+            verdict, check, latest = _judge(release, phase, poll, now)
+            checks.append(check)
+            for name, value in latest.items():
+                setattr(release, name, value)
+            # The bake watch acts only on a breach: no data, errors and passes mean "keep watching".
+            if verdict.outcome == Outcome.WAIT or (phase == "bake" and verdict.outcome != Outcome.FAIL):
+                interval = release.project.poll_interval.total_seconds()
+                delay = max(interval, poll.retry_after or 0.0)
+                # An interval after it was sent (see poll_batch), unless the vendor asked for longer.
+                anchor = poll.scheduled_at if poll.scheduled_at is not None and not poll.retry_after else now
+                release.next_poll_at = anchor + timedelta(seconds=delay)  # dispatch_due sends it then
+                waiting.append(release)
+                outcomes[release.pk] = "wait"
+            else:
+                release.next_poll_at = None
+                deciding.append((release, phase, verdict, check.figures))
+        GateCheck.objects.bulk_create(checks)
+        fields = [
+            "consecutive_errors",
+            "updated_at",
+            "next_poll_at",
+            "sessions",
+            "crashed",
+            "crash_free_rate",
+        ]
+        Release.objects.bulk_update([*waiting, *(item[0] for item in deciding)], fields)
+        for release, phase, verdict, figures in deciding:
+            if phase == "bake":
+                cause = "bake watch: " + "; ".join(verdict.reasons)
+                alerts.rollback_live(release, cause=cause, figures=figures)
+                outcomes[release.pk] = "breach"
+            else:
+                decide(release, verdict)
+                outcomes[release.pk] = verdict.outcome.value
+    return outcomes
+
+
+def _judge(release: Release, phase: str, poll: Poll, now: datetime) -> tuple[Any, GateCheck, dict[str, Any]]:
+    """The verdict on one poll's evidence, its check row, and the release's new figures."""
+    errors = release.consecutive_errors + 1 if poll.error else 0
+    evidence = Evidence(
+        sessions=poll.sessions,
+        crashed=poll.crashed,
+        elapsed=release.elapsed(now),
+        consecutive_errors=errors,
+        error=poll.error or None,
+    )
+    verdict = evaluate(release.policy() if phase == "gate" else watch_policy(release), evidence)
+    if verdict.rule == "invalid_evidence" and not poll.error:
+        errors = release.consecutive_errors + 1
+    figures = verdict.figures.as_dict()
+    check = GateCheck(
+        release=release,
+        generation=poll.generation,
+        phase=phase,
+        checked_at=now,
+        sessions=poll.sessions,
+        crashed=poll.crashed,
+        crash_free_rate=figures.get("crash_free_rate"),
+        upper_bound=figures.get("upper_bound"),
+        outcome=verdict.outcome.value,
+        rule=verdict.rule,
+        reasons=list(verdict.reasons),
+        figures=figures,
+        error=poll.error,
+        duration_ms=poll.duration_ms,
+        lag_ms=max(0, int((now.timestamp() - poll.due_at) * 1000)) if poll.due_at is not None else None,
+    )
+    latest: dict[str, Any] = {"consecutive_errors": errors, "updated_at": now}
+    if poll.sessions is not None:
+        latest.update(
+            sessions=poll.sessions, crashed=poll.crashed, crash_free_rate=figures.get("crash_free_rate")
         )
-        verdict = evaluate(release.policy() if phase == "gate" else watch_policy(release), evidence)
-        if verdict.rule == "invalid_evidence" and not error:
-            errors = release.consecutive_errors + 1
-        figures = verdict.figures.as_dict()
-        GateCheck.objects.create(
-            release=release,
-            generation=generation,
-            phase=phase,
-            checked_at=now,
-            sessions=sessions,
-            crashed=crashed,
-            crash_free_rate=figures.get("crash_free_rate"),
-            upper_bound=figures.get("upper_bound"),
-            outcome=verdict.outcome.value,
-            rule=verdict.rule,
-            reasons=list(verdict.reasons),
-            figures=figures,
-            error=error,
-            duration_ms=duration_ms,
-            lag_ms=max(0, int((now.timestamp() - due_at) * 1000)) if due_at is not None else None,
-        )
-        latest = {"consecutive_errors": errors, "updated_at": now}
-        if sessions is not None:
-            latest.update(sessions=sessions, crashed=crashed, crash_free_rate=figures.get("crash_free_rate"))
-        # The bake watch acts only on a breach: no data, errors and passes all mean "keep watching".
-        if verdict.outcome == Outcome.WAIT or (phase == "bake" and verdict.outcome != Outcome.FAIL):
-            interval = release.project.poll_interval.total_seconds()
-            delay = max(interval, retry_after or 0.0)
-            # An interval after it was sent (see poll_batch), unless the vendor asked for longer.
-            anchor = scheduled_at if scheduled_at is not None and not retry_after else now
-            latest["next_poll_at"] = anchor + timedelta(seconds=delay)  # dispatch_due sends it then
-            Release.objects.filter(pk=release.pk).update(**latest)
-            return "wait"
-        latest["next_poll_at"] = None
-        Release.objects.filter(pk=release.pk).update(**latest)
-        for name, value in latest.items():
-            setattr(release, name, value)
-        if phase == "bake":
-            cause = "bake watch: " + "; ".join(verdict.reasons)
-            alerts.rollback_live(release, cause=cause, figures=figures)
-            return "breach"
-        decide(release, verdict)
-        return verdict.outcome.value
+    return verdict, check, latest
 
 
 def phase_of(release: Release) -> str | None:
