@@ -45,6 +45,22 @@ def bench_env(database: str, broker_db: int, **extra: str) -> dict[str, str]:
     return env
 
 
+def gunicorn_command(port: int, workers: int = 2) -> list[str]:
+    """The web as docker-compose runs it."""
+    return [
+        PYTHON, "-m", "gunicorn", "gatekeeper.wsgi:application",
+        "--workers", str(workers), "--log-level", "warning", "--bind", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+
+
+def worker_command() -> list[str]:
+    """One Celery worker, solo pool: the benchmarks measure one worker."""
+    return [
+        PYTHON, "-m", "celery", "-A", "gatekeeper", "worker", "--pool", "solo",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING",
+    ]  # fmt: skip
+
+
 def fresh_database(name: str) -> None:
     for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
         subprocess.run(

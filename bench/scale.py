@@ -34,7 +34,17 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PYTHON, bench_env, flush_broker, free_port, fresh_database, percentile, process
+from bench.common import (
+    PYTHON,
+    bench_env,
+    flush_broker,
+    free_port,
+    fresh_database,
+    gunicorn_command,
+    percentile,
+    process,
+    worker_command,
+)
 
 DATABASE = "gatekeeper_bench_scale"
 BROKER_DB = 10
@@ -148,8 +158,6 @@ class Run:
         figures = Figures(label)
         env = {**self.env, "GATEKEEPER_POLL_BATCH": str(batch)}
         web_port = free_port()
-        worker = [PYTHON, "-m", "celery", "-A", "gatekeeper", "worker", "--pool", "solo"]
-        worker += ["--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"]
         schedule = os.path.join(tempfile.gettempdir(), f"gatekeeper-bench-beat-{os.getpid()}")
         beat = [
             PYTHON,
@@ -163,17 +171,8 @@ class Run:
             "--schedule",
             schedule,
         ]
-        web = [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "gatekeeper.wsgi:application",
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ]
-        web += ["--bind", f"127.0.0.1:{web_port}"]
+        web = gunicorn_command(web_port)
+        worker = worker_command()
         self.setup()
         with (
             process(worker, env) as (worker_proc, _),

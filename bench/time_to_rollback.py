@@ -33,9 +33,11 @@ from bench.common import (
     flush_broker,
     free_port,
     fresh_database,
+    gunicorn_command,
     percentile,
     process,
     summary,
+    worker_command,
 )
 
 DATABASE = "gatekeeper_bench_rollback"
@@ -210,16 +212,6 @@ def main() -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    gunicorn = [
-        PYTHON,
-        "-m",
-        "gunicorn",
-        "gatekeeper.wsgi:application",
-        "--workers",
-        "2",
-        "--log-level",
-        "warning",
-    ]
     with (
         process(
             [PYTHON, "-m", "simulator", "--port", str(sim_port), "--alias-delay", "0.05"],
@@ -227,33 +219,16 @@ def main() -> None:
             ready_url=f"{sim_url}/_sim/health",
         ),
         process(
-            [*gunicorn, "--bind", f"127.0.0.1:{queued_port}"],
+            gunicorn_command(queued_port),
             env,
             ready_url=f"http://127.0.0.1:{queued_port}/healthz",
         ),
         process(
-            [*gunicorn, "--bind", f"127.0.0.1:{inline_port}"],
+            gunicorn_command(inline_port),
             {**env, "GATEKEEPER_INLINE_TASKS": "1"},
             ready_url=f"http://127.0.0.1:{inline_port}/healthz",
         ),
-        process(
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "gatekeeper",
-                "worker",
-                "--pool",
-                "solo",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "WARNING",
-            ],
-            env,
-        ),
+        process(worker_command(), env),
     ):
         time.sleep(1.0)  # the worker connects to the broker
         bench = Bench(sim_url, args.alerts)

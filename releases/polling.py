@@ -3,10 +3,10 @@
 When a release is next polled lives in PostgreSQL (``next_poll_at``), never in a broker
 countdown: a countdown is an ETA message that sits in a worker's memory until due (10,000 gates
 would be 10,000 of them) and is lost or run twice when Redis restarts or a countdown outlives the
-visibility timeout (kombu#337, celery#1307). Instead beat runs ``dispatch_due`` every second: it
-takes the due releases with one ``UPDATE ... RETURNING`` that pushes their ``next_poll_at`` out
-by a lease, and publishes one ``poll_batch`` per Sentry project and window, so Sentry sees one
-sessions request for up to 100 releases. A lost message costs one lease; nothing is lost.
+visibility timeout (kombu#337, celery#1307). Instead beat runs ``scheduler.dispatch_due`` every
+second: it takes the due releases with one ``UPDATE ... RETURNING`` that pushes their
+``next_poll_at`` out by a lease, and publishes one ``poll_batch`` per Sentry project and window,
+so Sentry sees one sessions request for up to 100 releases. A lost message costs one lease.
 
 A poll *claims* its release's generation with a compare-and-set (generation -> generation + 1),
 so a duplicate message (a redelivery, a re-dispatch after a lease) finds the generation moved on
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -157,66 +157,6 @@ def poll_batch(
     return outcomes
 
 
-GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
-POLLED = GATE_OR_BAKE | Q(state=S.RAMPING, ramp_paused=False)
-
-
-def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime]]:
-    """(id, generation, state, project, when due) of up to ``limit`` due releases, leased.
-
-    With them come the gate and bake polls of the same projects due within POLL_COALESCE seconds
-    (never canary ticks: their spacing is the policy's), so a project's releases share requests.
-    """
-    soon = now + timedelta(seconds=settings.POLL_COALESCE)
-    if connection.vendor != "postgresql":
-        # SQLite (make run's default) has one writer and no SKIP LOCKED: two statements will do.
-        with transaction.atomic():
-            projects = Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now).values("project_id")
-            rows = list(
-                Release.objects.filter(
-                    Q(POLLED, next_poll_at__lte=now)
-                    | Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=projects)
-                )
-                .order_by("next_poll_at")
-                .values_list("pk", "generation", "state", "project_id", "next_poll_at")[:limit]
-            )
-            Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
-        return rows
-    table = Release._meta.db_table
-    gate_or_bake = "(state = %(gating)s OR (state = %(promoted)s AND watch_until IS NOT NULL))"
-    with connection.cursor() as cursor:
-        # One statement; SKIP LOCKED lets two dispatchers (a beat restarted twice) share the work.
-        cursor.execute(
-            f"""
-            WITH due_projects AS (
-                SELECT DISTINCT project_id FROM {table} WHERE next_poll_at <= %(now)s AND {gate_or_bake}
-            ),
-            due AS (
-                SELECT id, next_poll_at AS due_at FROM {table}
-                 WHERE (next_poll_at <= %(now)s
-                        AND ({gate_or_bake} OR (state = %(ramping)s AND NOT ramp_paused)))
-                    OR (next_poll_at <= %(soon)s AND {gate_or_bake}
-                        AND project_id IN (SELECT project_id FROM due_projects))
-                 ORDER BY next_poll_at
-                 LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED
-            )
-            UPDATE {table} r SET next_poll_at = %(lease)s FROM due WHERE r.id = due.id
-            RETURNING r.id, r.generation, r.state, r.project_id, due.due_at
-            """,  # noqa: S608 - the table name is the model's own; values are parameters
-            {
-                "now": now,
-                "soon": soon,
-                "limit": limit,
-                "lease": lease,
-                "gating": S.GATING,
-                "promoted": S.PROMOTED,
-                "ramping": S.RAMPING,
-            },
-        )
-        return cursor.fetchall()
-
-
 def _generation_is(releases: Sequence[Release]) -> Q:
     condition = Q(pk__in=[])
     for release in releases:
@@ -269,37 +209,6 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
             )
         )
     return record_many(polls)
-
-
-def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[str, int]:
-    """Publish the polls (and canary ticks) that are due: the scheduler, run by beat every second.
-
-    One statement takes up to ``limit`` due releases and pushes their ``next_poll_at`` out by the
-    dispatch lease, so the next run does not send them again while their message waits in the
-    queue; a lost message is simply due again when the lease ends. Gate and bake polls go out as
-    one ``poll_batch`` per Sentry project and environment (up to 100 releases each).
-    """
-    from releases.tasks import poll_batch as poll_batch_task
-
-    now = now or timezone.now()
-    rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
-    by_project: dict[int, list[tuple[int, int, float]]] = {}
-    ticks, size = 0, batch_size()
-    for release_id, generation, state, project_id, due_at in rows:
-        if state == S.RAMPING:
-            enqueue_poll(release_id, generation)
-            ticks += 1
-        else:
-            by_project.setdefault(project_id, []).append((release_id, generation, due_at.timestamp()))
-    batches = 0
-    for items in by_project.values():
-        for first in range(0, len(items), size):
-            try:
-                poll_batch_task.apply_async((items[first : first + size], now.isoformat()), retry=False)
-            except Exception:  # the broker is down: the lease ends and they are due again
-                logger.warning("dispatch.publish_failed", exc_info=True)
-            batches += 1
-    return {"due": len(rows), "batches": batches, "ticks": ticks}
 
 
 @dataclass(frozen=True)

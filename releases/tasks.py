@@ -6,7 +6,7 @@ from datetime import datetime
 
 from celery import shared_task
 
-from releases import outbox, polling
+from releases import outbox, polling, scheduler
 
 
 # acks_late: a poll claimed by generation is harmless when redelivered, and one lost with a
@@ -34,7 +34,7 @@ def poll_batch(items: list[list[float]], scheduled_at: str | None = None) -> dic
 
 @shared_task(name="releases.dispatch_due", soft_time_limit=30, time_limit=60)
 def dispatch_due() -> dict[str, int]:
-    return polling.dispatch_due()
+    return scheduler.dispatch_due()
 
 
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)

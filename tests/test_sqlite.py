@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
-    from releases import decisions, outbox, polling, sentry_events, tasks
+    from releases import decisions, outbox, polling, scheduler, sentry_events, tasks
     from releases.models import Action, Project, Release
     from releases.states import ActionSpec
 
@@ -62,9 +62,9 @@ SCRIPT = textwrap.dedent(
     tasks.poll_batch.apply_async = lambda args, **kwargs: sent.append(args)
     gating = Release.objects.create(project=project, deployment_id="dpl_new", version="v3",
                                     state="gating", next_poll_at=now)
-    assert polling.dispatch_due(now)["due"] == 1
+    assert scheduler.dispatch_due(now)["due"] == 1
     assert [[item[:2] for item in args[0]] for args in sent] == [[(gating.pk, gating.generation)]]
-    assert polling.dispatch_due(now)["due"] == 0
+    assert scheduler.dispatch_due(now)["due"] == 0
     print("sqlite ok")
     """
 )

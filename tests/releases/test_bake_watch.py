@@ -16,7 +16,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from releases import clients, executors, outbox, polling
+from releases import clients, executors, outbox, polling, scheduler
 from releases.decisions import mark_live
 from releases.models import Action, GateCheck, Project, Release, ReleaseEvent
 from releases.providers.sentry import SentryClient
@@ -349,7 +349,7 @@ def test_the_dispatcher_sends_an_overdue_bake_poll(
     make_release(  # live once, no longer watched: nothing to poll
         project, state=S.PROMOTED, next_poll_at=timezone.now() - timedelta(minutes=2), watch_until=None
     )
-    assert polling.dispatch_due()["due"] == 1
+    assert scheduler.dispatch_due()["due"] == 1
     (batch,) = [args[0] for name, args, _ in no_broker if name == "releases.poll_batch"]
     assert [item[:2] for item in batch] == [(overdue.pk, 9)]
     fakes.sentry.totals[overdue.version] = (2000, 2)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from releases import polling
+from releases import polling, scheduler
 from releases.models import Action, GateCheck, Project, Release
 from releases.states import ReleaseState
 from tests.factories import make_project, make_release
@@ -266,16 +266,16 @@ def test_dispatch_sends_due_polls_one_batch_per_project_and_leases_them(
     elsewhere = gating(other, next_poll_at=now)
     gating(project, next_poll_at=now + timedelta(minutes=5))  # not due
     make_release(project, state=S.HELD, next_poll_at=now)  # not polled at all
-    counts = polling.dispatch_due(now)
+    counts = scheduler.dispatch_due(now)
     assert counts == {"due": 4, "batches": 2, "ticks": 0}
     assert sorted(batches(no_broker)) == sorted(
         [[(r.pk, r.generation) for r in due], [(elsewhere.pk, elsewhere.generation)]]
     )
     # Leased: the next run does not send them again while their messages wait in the queue...
     no_broker.clear()
-    assert polling.dispatch_due(now + timedelta(seconds=1))["due"] == 0
+    assert scheduler.dispatch_due(now + timedelta(seconds=1))["due"] == 0
     # ...and a message lost with Redis costs one lease: then they are due again.
-    assert polling.dispatch_due(now + timedelta(seconds=61))["due"] == 4
+    assert scheduler.dispatch_due(now + timedelta(seconds=61))["due"] == 4
 
 
 def test_dispatch_splits_a_big_project_into_batches_of_one_hundred(
@@ -284,7 +284,7 @@ def test_dispatch_splits_a_big_project_into_batches_of_one_hundred(
     now = timezone.now()
     for _ in range(250):
         gating(project, next_poll_at=now)
-    polling.dispatch_due(now)
+    scheduler.dispatch_due(now)
     assert sorted(len(batch) for batch in batches(no_broker)) == [50, 100, 100]
 
 
@@ -358,7 +358,7 @@ def test_a_projects_polls_due_soon_go_with_those_due_now(project: Project, no_br
     soon = gating(project, next_poll_at=now + timedelta(seconds=8))  # within POLL_COALESCE
     later = gating(project, next_poll_at=now + timedelta(seconds=30))
     elsewhere = gating(other, next_poll_at=now + timedelta(seconds=5))  # its project has nothing due
-    assert polling.dispatch_due(now)["due"] == 2
+    assert scheduler.dispatch_due(now)["due"] == 2
     assert batches(no_broker) == [[(due.pk, due.generation), (soon.pk, soon.generation)]]
     for release in (later, elsewhere):
         release.refresh_from_db()
@@ -381,7 +381,7 @@ def test_one_request_per_release_when_the_batch_size_is_one(
 ) -> None:
     settings.POLL_BATCH = 1
     releases = [gating(project) for _ in range(3)]
-    polling.dispatch_due()
+    scheduler.dispatch_due()
     assert len(batches(no_broker)) == 3
     polling.poll_batch([(r.pk, r.generation) for r in releases])
     assert len(fakes.sentry.requests) == 3

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from releases import outbox, overrides, polling, ramp, traffic
+from releases import outbox, overrides, polling, ramp, scheduler, traffic
 from releases.models import Action, Project, RampCheck, Release, ReleaseEvent
 from releases.slo import CheckResult, SloResult
 from releases.states import ReleaseState
@@ -320,7 +320,7 @@ def test_the_dispatcher_sends_an_overdue_ramp_tick(
     run_traffic(canary)
     Release.objects.filter(pk=canary.pk).update(next_poll_at=timezone.now() - timedelta(minutes=5))
     no_broker.clear()
-    assert polling.dispatch_due()["ticks"] == 1
+    assert scheduler.dispatch_due()["ticks"] == 1
     assert [args[0] for name, args, _ in no_broker if name == "releases.poll_release"] == [canary.pk]
 
 

@@ -1,0 +1,113 @@
+"""The poll scheduler: beat runs ``dispatch_due`` every second to send the polls that are due.
+
+When a release is next polled lives in PostgreSQL (``next_poll_at``), never in a broker
+countdown (see releases/polling.py for why). The dispatcher takes the due releases in one
+statement, leasing them, and sends one ``poll_batch`` per project for up to 100 releases.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from releases.models import Release
+from releases.polling import batch_size, enqueue_poll
+from releases.states import ReleaseState
+
+logger = logging.getLogger(__name__)
+S = ReleaseState
+
+GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
+POLLED = GATE_OR_BAKE | Q(state=S.RAMPING, ramp_paused=False)
+
+
+def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime]]:
+    """(id, generation, state, project, when due) of up to ``limit`` due releases, leased.
+
+    With them come the gate and bake polls of the same projects due within POLL_COALESCE seconds
+    (never canary ticks: their spacing is the policy's), so a project's releases share requests.
+    """
+    soon = now + timedelta(seconds=settings.POLL_COALESCE)
+    if connection.vendor != "postgresql":
+        # SQLite (make run's default) has one writer and no SKIP LOCKED: two statements will do.
+        with transaction.atomic():
+            projects = Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now).values("project_id")
+            rows = list(
+                Release.objects.filter(
+                    Q(POLLED, next_poll_at__lte=now)
+                    | Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=projects)
+                )
+                .order_by("next_poll_at")
+                .values_list("pk", "generation", "state", "project_id", "next_poll_at")[:limit]
+            )
+            Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
+        return rows
+    table = Release._meta.db_table
+    gate_or_bake = "(state = %(gating)s OR (state = %(promoted)s AND watch_until IS NOT NULL))"
+    with connection.cursor() as cursor:
+        # One statement; SKIP LOCKED lets two dispatchers (a beat restarted twice) share the work.
+        cursor.execute(
+            f"""
+            WITH due_projects AS (
+                SELECT DISTINCT project_id FROM {table} WHERE next_poll_at <= %(now)s AND {gate_or_bake}
+            ),
+            due AS (
+                SELECT id, next_poll_at AS due_at FROM {table}
+                 WHERE (next_poll_at <= %(now)s
+                        AND ({gate_or_bake} OR (state = %(ramping)s AND NOT ramp_paused)))
+                    OR (next_poll_at <= %(soon)s AND {gate_or_bake}
+                        AND project_id IN (SELECT project_id FROM due_projects))
+                 ORDER BY next_poll_at
+                 LIMIT %(limit)s
+                 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {table} r SET next_poll_at = %(lease)s FROM due WHERE r.id = due.id
+            RETURNING r.id, r.generation, r.state, r.project_id, due.due_at
+            """,  # noqa: S608 - the table name is the model's own; values are parameters
+            {
+                "now": now,
+                "soon": soon,
+                "limit": limit,
+                "lease": lease,
+                "gating": S.GATING,
+                "promoted": S.PROMOTED,
+                "ramping": S.RAMPING,
+            },
+        )
+        return cursor.fetchall()
+
+
+def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[str, int]:
+    """Publish the polls (and canary ticks) that are due: the scheduler, run by beat every second.
+
+    One statement takes up to ``limit`` due releases and pushes their ``next_poll_at`` out by the
+    dispatch lease, so the next run does not send them again while their message waits in the
+    queue; a lost message is simply due again when the lease ends. Gate and bake polls go out as
+    one ``poll_batch`` per Sentry project and environment (up to 100 releases each).
+    """
+    from releases.tasks import poll_batch as poll_batch_task
+
+    now = now or timezone.now()
+    rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
+    by_project: dict[int, list[tuple[int, int, float]]] = {}
+    ticks, size = 0, batch_size()
+    for release_id, generation, state, project_id, due_at in rows:
+        if state == S.RAMPING:
+            enqueue_poll(release_id, generation)
+            ticks += 1
+        else:
+            by_project.setdefault(project_id, []).append((release_id, generation, due_at.timestamp()))
+    batches = 0
+    for items in by_project.values():
+        for first in range(0, len(items), size):
+            try:
+                poll_batch_task.apply_async((items[first : first + size], now.isoformat()), retry=False)
+            except Exception:  # the broker is down: the lease ends and they are due again
+                logger.warning("dispatch.publish_failed", exc_info=True)
+            batches += 1
+    return {"due": len(rows), "batches": batches, "ticks": ticks}
