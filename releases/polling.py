@@ -23,8 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from releases import alerts, clients
@@ -125,15 +124,7 @@ def poll_batch(
         polled.append(release)
     if not polled:
         return outcomes
-    claimed = set(
-        Release.objects.filter(_generation_is(polled), state__in=[S.GATING, S.PROMOTED]).values_list(
-            "pk", flat=True
-        )
-    )
-    # One statement claims them all: generation + 1, and a lease on next_poll_at while Sentry answers.
-    Release.objects.filter(pk__in=claimed).update(
-        generation=F("generation") + 1, next_poll_at=now + POLL_LEASE
-    )
+    claimed = _claim(polled, now + POLL_LEASE)
     groups: dict[tuple[str, str, str, datetime], list[Release]] = {}
     for release in polled:
         if release.pk not in claimed:
@@ -157,11 +148,20 @@ def poll_batch(
     return outcomes
 
 
-def _generation_is(releases: Sequence[Release]) -> Q:
-    condition = Q(pk__in=[])
+def _claim(releases: Sequence[Release], lease: datetime) -> set[int]:
+    """One statement claims them all: each release's generation + 1 if it is still the one we
+    saw, and a lease on next_poll_at while Sentry answers. Returns the ids we won."""
+    pairs = ", ".join(["(%s, %s)"] * len(releases))
+    params: list[Any] = [lease, S.GATING, S.PROMOTED]
     for release in releases:
-        condition |= Q(pk=release.pk, generation=release.generation)
-    return condition
+        params.extend((release.pk, release.generation))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Release._meta.db_table} SET generation = generation + 1, next_poll_at = %s "  # noqa: S608
+            f"WHERE state IN (%s, %s) AND (id, generation) IN (VALUES {pairs}) RETURNING id",
+            params,
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
@@ -288,15 +288,7 @@ def record_many(polls: Sequence[Poll]) -> dict[int, str]:
                 release.next_poll_at = None
                 deciding.append((release, phase, verdict, check.figures))
         GateCheck.objects.bulk_create(checks)
-        fields = [
-            "consecutive_errors",
-            "updated_at",
-            "next_poll_at",
-            "sessions",
-            "crashed",
-            "crash_free_rate",
-        ]
-        Release.objects.bulk_update([*waiting, *(item[0] for item in deciding)], fields)
+        _save_figures([*waiting, *(item[0] for item in deciding)])
         for release, phase, verdict, figures in deciding:
             if phase == "bake":
                 cause = "bake watch: " + "; ".join(verdict.reasons)
@@ -306,6 +298,34 @@ def record_many(polls: Sequence[Poll]) -> dict[int, str]:
                 decide(release, verdict)
                 outcomes[release.pk] = verdict.outcome.value
     return outcomes
+
+
+FIGURES = ("consecutive_errors", "updated_at", "next_poll_at", "sessions", "crashed", "crash_free_rate")
+CASTS = ("integer", "timestamptz", "timestamptz", "integer", "integer", "double precision")
+
+
+def _save_figures(releases: Sequence[Release]) -> None:
+    """One UPDATE for a batch's new figures. Django's bulk_update writes a CASE per field and row,
+    which cost 300 ms a batch of 100 to build: most of the worker's time at 10,000 gates."""
+    if not releases:
+        return
+    if connection.vendor != "postgresql":
+        Release.objects.bulk_update(releases, list(FIGURES))  # SQLite, make run: small and rare
+        return
+    row = "(" + ", ".join(["%s"] * (len(FIGURES) + 1)) + ")"
+    sets = ", ".join(
+        f"{name} = v.column{i + 2}::{cast}" for i, (name, cast) in enumerate(zip(FIGURES, CASTS, strict=True))
+    )
+    params: list[Any] = []
+    for release in releases:
+        params.append(release.pk)
+        params.extend(getattr(release, name) for name in FIGURES)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Release._meta.db_table} AS r SET {sets} "  # noqa: S608 - identifiers are ours
+            f"FROM (VALUES {', '.join([row] * len(releases))}) AS v WHERE r.id = v.column1::bigint",
+            params,
+        )
 
 
 def _judge(release: Release, phase: str, poll: Poll, now: datetime) -> tuple[Any, GateCheck, dict[str, Any]]:

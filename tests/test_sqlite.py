@@ -65,6 +65,19 @@ SCRIPT = textwrap.dedent(
     assert scheduler.dispatch_due(now)["due"] == 1
     assert [[item[:2] for item in args[0]] for args in sent] == [[(gating.pk, gating.generation)]]
     assert scheduler.dispatch_due(now)["due"] == 0
+
+    from releases import clients
+    from releases.providers.sentry import SessionTotals
+
+    class FakeSentry:
+        def release_sessions(self, *args, **kwargs):
+            return {"v3": SessionTotals(sessions=5, crashed=0)}
+
+    clients.sentry = lambda timeout=None: FakeSentry()
+    assert polling.poll_batch([(gating.pk, gating.generation)], now) == {gating.pk: "wait"}
+    assert polling.poll_batch([(gating.pk, gating.generation)], now) == {}  # claimed once
+    gating.refresh_from_db()
+    assert (gating.generation, gating.sessions) == (1, 5)
     print("sqlite ok")
     """
 )
