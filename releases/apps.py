@@ -9,4 +9,4 @@ class ReleasesConfig(AppConfig):
 
     def ready(self) -> None:
         # Register the outbox handlers and system checks.
-        from releases import checks, executors, ramp  # noqa: F401
+        from releases import checks, executors, ramp, ramp_moves  # noqa: F401

@@ -38,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 S = ReleaseState
 POLL_LEASE = timedelta(seconds=60)  # longer than one Sentry call with its timeout
-WATCHDOG_GRACE = timedelta(seconds=15)
-WATCHDOG_BATCH = 1000
 
 
 def enqueue_poll(release_id: int, generation: int, countdown: float | None = None) -> None:
@@ -417,37 +415,3 @@ def end_watch(release: Release, generation: int) -> str:
                 data={"sessions": release.sessions, "crash_free_rate": release.crash_free_rate},
             )
     return "watch-ended" if ended else "stale"
-
-
-def redrive(now: datetime | None = None) -> dict[str, int]:
-    """The watchdog: re-drive due actions from PostgreSQL, and give a poll to a gate without one.
-
-    Whatever the broker lost (a flushed Redis, a killed worker's prefetched messages) is found
-    here by its timestamps and sent again; the claims make any duplicate harmless. Polls need no
-    re-driving: ``dispatch_due`` sends whatever is due, lost messages included, once their lease ends.
-    """
-    from releases.models import Action
-    from releases.outbox import dispatch, recover_expired
-
-    now = now or timezone.now()
-    cutoff = now - WATCHDOG_GRACE
-    # A gating release with no next poll at all would never be judged: give it one.
-    orphans = Release.objects.filter(state=S.GATING, next_poll_at__isnull=True).update(next_poll_at=now)
-    redriven, given_up = recover_expired(now)
-    actions = list(
-        Action.objects.filter(
-            status__in=[Action.Status.PENDING, Action.Status.CONFIRMING], next_attempt_at__lt=cutoff
-        )
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:WATCHDOG_BATCH]
-    )
-    for action_id in actions:
-        dispatch(action_id)
-    counts = {
-        "orphans": orphans,
-        "actions": len(actions) + redriven,
-        "given_up": given_up,
-    }
-    if any(counts.values()):
-        logger.info("watchdog.redrive", extra=counts)
-    return counts

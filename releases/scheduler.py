@@ -1,4 +1,5 @@
-"""The poll scheduler: beat runs ``dispatch_due`` every second to send the polls that are due.
+"""What beat drives: ``dispatch_due`` every second sends the polls that are due, and the watchdog
+re-drives actions the broker lost.
 
 When a release is next polled lives in PostgreSQL (``next_poll_at``), never in a broker
 countdown (see releases/polling.py for why). The dispatcher takes the due releases in one
@@ -21,6 +22,8 @@ from releases.states import ReleaseState
 
 logger = logging.getLogger(__name__)
 S = ReleaseState
+WATCHDOG_GRACE = timedelta(seconds=15)
+WATCHDOG_BATCH = 1000
 
 GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
 POLLED = GATE_OR_BAKE | Q(state=S.RAMPING, ramp_paused=False)
@@ -111,3 +114,37 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
                 logger.warning("dispatch.publish_failed", exc_info=True)
             batches += 1
     return {"due": len(rows), "batches": batches, "ticks": ticks}
+
+
+def redrive(now: datetime | None = None) -> dict[str, int]:
+    """The watchdog: re-drive due actions from PostgreSQL, and give a poll to a gate without one.
+
+    Whatever the broker lost (a flushed Redis, a killed worker's prefetched messages) is found
+    here by its timestamps and sent again; the claims make any duplicate harmless. Polls need no
+    re-driving: ``dispatch_due`` sends whatever is due, lost messages included, once their lease ends.
+    """
+    from releases.models import Action
+    from releases.outbox import dispatch, recover_expired
+
+    now = now or timezone.now()
+    cutoff = now - WATCHDOG_GRACE
+    # A gating release with no next poll at all would never be judged: give it one.
+    orphans = Release.objects.filter(state=S.GATING, next_poll_at__isnull=True).update(next_poll_at=now)
+    redriven, given_up = recover_expired(now)
+    actions = list(
+        Action.objects.filter(
+            status__in=[Action.Status.PENDING, Action.Status.CONFIRMING], next_attempt_at__lt=cutoff
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:WATCHDOG_BATCH]
+    )
+    for action_id in actions:
+        dispatch(action_id)
+    counts = {
+        "orphans": orphans,
+        "actions": len(actions) + redriven,
+        "given_up": given_up,
+    }
+    if any(counts.values()):
+        logger.info("watchdog.redrive", extra=counts)
+    return counts

@@ -39,4 +39,4 @@ def dispatch_due() -> dict[str, int]:
 
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)
 def watchdog() -> dict[str, int]:
-    return polling.redrive()
+    return scheduler.redrive()

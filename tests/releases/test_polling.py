@@ -343,7 +343,7 @@ def test_the_watchdog_redrives_due_actions_and_orphaned_gates(project: Project, 
         key="promote:x:1",
         next_attempt_at=timezone.now() - timedelta(minutes=1),
     )
-    counts = polling.redrive()
+    counts = scheduler.redrive()
     assert ("releases.run_action", (action.pk,), {"countdown": None, "retry": False}) in no_broker
     assert not [name for name, *_ in no_broker if name.startswith("releases.poll")]  # dispatch_due's job
     assert counts["orphans"] == 1 and counts["actions"] == 1

@@ -1,0 +1,199 @@
+"""The canary's traffic moves, as outbox actions: start, next stage, complete, abort.
+
+Each is checked against the traffic router before it is sent (a move already in place is not
+sent again), and its success schedules what comes next in the ramp (``releases/ramp.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from releases.decisions import GATEKEEPER, facts_for, mark_live, slack_spec
+from releases.executors import held_after_failure
+from releases.models import Action, Project, Release, ReleaseEvent
+from releases.outbox import (
+    Confirming,
+    Done,
+    Handler,
+    enqueue_actions,
+    mark_started,
+    register,
+    sent,
+    write_actions,
+)
+from releases.providers.base import ProviderError
+from releases.states import ReleaseState, transition
+from releases.traffic import router_for
+
+S = ReleaseState
+ABORT_GIVE_UP = timedelta(minutes=3)
+
+
+def _perform(action: Action) -> Done | Confirming:
+    release: Release = action.release
+    project = release.project
+    payload = action.payload
+    op, canary, stage = payload["op"], payload["canary"], int(payload["stage"])
+    router = router_for({"router": payload.get("router")})
+    if op == "abort":
+        return _abort(action, router, project, canary, payload["previous"])
+    now = router.current(project)
+    if op == "start":
+        if now.is_ramping(canary):
+            return Done(
+                {**action.result, "percent": now.percent, "stage": now.stage_index, "note": "already ramping"}
+            )
+        mark_started(action, requested_at=_now_iso())
+        moved = router.start(project, canary)
+    elif op == "stage":
+        if now.is_ramping(canary) and (now.stage_index or 0) >= stage:
+            return Done(
+                {**action.result, "percent": now.percent, "stage": now.stage_index, "note": "already there"}
+            )
+        if not now.is_ramping(canary):
+            raise ProviderError(
+                f"the rolling release is {now.state} (canary {now.canary_id}), not ramping {canary}",
+                provider=router.name,
+                permanent=True,
+            )
+        mark_started(action, requested_at=_now_iso())
+        moved = router.to_stage(project, canary, stage, from_index=now.stage_index)
+    else:  # complete
+        if now.state == "complete" and now.canary_id == canary:
+            return Done({**action.result, "percent": 100, "note": "already complete"})
+        mark_started(action, requested_at=_now_iso())
+        moved = router.complete(project, canary)
+    _check_stages(release, now_stages=moved.stages)
+    return Done(
+        {
+            **action.result,
+            "percent": moved.percent if op != "complete" else 100,
+            "stage": moved.stage_index,
+            "state": moved.state,
+        }
+    )
+
+
+def _check_stages(release: Release, now_stages: tuple[float, ...] | None) -> None:
+    """The router's stages must be the policy's: a ramp that says 25% must not be at 50%.
+
+    Vercel applies the stages configured on the project, which Gatekeeper cannot change for a
+    release already started; a mismatch stops the ramp for a human (held), saying both lists."""
+    if not now_stages:
+        return
+    wanted = tuple(float(s["percent"]) for s in (release.ramp_policy or {}).get("stages", []))
+    have = tuple(float(p) for p in now_stages)
+    if wanted and have != wanted:
+        raise ProviderError(
+            f"Vercel's rolling-release stages are {', '.join(f'{p:g}%' for p in have)} but canary.stages "
+            f"says {', '.join(f'{p:g}%' for p in wanted)}; make them match (Vercel project settings -> "
+            "Rolling Releases)",
+            provider="vercel",
+            permanent=True,
+        )
+
+
+def _abort(action: Action, router: Any, project: Project, canary: str, previous: str) -> Done | Confirming:
+    if not action.result.get("requested_at"):
+        now = router.current(project)
+        if now.state in ("aborted", "none") or (now.canary_id not in (None, canary)):
+            return Done({**action.result, "note": f"rolling release is {now.state}: nothing to abort"})
+        mark_started(action, requested_at=_now_iso())
+        try:
+            router.abort(project, canary, previous)
+        except ProviderError as exc:
+            if not exc.maybe_delivered:
+                Action.objects.filter(pk=action.pk).update(result={})  # refused: the retry sends again
+            raise
+        finally:
+            sent()  # the page and the message may go now
+    now = router.current(project)
+    if not now.is_ramping(canary):
+        return Done({**action.result, "state": now.state, "confirmed_at": _now_iso()})
+    requested = datetime.fromisoformat(action.result["requested_at"])
+    if datetime.now(UTC) - requested > ABORT_GIVE_UP:
+        raise ProviderError(f"canary {canary} still ramping 3 minutes after the abort", provider=router.name)
+    return Confirming(action.result, recheck_in=1.0)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _moved(action: Action, done: Done) -> None:
+    """A traffic move is in place: record it, and schedule what comes next."""
+    payload = action.payload
+    op, stage = payload["op"], int(payload["stage"])
+    release = Release.objects.select_for_update().select_related("project").get(pk=action.release_id)
+    percent = 100 if op == "complete" else done.result.get("percent", payload.get("percent"))
+    ReleaseEvent.objects.create(
+        release=release,
+        kind=ReleaseEvent.Kind.TRAFFIC,
+        actor=GATEKEEPER,
+        reason=f"canary at {percent:g}% of production traffic" if op != "abort" else "canary aborted: 0%",
+        data={"op": op, "stage": stage, "percent": 0 if op == "abort" else percent},
+    )
+    if op == "abort":
+        _aborted(release, done)
+        return
+    if op == "complete" and release.state in (S.RAMPING, S.PROMOTED):
+        # PROMOTED already when Vercel's deployment.promoted webhook came in first.
+        facts = facts_for(release, outcome="pass", headline="canary complete: 100% of production traffic")
+        actions = write_actions(release, slack_spec(release, facts, key=f"slack:{release.pk}:ramp-complete"))
+        enqueue_actions(actions)
+        requested = done.result.get("requested_at")
+        mark_live(
+            release.project,
+            release.deployment_id,
+            actor=GATEKEEPER,
+            reason="canary complete: serves all production traffic",
+            since=datetime.fromisoformat(requested) if requested else None,
+        )
+        return
+    if release.state != S.RAMPING:
+        return
+    now = timezone.now()
+    hold = float(release.ramp_policy["stages"][stage].get("hold", 0))
+    generation = release.generation + 1
+    Release.objects.filter(pk=release.pk).update(
+        ramp_stage=stage,
+        ramp_stage_since=now,
+        ramp_passes=0,
+        ramp_failures=0,
+        generation=generation,
+        next_poll_at=now + timedelta(seconds=hold),
+    )
+
+
+def _aborted(release: Release, done: Done) -> None:
+    Release.objects.filter(pk=release.pk, rolled_back_at__isnull=True).update(rolled_back_at=timezone.now())
+    if transition(release, S.ROLLED_BACK, actor=GATEKEEPER, reason="canary aborted", expected=S.ROLLING_BACK):
+        pass
+    requested = done.result.get("requested_at")
+    mark_live(
+        release.project,
+        release.rollback_target,
+        actor=GATEKEEPER,
+        reason=f"canary {release.deployment_id} aborted",
+        since=datetime.fromisoformat(requested) if requested else None,
+    )
+
+
+def _move_failed(action: Action, error: str) -> None:
+    if not Release.objects.filter(pk=action.release_id, state__in=(S.RAMPING, S.ROLLING_BACK)).exists():
+        return
+    what = "canary abort" if action.payload.get("op") == "abort" else "canary traffic move"
+    held_after_failure(action, error, what, fields={"next_poll_at": None})
+
+
+def _on_success(action: Action, done: Done) -> None:
+    _moved(action, done)
+
+
+register(
+    Action.Kind.TRAFFIC,
+    Handler(perform=_perform, idempotent=True, on_success=_on_success, on_failure=_move_failed),
+)
