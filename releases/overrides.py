@@ -25,7 +25,7 @@ def _actor(username: str) -> str:
 
 
 def _locked(release_id: int) -> Release:
-    return Release.objects.select_for_update().select_related("project").get(pk=release_id)
+    return Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=release_id)
 
 
 def approve(release_id: int, username: str, note: str = "") -> Release:

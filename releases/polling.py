@@ -254,7 +254,9 @@ def record_many(polls: Sequence[Poll]) -> dict[int, str]:
     with transaction.atomic():
         locked = {
             release.pk: release
-            for release in Release.objects.select_for_update()
+            # Only the releases' rows: locking their project too (a joined FOR UPDATE does) would
+            # take the project after the releases, where mark_live takes it before them: a deadlock.
+            for release in Release.objects.select_for_update(of=("self",))
             .select_related("project")
             .filter(pk__in=[poll.release_id for poll in polls])
             .order_by("pk")  # one lock order for every batch: no deadlocks between them

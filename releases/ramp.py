@@ -154,7 +154,7 @@ def specs_for_policy(release: Release) -> list[Any]:
 def _record(release_id: int, generation: int, result: SloResult, duration_ms: int) -> str:
     """Store the check and decide, in one transaction; the next check is due at next_poll_at."""
     with transaction.atomic():
-        release = Release.objects.select_for_update().select_related("project").get(pk=release_id)
+        release = Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=release_id)
         if release.state != S.RAMPING or release.generation != generation:
             return "moved-on"
         policy = release.ramp_policy or {}

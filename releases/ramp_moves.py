@@ -127,7 +127,9 @@ def _moved(action: Action, done: Done) -> None:
     """A traffic move is in place: record it, and schedule what comes next."""
     payload = action.payload
     op, stage = payload["op"], int(payload["stage"])
-    release = Release.objects.select_for_update().select_related("project").get(pk=action.release_id)
+    release = (
+        Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=action.release_id)
+    )
     percent = 100 if op == "complete" else done.result.get("percent", payload.get("percent"))
     ReleaseEvent.objects.create(
         release=release,

@@ -385,3 +385,17 @@ def test_one_request_per_release_when_the_batch_size_is_one(
     assert len(batches(no_broker)) == 3
     polling.poll_batch([(r.pk, r.generation) for r in releases])
     assert len(fakes.sentry.requests) == 3
+
+
+def test_recording_locks_the_releases_not_their_project(project: Project, fakes: Fakes) -> None:
+    # mark_live locks the project and then its releases; locking a batch's project after its
+    # releases (what a joined FOR UPDATE does) deadlocked the two (seen in CI).
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    release = gating(project)
+    fakes.sentry.totals[release.version] = (10, 0)
+    with CaptureQueriesContext(connection) as queries:
+        polling.poll_batch([(release.pk, release.generation)])
+    locking = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert locking and all('FOR UPDATE OF "releases_release"' in sql for sql in locking)
