@@ -47,7 +47,7 @@ from bench.common import (
 )
 
 DATABASE = "gatekeeper_bench_scale"
-BROKER_DB = 10
+BROKER_DB = 7
 TARGET_LAG_P99_S, TARGET_RSS_MB, TARGET_RATIO = 5.0, 300.0, 100.0
 
 

@@ -41,7 +41,7 @@ from bench.common import (
 )
 
 DATABASE = "gatekeeper_bench_rollback"
-BROKER_DB = 11
+BROKER_DB = 6
 PROJECT = "prj_benchShopWeb0000000000000"
 BASELINE = "dpl_benchBaseline000000000001"
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 25.0, 100.0, 3.0

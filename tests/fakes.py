@@ -110,19 +110,15 @@ class FakeSentry:
         for release, (sessions, crashed) in self.totals.items():
             if release not in request.url.params.get("query", ""):
                 continue
-            for status, value in (
-                ("healthy", sessions - crashed),
-                ("crashed", crashed),
-                ("errored", 0),
-                ("abnormal", 0),
-            ):
-                groups.append(
-                    {
-                        "by": {"release": release, "session.status": status},
-                        "totals": {"sum(session)": value},
-                        "series": {"sum(session)": [value]},
-                    }
-                )
+            groups.append(
+                {
+                    "by": {"release": release},
+                    "totals": {
+                        "sum(session)": sessions,
+                        "crash_rate(session)": crashed / sessions if sessions else None,
+                    },
+                }
+            )
         return httpx.Response(
             200,
             json={

@@ -87,7 +87,8 @@ def test_the_sentry_query_covers_the_release_whole_life_in_its_environment(
     assert params["environment"] == "production"
     assert params["project"] == "shop-web"
     assert release.version in params["query"]
-    assert params.get_list("groupBy") == ["release", "session.status"]
+    assert params.get_list("groupBy") == ["release"]
+    assert params.get_list("field") == ["sum(session)", "crash_rate(session)"]
 
 
 def test_a_healthy_sample_passes_and_writes_promote_and_slack_actions(

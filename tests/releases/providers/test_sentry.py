@@ -23,11 +23,13 @@ def sentry(vendor: Vendor, base_url: str = "https://sentry.test") -> SentryClien
     return SentryClient(base_url, "sntrys_secret", transport=httpx.MockTransport(vendor), clock=lambda: NOW)
 
 
-def group(release: str, status: str, sessions: object) -> dict[str, Any]:
+def group(release: str, sessions: object, crash_rate: object = 0.0) -> dict[str, Any]:
+    """A release's group as Sentry answers ``groupBy=release`` with ``includeSeries=0``."""
+    if sessions == 0 and crash_rate == 0.0:
+        crash_rate = None  # a rate is null without data (§3.2)
     return {
-        "by": {"release": release, "session.status": status},
-        "totals": {"sum(session)": sessions},
-        "series": {"sum(session)": [sessions]},
+        "by": {"release": release},
+        "totals": {"sum(session)": sessions, "crash_rate(session)": crash_rate},
     }
 
 
@@ -75,14 +77,16 @@ def test_it_sends_the_exact_query_parameters() -> None:
     assert vendor.last.headers["Authorization"] == "Bearer sntrys_secret"
     assert vendor.last.url.params.multi_items() == [
         ("field", "sum(session)"),
+        ("field", "crash_rate(session)"),
         ("groupBy", "release"),
-        ("groupBy", "session.status"),
         ("query", 'release:["web@1.4.2","web@1.4.1"]'),
         ("project", "4507"),
         ("environment", "production"),
         ("start", "2026-01-01T09:00:00Z"),
         ("end", "2026-01-01T12:00:00Z"),
         ("interval", "1h"),
+        ("includeSeries", "0"),
+        ("per_page", "100"),
     ]
 
 
@@ -140,9 +144,9 @@ def test_no_releases_asks_nothing() -> None:
 def test_more_than_a_hundred_releases_are_asked_in_chunks() -> None:
     releases = [f"web@1.0.{i}" for i in range(250)]
     vendor = Vendor(
-        sessions_page(group("web@1.0.0", "crashed", 1)),
+        sessions_page(group("web@1.0.0", 1, 1.0)),
         sessions_page(),
-        sessions_page(group("web@1.0.249", "healthy", 9)),
+        sessions_page(group("web@1.0.249", 9)),
     )
     result = fetch(sentry(vendor), releases)
     queries = [r.url.params["query"] for r in vendor.requests]
@@ -157,28 +161,32 @@ def test_more_than_a_hundred_releases_are_asked_in_chunks() -> None:
 # --- the answer ----------------------------------------------------------------------------------
 
 
-def test_it_sums_sessions_by_release_and_status() -> None:
+def test_crashed_sessions_are_the_rate_times_the_sessions() -> None:
     vendor = Vendor(
         sessions_page(
-            group("web@1.4.2", "healthy", 990),
-            group("web@1.4.2", "errored", 4),
-            group("web@1.4.2", "crashed", 5),
-            group("web@1.4.2", "abnormal", 1),
-            group("web@1.4.1", "healthy", 100),
-            group("web@1.4.1", "crashed", 0),
+            group("web@1.4.2", 1000, 0.005), group("web@1.4.1", 100, 0.0), group("web@1.4.0", 3, 1 / 3)
         )
     )
-    result = fetch(sentry(vendor), ["web@1.4.2", "web@1.4.1"])
-    assert result["web@1.4.2"] == SessionTotals(sessions=1000, crashed=5, errored=4, abnormal=1)
+    result = fetch(sentry(vendor), ["web@1.4.2", "web@1.4.1", "web@1.4.0"])
+    assert result["web@1.4.2"] == SessionTotals(sessions=1000, crashed=5)
     assert result["web@1.4.2"].crash_free_rate == pytest.approx(0.995)
     assert result["web@1.4.1"].crash_free_rate == 1.0
+    assert result["web@1.4.0"] == SessionTotals(sessions=3, crashed=1)
 
 
-def test_an_unknown_status_counts_only_toward_sessions() -> None:
-    vendor = Vendor(
-        sessions_page(group("a", "healthy", 8), group("a", "unhandled", 2), group("a", "crashed", 1.0))
-    )
-    assert fetch(sentry(vendor), ["a"])["a"] == SessionTotals(sessions=11, crashed=1)
+@given(st.integers(min_value=1, max_value=10**9), st.data())
+def test_the_crashed_count_survives_the_rate_exactly(sessions: int, data: st.DataObject) -> None:
+    crashed = data.draw(st.integers(min_value=0, max_value=sessions))
+    vendor = Vendor(sessions_page(group("a", sessions, crashed / sessions)))
+    assert fetch(sentry(vendor), ["a"])["a"] == SessionTotals(sessions=sessions, crashed=crashed)
+
+
+def test_a_hundred_releases_are_one_request() -> None:
+    releases = [f"web@2.0.{i}" for i in range(100)]
+    vendor = Vendor(sessions_page(*(group(r, 500, 0.002) for r in releases)))
+    result = fetch(sentry(vendor), releases)
+    assert len(vendor.requests) == 1
+    assert set(result.values()) == {SessionTotals(sessions=500, crashed=1)}
 
 
 def test_a_release_without_data_is_present_with_zeros() -> None:
@@ -188,21 +196,21 @@ def test_a_release_without_data_is_present_with_zeros() -> None:
 
 
 def test_a_release_nobody_asked_for_is_ignored() -> None:
-    vendor = Vendor(sessions_page(group("a", "healthy", 3), group("other", "crashed", 50)))
+    vendor = Vendor(sessions_page(group("a", 3), group("other", 50, 1.0)))
     assert fetch(sentry(vendor), ["a"]) == {"a": SessionTotals(sessions=3)}
 
 
 def test_it_follows_link_pagination_with_the_cursor() -> None:
     vendor = Vendor(
-        sessions_page(group("a", "healthy", 10), link=next_link("0:100:0")),
-        sessions_page(group("a", "crashed", 2), link=next_link("0:200:0", results=False)),
+        sessions_page(group("a", 10), link=next_link("0:100:0")),
+        sessions_page(group("a", 2, 1.0), link=next_link("0:200:0", results=False)),
     )
     assert fetch(sentry(vendor), ["a"])["a"] == SessionTotals(sessions=12, crashed=2)
     assert "cursor" not in vendor.requests[0].url.params
     second = vendor.requests[1].url.params
     assert second["cursor"] == "0:100:0"
     assert second["query"] == 'release:"a"'
-    assert second.get_list("groupBy") == ["release", "session.status"]
+    assert second.get_list("groupBy") == ["release"]
 
 
 def test_pagination_stops_after_the_page_cap() -> None:
@@ -288,13 +296,16 @@ def test_a_timeout_is_transient(exc_type: type[httpx.TransportError], maybe: boo
         ({"groups": None}, "groups: expected a list"),
         ({"groups": [{"by": [], "totals": {}}]}, "groups[0].by"),
         ({"groups": [{"by": {"session.status": "ok"}, "totals": {}}]}, "groups[0].by.release"),
-        ({"groups": [{"by": {"release": "a", "session.status": 3}, "totals": {}}]}, "session.status"),
         ({"groups": [{"by": {"release": "a"}, "totals": None}]}, "groups[0].totals"),
-        ({"groups": [group("a", "healthy", "12")]}, "sum(session)"),
-        ({"groups": [group("a", "healthy", None)]}, "sum(session)"),
-        ({"groups": [group("a", "healthy", True)]}, "sum(session)"),
-        ({"groups": [group("a", "healthy", 1.5)]}, "sum(session)"),
-        ({"groups": [group("a", "healthy", -1)]}, "negative"),
+        ({"groups": [group("a", "12")]}, "sum(session)"),
+        ({"groups": [group("a", None)]}, "sum(session)"),
+        ({"groups": [group("a", True)]}, "sum(session)"),
+        ({"groups": [group("a", 1.5)]}, "sum(session)"),
+        ({"groups": [group("a", -1)]}, "negative"),
+        ({"groups": [group("a", 10, None)]}, "null with 10 sessions"),
+        ({"groups": [group("a", 10, 1.5)]}, "fraction 0-1"),
+        ({"groups": [group("a", 10, "0.1")]}, "fraction 0-1"),
+        ({"groups": [group("a", 10, True)]}, "fraction 0-1"),
     ],
 )
 def test_a_malformed_answer_is_a_transient_provider_error(body: object, complaint: str) -> None:
