@@ -26,30 +26,21 @@ WATCHDOG_GRACE = timedelta(seconds=15)
 WATCHDOG_BATCH = 1000
 
 GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
-POLLED = GATE_OR_BAKE | Q(state=S.RAMPING, ramp_paused=False)
 
 
 def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime]]:
     """(id, generation, state, project, when due) of up to ``limit`` due releases, leased.
 
-    With them come the gate and bake polls of the same projects due within POLL_COALESCE seconds
-    (never canary ticks: their spacing is the policy's), so a project's releases share requests.
+    A project's due gate and bake polls are topped up with its polls due next (within
+    POLL_COALESCE seconds) to fill whole batches: 120 due take 200 if 80 more are due soon, so
+    Sentry answers full requests of 100. Releases sent together are next due together (the next
+    poll is anchored to this dispatch), so the batches stay full interval after interval. Canary
+    ticks are never taken early: their spacing is the policy's.
     """
     soon = now + timedelta(seconds=settings.POLL_COALESCE)
+    size = batch_size()
     if connection.vendor != "postgresql":
-        # SQLite (make run's default) has one writer and no SKIP LOCKED: two statements will do.
-        with transaction.atomic():
-            projects = Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now).values("project_id")
-            rows = list(
-                Release.objects.filter(
-                    Q(POLLED, next_poll_at__lte=now)
-                    | Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=projects)
-                )
-                .order_by("next_poll_at")
-                .values_list("pk", "generation", "state", "project_id", "next_poll_at")[:limit]
-            )
-            Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
-        return rows
+        return _take_due_portably(now, soon, size, limit, lease)
     table = Release._meta.db_table
     gate_or_bake = "(state = %(gating)s OR (state = %(promoted)s AND watch_until IS NOT NULL))"
     with connection.cursor() as cursor:
@@ -57,14 +48,24 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
         cursor.execute(
             f"""
             WITH due_projects AS (
-                SELECT DISTINCT project_id FROM {table} WHERE next_poll_at <= %(now)s AND {gate_or_bake}
+                SELECT project_id, count(*) AS due FROM {table}
+                 WHERE next_poll_at <= %(now)s AND {gate_or_bake} GROUP BY project_id
+            ),
+            ranked AS (
+                SELECT r.id, r.project_id, d.due,
+                       row_number() OVER (PARTITION BY r.project_id ORDER BY r.next_poll_at, r.id) AS n
+                  FROM {table} r JOIN due_projects d ON d.project_id = r.project_id
+                 WHERE r.next_poll_at <= %(soon)s AND {gate_or_bake}
+            ),
+            wanted AS (
+                SELECT id FROM ranked WHERE n <= (due + %(size)s - 1) / %(size)s * %(size)s
+                UNION ALL
+                SELECT id FROM {table}
+                 WHERE next_poll_at <= %(now)s AND state = %(ramping)s AND NOT ramp_paused
             ),
             due AS (
                 SELECT id, next_poll_at AS due_at FROM {table}
-                 WHERE (next_poll_at <= %(now)s
-                        AND ({gate_or_bake} OR (state = %(ramping)s AND NOT ramp_paused)))
-                    OR (next_poll_at <= %(soon)s AND {gate_or_bake}
-                        AND project_id IN (SELECT project_id FROM due_projects))
+                 WHERE id IN (SELECT id FROM wanted)
                  ORDER BY next_poll_at
                  LIMIT %(limit)s
                  FOR UPDATE SKIP LOCKED
@@ -75,6 +76,7 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
             {
                 "now": now,
                 "soon": soon,
+                "size": size,
                 "limit": limit,
                 "lease": lease,
                 "gating": S.GATING,
@@ -83,6 +85,36 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
             },
         )
         return cursor.fetchall()
+
+
+def _take_due_portably(
+    now: datetime, soon: datetime, size: int, limit: int, lease: datetime
+) -> list[tuple[int, int, str, int, datetime]]:
+    """``_take_due`` for SQLite (make run's default): one writer, no SKIP LOCKED, no hurry."""
+    fields = ("pk", "generation", "state", "project_id", "next_poll_at")
+    with transaction.atomic():
+        due: dict[int, int] = {}
+        for project_id in Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now).values_list(
+            "project_id", flat=True
+        ):
+            due[project_id] = due.get(project_id, 0) + 1
+        taken: dict[int, int] = {}
+        rows = []
+        for row in (
+            Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=due)
+            .order_by("next_poll_at", "pk")
+            .values_list(*fields)
+        ):
+            project_id = row[3]
+            if taken.get(project_id, 0) < -(-due[project_id] // size) * size:
+                taken[project_id] = taken.get(project_id, 0) + 1
+                rows.append(row)
+        rows += Release.objects.filter(state=S.RAMPING, ramp_paused=False, next_poll_at__lte=now).values_list(
+            *fields
+        )
+        rows = sorted(rows, key=lambda row: row[4])[:limit]
+        Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
+    return rows
 
 
 def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[str, int]:

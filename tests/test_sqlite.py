@@ -62,8 +62,14 @@ SCRIPT = textwrap.dedent(
     tasks.poll_batch.apply_async = lambda args, **kwargs: sent.append(args)
     gating = Release.objects.create(project=project, deployment_id="dpl_new", version="v3",
                                     state="gating", next_poll_at=now)
-    assert scheduler.dispatch_due(now)["due"] == 1
-    assert [[item[:2] for item in args[0]] for args in sent] == [[(gating.pk, gating.generation)]]
+    soon = Release.objects.create(project=project, deployment_id="dpl_soon", version="v4",
+                                  state="gating", next_poll_at=now + timedelta(seconds=3))
+    Release.objects.create(project=project, deployment_id="dpl_later", version="v5",
+                           state="gating", next_poll_at=now + timedelta(minutes=5))
+    assert scheduler.dispatch_due(now)["due"] == 2  # topped up with the one due next
+    assert [[item[:2] for item in args[0]] for args in sent] == [
+        [(gating.pk, gating.generation), (soon.pk, soon.generation)]
+    ]
     assert scheduler.dispatch_due(now)["due"] == 0
 
     from releases import clients

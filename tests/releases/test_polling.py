@@ -400,3 +400,28 @@ def test_recording_locks_the_releases_not_their_project(project: Project, fakes:
         polling.poll_batch([(release.pk, release.generation)])
     locking = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
     assert locking and all('FOR UPDATE OF "releases_release"' in sql for sql in locking)
+
+
+def test_due_polls_are_topped_up_to_whole_batches_with_those_due_next(
+    project: Project, no_broker: list[Any], settings: Any
+) -> None:
+    settings.POLL_BATCH = 4
+    now = timezone.now()
+    due = [gating(project, next_poll_at=now - timedelta(seconds=5 - i)) for i in range(5)]
+    soon = [gating(project, next_poll_at=now + timedelta(seconds=1 + i)) for i in range(4)]
+    later = gating(project, next_poll_at=now + timedelta(seconds=30))
+    assert scheduler.dispatch_due(now)["due"] == 8  # two full batches: the 5 due and the 3 due next
+    sent = batches(no_broker)
+    assert [len(batch) for batch in sent] == [4, 4]
+    assert {pk for batch in sent for pk, _ in batch} == {r.pk for r in [*due, *soon[:3]]}
+    for release in (soon[3], later):
+        release.refresh_from_db()
+        assert release.next_poll_at <= now + timedelta(seconds=30)  # not leased: left for later
+
+
+def test_a_canary_tick_is_never_taken_early(project: Project, no_broker: list[Any]) -> None:
+    now = timezone.now()
+    gating(project, next_poll_at=now)
+    tick = gating(project, next_poll_at=now + timedelta(seconds=2))
+    Release.objects.filter(pk=tick.pk).update(state="ramping")
+    assert scheduler.dispatch_due(now) == {"due": 1, "batches": 1, "ticks": 0}
