@@ -283,6 +283,10 @@ def main() -> None:
         f">= {TARGET_RATIO:g}x fewer Sentry requests: {'met' if ratio >= TARGET_RATIO else 'MISSED'}"
     )
     print(f"ratio   one request per release / batched = {ratio:.1f}x per interval", end="")
+    if batched.sentry_requests:
+        # Releases decided during the run stop being polled, so fewer than --releases are polled
+        # in later intervals: per poll, a request carries at most MAX_RELEASES_PER_QUERY (100).
+        print(f"; {batched.polls / batched.sentry_requests:.1f} releases per request (at most 100)", end="")
     if single is not None and per_interval:
         measured = (single.sentry_requests / (single.seconds / args.interval)) / per_interval
         print(f" (the per-release run sent {measured:.1f}x as many)", end="")

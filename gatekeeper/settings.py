@@ -141,7 +141,12 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # One message at a time per process: a poll chain should never sit in a busy worker's buffer.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker started before Redis (or while it restarts) keeps trying instead of exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # and so does a running one that lost it
+# Each worker also consumes a queue of its own (<node name>.dq2): `manage.py worker_alive`
+# sends its probe there, so the healthcheck proves *this* worker fetched and ran a task.
+CELERY_WORKER_DIRECT = True
 # Publishing from a web request or on_commit must not hang when Redis is down: give up
 # quickly, the watchdog re-drives from PostgreSQL.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from celery import shared_task
 
-from releases import outbox, polling, scheduler
+from releases import liveness, outbox, polling, scheduler
 
 
 # acks_late: a poll claimed by generation is harmless when redelivered, and one lost with a
@@ -32,11 +32,23 @@ def poll_batch(items: list[list[float]], scheduled_at: str | None = None) -> dic
     return polling.poll_batch(batch, when)
 
 
+# Acknowledged on receipt (no acks_late): beat sends another run every second, so one lost with
+# a killed worker costs nothing, and redelivering an hour-old run (the visibility timeout) would
+# only repeat work already done.
 @shared_task(name="releases.dispatch_due", soft_time_limit=30, time_limit=60)
 def dispatch_due() -> dict[str, int]:
-    return scheduler.dispatch_due()
+    counts = scheduler.dispatch_due()
+    liveness.mark_dispatch()
+    return counts
 
 
+# Acknowledged on receipt, like dispatch_due: the next run comes within WATCHDOG_INTERVAL.
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)
 def watchdog() -> dict[str, int]:
     return scheduler.redrive()
+
+
+# The liveness probe's task (releases/liveness.py): it only proves a message was consumed.
+@shared_task(name="releases.ping", ignore_result=True)
+def ping(token: str) -> None:
+    liveness.answer(token)

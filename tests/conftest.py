@@ -111,11 +111,16 @@ def stop(process: subprocess.Popen[Any]) -> None:
 class Worker:
     """A real Celery worker process against the test database and a test Redis database."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, beat: bool = True, args: tuple[str, ...] = ()) -> None:
         self.env = env
+        self.beat = beat
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # Beat inside the worker: it runs dispatch_due, which sends every poll.
+        schedule = os.path.join(tempfile.gettempdir(), f"gatekeeper-test-beat-{os.getpid()}")
+        beat = ["--beat", "--schedule", schedule]
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -128,10 +133,8 @@ class Worker:
                 "solo",
                 "--concurrency",
                 "1",
-                # Beat inside the worker: it runs dispatch_due, which sends every poll.
-                "--beat",
-                "--schedule",
-                os.path.join(tempfile.gettempdir(), f"gatekeeper-test-beat-{os.getpid()}"),
+                *(beat if self.beat else []),
+                *self.args,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
