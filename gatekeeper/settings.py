@@ -136,10 +136,16 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-# Every countdown we use is far below this, so Redis never redelivers a scheduled task
-# that is still waiting (kombu#337): polls cap their countdown, the watchdog covers the rest.
+# Every countdown we use (MAX_COUNTDOWN, 30 s) is far below this, so Redis never redelivers a
+# task that is still waiting (kombu#337); polls use none at all. A message whose worker died is
+# redelivered after it, but PostgreSQL leases send the work again long before: the late copy
+# finds its claim taken and does nothing.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-# One message at a time per process: a poll chain should never sit in a busy worker's buffer.
+# One message at a time per process: a poll batch should never sit in a busy worker's buffer.
+# (Celery raises the prefetch for each ETA message it holds; MAX_COUNTDOWN bounds how many.)
+# task_acks_late stays off by default and is set per task, only where running twice is safe
+# (releases/tasks.py). task_reject_on_worker_lost stays off: a task that kills its worker would
+# be redelivered forever; the PostgreSQL leases re-drive the work instead.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A worker started before Redis (or while it restarts) keeps trying instead of exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -186,8 +192,12 @@ POLL_COALESCE = env_float("GATEKEEPER_POLL_COALESCE", 10.0)
 GATEKEEPER_CONFIG = env_str("GATEKEEPER_CONFIG", str(BASE_DIR / "gatekeeper.yaml"))
 # Where people reach the admin, for links in Slack and PagerDuty.
 GATEKEEPER_PUBLIC_URL = env_str("GATEKEEPER_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
-# Longest Celery countdown we ever ask for; longer waits are re-checked (see releases.tasks).
-MAX_COUNTDOWN = env_float("GATEKEEPER_MAX_COUNTDOWN", 300.0)
+# Longest Celery countdown we ever ask for (a retry's backoff or a vendor's reset). A countdown
+# is an ETA message held in a worker's memory, and Redis redelivers one still unacknowledged
+# after the visibility timeout (kombu#337): capped this low, a vendor outage retried by
+# thousands of actions holds at most half a minute of them, far below the 3600 s timeout. A
+# longer wait lives only in PostgreSQL (next_attempt_at) and the watchdog sends it when due.
+MAX_COUNTDOWN = env_float("GATEKEEPER_MAX_COUNTDOWN", 30.0)
 # How long a worker owns a claimed action; past it, the watchdog takes the action back.
 ACTION_LEASE = env_float("GATEKEEPER_ACTION_LEASE", 90.0)
 
