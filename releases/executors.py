@@ -101,13 +101,35 @@ def _check(
     # One read tells both what production serves and whether an alias job is already
     # running: the fewer calls before the rollback, the sooner it lands.
     state = vercel.project_state(project.vercel_project_id)
-    if _serving(vercel, project, state) == target:
+    serving = _serving(vercel, project, state)
+    if serving == target:
         return Done({**action.result, "note": f"production already served {target}; nothing sent"})
     job = state.last_alias_request
     if job and job.to_deployment_id == target and job.type == kind and job.job_status in IN_FLIGHT:
         mark_started(action, requested_at=_now_iso(), adopted_job=True)
         return Confirming(action.result)
-    return None
+    return _overtaken(action, kind, target, serving)
+
+
+def _overtaken(action: Action, kind: str, target: str, serving: str | None) -> Done | None:
+    """``Done``, changing nothing, when sending would undo a newer change of production.
+
+    A rollback restores the target only while production still serves the release it rolls
+    back from: a staged build that failed never served, and if something newer serves now
+    (a good build promoted while this waited out a retry), rolling back would throw that away.
+    A promote whose deployment went live after it was asked for (Vercel's deployment.promoted)
+    and was replaced since is done: sending it again would bring the old build back."""
+    if kind == "rollback":
+        source = action.payload.get("from_deployment_id")
+        if not source or serving == source:
+            return None
+        note = f"production serves {serving or 'nothing'}, not {source}: nothing to roll back; nothing sent"
+    else:
+        went_live = Release.objects.filter(pk=action.release_id).values_list("promoted_at", flat=True).first()
+        if went_live is None or went_live < action.created_at:
+            return None
+        note = f"{target} went live after this promote was asked for and was replaced since; nothing sent"
+    return Done({**action.result, "note": note, "untouched": True})
 
 
 def _send(
@@ -149,10 +171,21 @@ def _confirm(
     vercel: VercelClient, action: Action, project: Project, target: str, kind: str
 ) -> Done | Confirming:
     deadline = time.monotonic() + CONFIRM_WINDOW
+    requested = datetime.fromisoformat(action.result["requested_at"])
     while True:
-        state = vercel.project_state(project.vercel_project_id)
-        job = state.last_alias_request
-        if job is not None and job.to_deployment_id == target and job.type == kind:
+        try:
+            state = vercel.project_state(project.vercel_project_id)
+            job = state.last_alias_request
+            ours = job is not None and job.to_deployment_id == target and job.type == kind
+            serving = None if ours else _serving(vercel, project, state)
+        except ProviderError as exc:
+            # The request is out: a failed look at Vercel is not a failed attempt and must not
+            # spend one (eight transient errors in a row used to give up a good promote and hold
+            # its release). Look again later; CONFIRM_GIVE_UP still bounds the wait.
+            if exc.permanent or datetime.now(UTC) - requested > CONFIRM_GIVE_UP:
+                raise
+            return Confirming(action.result, recheck_in=max(1.0, exc.retry_after or 0.0))
+        if ours and job is not None:
             if job.job_status == "succeeded":
                 return Done({**action.result, "job_status": job.job_status, "confirmed_at": _now_iso()})
             if job.job_status not in IN_FLIGHT:
@@ -160,13 +193,18 @@ def _confirm(
                 raise ProviderError(
                     f"Vercel {kind} job for {target} ended {job.job_status}", provider="vercel"
                 )
-        elif _serving(vercel, project, state) == target:
+        elif serving == target:
             return Done({**action.result, "note": "production serves the target"})
         if time.monotonic() >= deadline:
             break
         time.sleep(CONFIRM_POLL)
-    requested = datetime.fromisoformat(action.result["requested_at"])
     waited = datetime.now(UTC) - requested
+    if job is None or job.to_deployment_id != target:
+        # Not ours (any more): if it did land and was overtaken since, sending again would undo
+        # the newer change (a promote resent this way once brought an old build back).
+        overtaken = _overtaken(action, kind, target, serving)
+        if overtaken is not None:
+            return overtaken
     if (job is None or job.to_deployment_id != target) and waited > NO_JOB_GRACE:
         # Vercel records an accepted request at once; none for our target means it never landed.
         _forget_request(action)
@@ -192,6 +230,8 @@ def held_after_failure(action: Action, error: str, what: str, fields: dict[str, 
 
 
 def _promoted(action: Action, done: Done) -> None:
+    if done.result.get("untouched"):
+        return  # it went live and was replaced since; the webhook that said so recorded both
     release = Release.objects.select_related("project").get(pk=action.release_id)
     mark_live(
         release.project,
@@ -207,6 +247,12 @@ def _rolled_back(action: Action, done: Done) -> None:
     target = str(action.payload["deployment_id"])
     # Marked even if a human moved the release meanwhile: it must never be a rollback target.
     Release.objects.filter(pk=release.pk, rolled_back_at__isnull=True).update(rolled_back_at=timezone.now())
+    if done.result.get("untouched"):
+        # Kept out of production without a call: what serves now is newer, and stays.
+        transition(
+            release, S.ROLLED_BACK, actor=GATEKEEPER, reason=done.result["note"], expected=S.ROLLING_BACK
+        )
+        return
     transition(
         release,
         S.ROLLED_BACK,

@@ -30,6 +30,7 @@ from releases.traffic import router_for
 
 S = ReleaseState
 ABORT_GIVE_UP = timedelta(minutes=3)
+ABORT_LANDS_WITHIN = timedelta(seconds=15)
 
 
 def _perform(action: Action) -> Done | Confirming:
@@ -62,7 +63,9 @@ def _perform(action: Action) -> Done | Confirming:
         mark_started(action, requested_at=_now_iso())
         moved = router.to_stage(project, canary, stage, from_index=now.stage_index)
     else:  # complete
-        if now.state == "complete" and now.canary_id == canary:
+        # Already live (Vercel's deployment.promoted came in) is complete too: by then the next
+        # release's rolling release may be the project's, and completing ours again would be refused.
+        if (now.state == "complete" and now.canary_id == canary) or project.live_deployment_id == canary:
             return Done({**action.result, "percent": 100, "note": "already complete"})
         mark_started(action, requested_at=_now_iso())
         moved = router.complete(project, canary)
@@ -110,12 +113,26 @@ def _abort(action: Action, router: Any, project: Project, canary: str, previous:
             raise
         finally:
             sent()  # the page and the message may go now
-    now = router.current(project)
+    requested = datetime.fromisoformat(action.result["requested_at"])
+    try:
+        now = router.current(project)
+    except ProviderError as exc:
+        # The abort is out: a failed look is not a failed attempt (see executors._confirm).
+        if exc.permanent or datetime.now(UTC) - requested > ABORT_GIVE_UP:
+            raise
+        return Confirming(action.result, recheck_in=max(1.0, exc.retry_after or 0.0))
     if not now.is_ramping(canary):
         return Done({**action.result, "state": now.state, "confirmed_at": _now_iso()})
-    requested = datetime.fromisoformat(action.result["requested_at"])
-    if datetime.now(UTC) - requested > ABORT_GIVE_UP:
-        raise ProviderError(f"canary {canary} still ramping 3 minutes after the abort", provider=router.name)
+    if datetime.now(UTC) - requested > ABORT_LANDS_WITHIN:
+        # Vercel aborts the rolling release as it accepts the rollback: still ramping this long
+        # after, the abort never landed (a 5xx or a timeout that did nothing). Send it again; the
+        # look before sending stops a second one should the first land meanwhile. (Waiting on it
+        # for good, as before, held an aborting canary at its stage after eight attempts.)
+        action.result = {k: v for k, v in action.result.items() if k != "requested_at"}
+        Action.objects.filter(pk=action.pk).update(result=action.result)
+        raise ProviderError(
+            f"canary {canary} still ramping after the abort; sending again", provider=router.name
+        )
     return Confirming(action.result, recheck_in=1.0)
 
 

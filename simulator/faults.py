@@ -1,7 +1,10 @@
 """Injected failures: 5xx, 429, hanging requests and dropped connections.
 
 A matching fault replaces the vendor's handler entirely, so a faulted request changes no
-state: exactly what a client sees when the vendor fails before doing anything.
+state: exactly what a client sees when the vendor fails before doing anything. A ``timeout``
+or ``reset`` fault with ``apply: true`` is the other, nastier case: the vendor does the work
+and only its answer is lost (the request log then shows the answer it would have sent as
+``applied_status``), so a client that sends again does it twice.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Fault:
     reset_after: float | None
     delay: float
     empty_body: bool
+    apply: bool = False  # timeout/reset only: the handler runs first, then the answer is lost
     hits: int = 0
 
     def matches(self, request: Request) -> bool:
@@ -66,6 +70,11 @@ def parse_fault(body: dict[str, Any], fault_id: int) -> Fault:
         raise ControlError("status: an HTTP status code")
     if status is not None and not 400 <= status <= 599:
         raise ControlError("status: between 400 and 599")
+    apply = body.get("apply", False)
+    if not isinstance(apply, bool):
+        raise ControlError("apply: true or false")
+    if apply and kind not in ("timeout", "reset"):
+        raise ControlError("apply: only for timeout and reset (a 5xx or 429 did nothing)")
     return Fault(
         id=fault_id,
         service=service,
@@ -79,6 +88,7 @@ def parse_fault(body: dict[str, Any], fault_id: int) -> Fault:
         reset_after=as_number(body, "reset_after"),
         delay=as_number(body, "delay", DEFAULT_HANG_SECONDS) or 0.0,
         empty_body=bool(body.get("empty_body", False)),
+        apply=apply,
     )
 
 

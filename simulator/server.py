@@ -116,6 +116,11 @@ class Handler(BaseHTTPRequestHandler):
             sim.inflight[service.name] = sim.inflight.get(service.name, 0) + 1
             wake = sim.wake
         try:
+            if fault is not None and fault.apply:
+                # The vendor did it; only the answer goes missing below.
+                applied = service.handle(request)
+                with sim.lock:
+                    entry["applied_status"] = applied.status
             if fault is None:
                 response = service.handle(request)
             elif fault.kind == "reset":

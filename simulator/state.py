@@ -58,6 +58,9 @@ class RequestLog:
             "body": _redacted(request.logged_body()),
             "status": None,
             "fault": None,
+            # Set only by an ``apply`` fault: the answer the vendor would have sent, had it not
+            # been lost. Whether a faulted request changed anything is read from here.
+            "applied_status": None,
         }
         self._entries.append(entry)
         return entry

@@ -581,3 +581,134 @@ def test_a_first_rollback_whose_answer_was_lost_is_adopted_by_the_retry_not_sent
     assert action.attempts == 2 and action.result["adopted_job"] is True
     release.refresh_from_db()
     assert release.state == S.ROLLED_BACK
+
+
+# --- found by bench/chaos.py ----------------------------------------------------------------
+
+
+def flaky_reads(monkeypatch: pytest.MonkeyPatch, fakes: Fakes, failures: int) -> list[int]:
+    """Vercel answers the next ``failures`` reads after the first POST with a 502."""
+    from releases import clients
+    from releases.providers.vercel import VercelClient
+
+    left = [failures]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and fakes.vercel.posts() and left[0] > 0:
+            left[0] -= 1
+            return httpx.Response(502, json={"error": {"code": "bad_gateway", "message": "injected"}})
+        return fakes.vercel(request)
+
+    monkeypatch.setattr(
+        clients,
+        "vercel",
+        lambda project: VercelClient("https://api.vercel.test", "t", transport=httpx.MockTransport(answer)),
+    )
+    return left
+
+
+def test_failed_looks_at_vercel_after_the_promote_went_out_spend_no_attempts(
+    project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under a fifth of Vercel's answers failing, eight failed looks used to give up a promote
+    # that Vercel had accepted, and its release was held instead of promoted.
+    release = make_release(project, state=S.PROMOTING)
+    action = action_for(release, "promote", deployment_id=release.deployment_id)
+    left = flaky_reads(monkeypatch, fakes, failures=12)
+    results = []
+    while left[0] > 0:
+        Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
+        results.append(outbox.run(action.pk))
+    assert set(results) == {"confirming"}
+    Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
+    assert outbox.run(action.pk) == "succeeded"
+    action.refresh_from_db()
+    assert action.attempts == 1 and len(fakes.vercel.posts()) == 1
+    release.refresh_from_db()
+    assert release.state == S.PROMOTED
+
+
+def test_failed_looks_still_give_up_waiting_after_three_minutes(
+    project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from releases import executors
+
+    release = make_release(project, state=S.PROMOTING)
+    action = action_for(release, "promote", deployment_id=release.deployment_id)
+    flaky_reads(monkeypatch, fakes, failures=100)
+    assert outbox.run(action.pk) == "confirming"
+    monkeypatch.setattr(executors, "CONFIRM_GIVE_UP", timedelta(0))
+    Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
+    assert outbox.run(action.pk) == "retrying"  # counts again: Vercel may be down for good
+    action.refresh_from_db()
+    assert action.status == "pending" and "HTTP 502" in action.last_error
+
+
+def test_a_staged_build_that_failed_never_rolls_back_a_newer_good_build(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    # The chaos run: a bad staged build failed while production served dpl_old; its rollback's
+    # first look at Vercel was rate limited, and by the retry a newer good build was live. The
+    # retry rolled production back to dpl_old, undoing the good promotion.
+    old = make_release(project, deployment_id="dpl_old", state=S.SUPERSEDED, promoted_at=timezone.now())
+    newer = make_release(project, deployment_id="dpl_newer", state=S.PROMOTED, promoted_at=timezone.now())
+    Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_newer")
+    staged = make_release(project, deployment_id="dpl_staged_bad", state=S.ROLLING_BACK)
+    fakes.vercel.production = "dpl_newer"
+    action = action_for(
+        staged,
+        "rollback",
+        deployment_id="dpl_old",
+        from_deployment_id="dpl_staged_bad",
+        target_release_id=old.pk,
+    )
+    assert outbox.run(action.pk) == "succeeded"
+    assert fakes.vercel.posts() == []
+    action.refresh_from_db()
+    assert "nothing to roll back" in action.result["note"]
+    staged.refresh_from_db()
+    newer.refresh_from_db()
+    project.refresh_from_db()
+    assert staged.state == S.ROLLED_BACK and staged.rolled_back_at is not None
+    assert newer.state == S.PROMOTED and project.live_deployment_id == "dpl_newer"
+
+
+def test_a_live_release_is_still_rolled_back_after_a_retry(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    good = make_release(project, deployment_id="dpl_good", state=S.SUPERSEDED, promoted_at=timezone.now())
+    bad = make_release(project, deployment_id="dpl_bad", state=S.ROLLING_BACK, promoted_at=timezone.now())
+    fakes.vercel.production = "dpl_bad"
+    action = action_for(
+        bad, "rollback", deployment_id="dpl_good", from_deployment_id="dpl_bad", target_release_id=good.pk
+    )
+    Action.objects.filter(pk=action.pk).update(attempts=1)  # a retry: it looks first
+    assert outbox.run(action.pk) == "succeeded"
+    assert fakes.vercel.posts() == [f"/v1/projects/{project.vercel_project_id}/rollback/dpl_good"]
+
+
+def test_a_promote_that_landed_and_was_overtaken_is_not_sent_again(
+    project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chaos run: the promote landed (Vercel's deployment.promoted marked the release live),
+    # its confirmation waited out a killed worker, and meanwhile another alias job replaced it.
+    # Seeing no job of its own, the retry sent the promote again and brought the old build back.
+    from releases import executors
+
+    monkeypatch.setattr(executors, "CONFIRM_WINDOW", 0.0)
+    release = make_release(project, state=S.PROMOTING)
+    action = action_for(release, "promote", deployment_id=release.deployment_id)
+    fakes.vercel.finish_jobs = False
+    assert outbox.run(action.pk) == "confirming"
+    assert len(fakes.vercel.posts()) == 1
+    Release.objects.filter(pk=release.pk).update(state=S.SUPERSEDED, promoted_at=timezone.now())
+    fakes.vercel.job = {**(fakes.vercel.job or {}), "toDeploymentId": "dpl_other", "jobStatus": "succeeded"}
+    fakes.vercel.production = "dpl_other"
+    monkeypatch.setattr(executors, "NO_JOB_GRACE", timedelta(0))
+    Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
+    assert outbox.run(action.pk) == "succeeded"
+    assert len(fakes.vercel.posts()) == 1
+    action.refresh_from_db()
+    assert action.result["untouched"] is True
+    project.refresh_from_db()
+    assert project.live_deployment_id == "dpl_old"  # the promote's success did not rewrite it

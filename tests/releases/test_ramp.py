@@ -337,3 +337,124 @@ def test_router_stages_that_differ_from_the_policy_hold_the_ramp_for_a_human(
     assert "stages are 5%, 50%, 100% but canary.stages says 5%, 25%, 100%" in held.reason
     told = Action.objects.filter(release=canary, kind="slack").exclude(key__endswith="ramp-start").get()
     assert "canary traffic move failed: a human decides" in told.payload["text"]
+
+
+def test_a_completion_that_landed_is_done_even_once_the_next_ramp_has_started(
+    router: FakeRouter, slo: Script, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    # Found by bench/chaos.py: the complete landed but its answer was lost; Vercel's
+    # deployment.promoted made the canary live and the project's next release started ramping.
+    # The retry saw someone else's rolling release, completed again, was refused (404) and the
+    # move was recorded as failed though it had happened.
+    from releases.decisions import GATEKEEPER, mark_live
+
+    project, _, canary = setup_ramp()
+    assert ramp.start_ramp(canary)
+    run_traffic(canary)
+    slo.results = [True, True, True, True]
+    tick(canary), tick(canary)
+    run_traffic(canary)
+    tick(canary), tick(canary)  # advancing: the complete move is written, not yet run
+    mark_live(project, canary.deployment_id, actor=GATEKEEPER, reason="deployment.promoted")
+    router.state, router.canary, router.stage = "active", "dpl_the_next_one", 0
+    calls = len(router.calls)
+    assert run_traffic(canary) == ["succeeded"]
+    assert len(router.calls) == calls
+    move = Action.objects.get(release=canary, key=f"traffic:{canary.pk}:complete")
+    assert move.result["note"] == "already complete"
+
+
+def test_a_tick_killed_mid_check_is_due_again_after_its_checks_could_have_run_not_three_minutes(
+    router: FakeRouter, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by bench/chaos.py: a worker killed during a canary's checks (3 s timeouts) left the
+    # ramp untouched for the fixed 180 s tick lease.
+    quick = {**POLICY, "checks": [{**POLICY["checks"][0], "timeout": 3.0}]}
+    _, _, canary = setup_ramp(quick)
+    assert ramp.start_ramp(canary)
+    run_traffic(canary)
+    due_again: list[float] = []
+
+    def dies_mid_check(project: Project, release: Release, previous: Release | None, **_: Any) -> SloResult:
+        stored = Release.objects.get(pk=release.pk)
+        assert stored.next_poll_at is not None
+        due_again.append((stored.next_poll_at - timezone.now()).total_seconds())
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(ramp, "run_checks", dies_mid_check)
+    with pytest.raises(SystemExit):
+        tick(canary)
+    assert 2 * 3.0 + ramp.TICK_MARGIN - 2 < due_again[0] <= 2 * 3.0 + ramp.TICK_MARGIN
+
+
+def test_the_tick_lease_follows_the_slowest_check_and_never_exceeds_the_cap() -> None:
+    from releases.slo_checks import CheckSpec
+
+    def lease(*timeouts: float) -> float:
+        specs = [CheckSpec(kind="http", name=f"c{n}", timeout=t) for n, t in enumerate(timeouts)]
+        return ramp.tick_lease(specs).total_seconds()
+
+    assert lease(3.0, 10.0) == 2 * 10.0 + ramp.TICK_MARGIN
+    assert lease(60.0, 60.0) == min(ramp.TICK_LEASE.total_seconds(), 140.0)
+    assert lease() == ramp.TICK_MARGIN  # no checks: the tick records a failed check at once
+
+
+def test_failed_looks_after_an_abort_went_out_spend_no_attempts(
+    router: FakeRouter, slo: Script, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from releases.providers.base import ProviderError
+
+    _, previous, canary = setup_ramp()
+    ramp.start_ramp(canary)
+    run_traffic(canary)
+    slo.results = [False]
+    assert tick(canary) == "aborting"
+    looks = {"n": 0}
+    real_current = router.current
+
+    def flaky_current(project: Project) -> Traffic:
+        looks["n"] += 1
+        if looks["n"] > 1:  # the look before sending works; the ones after it fail
+            raise ProviderError("GET rolling-release: 502", provider="vercel", status=502)
+        return real_current(project)
+
+    monkeypatch.setattr(router, "current", flaky_current)
+    assert run_traffic(canary) == ["confirming"]
+    assert router.calls[-1] == ("abort", previous.deployment_id)
+    abort = Action.objects.get(release=canary, key=f"traffic:{canary.pk}:abort")
+    assert abort.attempts == 1 and abort.status == "confirming"
+    monkeypatch.setattr(router, "current", real_current)
+    assert run_traffic(canary) == ["succeeded"]
+    assert [call for call in router.calls if call[0] == "abort"] == [("abort", previous.deployment_id)]
+
+
+def test_an_abort_that_never_landed_is_sent_again(
+    router: FakeRouter, slo: Script, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by bench/chaos.py: the abort's rollback got a 5xx that changed nothing. A 5xx may
+    # have landed, so the retries waited to see it; they never sent it again, and after eight
+    # attempts the aborting canary was held at its stage with its traffic still on it.
+    from releases import ramp_moves
+    from releases.providers.base import ProviderError
+
+    _, previous, canary = setup_ramp()
+    ramp.start_ramp(canary)
+    run_traffic(canary)
+    slo.results = [False]
+    assert tick(canary) == "aborting"
+    real_abort = router.abort
+
+    def lost(project: Project, canary_id: str, previous_id: str) -> None:
+        router.calls.append(("abort", previous_id))
+        raise ProviderError("POST rollback: 503", provider="vercel", status=503, maybe_delivered=True)
+
+    monkeypatch.setattr(router, "abort", lost)
+    assert run_traffic(canary) == ["retrying"]
+    assert run_traffic(canary) == ["confirming"]  # it may still land: look, do not resend yet
+    monkeypatch.setattr(ramp_moves, "ABORT_LANDS_WITHIN", timedelta(0))
+    monkeypatch.setattr(router, "abort", real_abort)
+    assert run_traffic(canary) == ["retrying"]  # still ramping: it never landed
+    assert run_traffic(canary) == ["succeeded"]
+    assert [call for call in router.calls if call[0] == "abort"] == [("abort", previous.deployment_id)] * 2
+    canary.refresh_from_db()
+    assert canary.state == S.ROLLED_BACK and router.state == "aborted"

@@ -105,6 +105,27 @@ def test_timeout_fault_hangs_and_changes_nothing(control: httpx.Client, simulato
     assert control.get("/_sim/slack/messages").json()["messages"] == []
 
 
+def test_an_applied_timeout_does_the_work_and_loses_the_answer(
+    control: httpx.Client, simulator_process
+) -> None:
+    control.post(
+        "/_sim/faults",
+        json={"service": "slack", "kind": "timeout", "delay": 2, "count": 1, "apply": True},
+    )
+    with simulator_process.client(headers=SLACK) as slack, pytest.raises(httpx.ReadTimeout):
+        slack.post("/slack/api/chat.postMessage", json={"channel": "#r", "text": "hi"}, timeout=0.5)
+    [entry] = control.get("/_sim/requests").json()["requests"]
+    assert (entry["fault"], entry["status"], entry["applied_status"]) == ("timeout", 504, 200)
+    assert [m["text"] for m in control.get("/_sim/slack/messages").json()["messages"]] == ["hi"]
+
+
+def test_apply_is_refused_for_faults_that_answer(control: httpx.Client) -> None:
+    refused = control.post("/_sim/faults", json={"service": "*", "kind": "5xx", "apply": True})
+    assert refused.status_code == 400 and "apply" in refused.json()["error"]
+    unapplied = control.post("/_sim/faults", json={"service": "*", "kind": "reset", "count": 1})
+    assert unapplied.json()["fault"]["apply"] is False
+
+
 def test_reset_fault_drops_the_connection(control: httpx.Client) -> None:
     control.post("/_sim/faults", json={"service": "pagerduty", "kind": "reset", "count": 1})
     with pytest.raises(httpx.TransportError):
