@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from releases import overrides
 from releases.config import parse_duration
 from releases.models import Action, GateCheck, RampCheck, Release, ReleaseEvent
+from releases.schema import CONFLICT, INVALID, NOT_FOUND, REFUSED
 
 
 class GateCheckSerializer(serializers.ModelSerializer):
@@ -122,6 +124,14 @@ class ExtendSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from exc
 
 
+OVERRIDE_RESPONSES = {200: ReleaseSerializer, 400: INVALID, **REFUSED, **NOT_FOUND, **CONFLICT}
+
+
+class ReleasePagination(LimitOffsetPagination):
+    # Without a cap, ?limit=10**30 reached PostgreSQL as a LIMIT beyond bigint: a 500.
+    max_limit = 500
+
+
 @extend_schema(
     parameters=[
         OpenApiParameter("project", str, description="project name"),
@@ -129,8 +139,13 @@ class ExtendSerializer(serializers.Serializer):
         OpenApiParameter("deployment", str, description="Vercel deployment id"),
     ]
 )
+@extend_schema_view(
+    list=extend_schema(responses={200: ReleaseSerializer(many=True), 400: INVALID, **REFUSED}),
+    retrieve=extend_schema(responses={200: ReleaseDetailSerializer, 400: INVALID, **REFUSED, **NOT_FOUND}),
+)
 class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Release.objects.select_related("project").order_by("-created_at", "-id")
+    pagination_class = ReleasePagination
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:
         return ReleaseDetailSerializer if self.action == "retrieve" else ReleaseSerializer
@@ -138,6 +153,9 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self) -> QuerySet[Release]:
         queryset = super().get_queryset()
         params = self.request.query_params
+        for name in ("project", "state", "deployment"):
+            if "\x00" in params.get(name, ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
+                raise serializers.ValidationError({name: "must not contain a NUL character"})
         if params.get("project"):
             queryset = queryset.filter(project__name=params["project"])
         if params.get("state"):
@@ -159,27 +177,27 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
         release.refresh_from_db()
         return Response(ReleaseSerializer(release).data)
 
-    @extend_schema(request=OverrideSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str | None = None) -> Response:
         return self._override(request, overrides.approve)
 
-    @extend_schema(request=OverrideSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str | None = None) -> Response:
         return self._override(request, overrides.reject)
 
-    @extend_schema(request=OverrideSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk: str | None = None) -> Response:
         return self._override(request, overrides.pause)
 
-    @extend_schema(request=OverrideSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str | None = None) -> Response:
         return self._override(request, overrides.resume)
 
-    @extend_schema(request=ExtendSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=ExtendSerializer, responses=OVERRIDE_RESPONSES)
     @action(detail=True, methods=["post"])
     def extend(self, request: Request, pk: str | None = None) -> Response:
         release = self.get_object()

@@ -73,7 +73,7 @@ def _text(value: Any, field: str, *, required: bool = True) -> str:
 
 def read_metric_alert(data: dict[str, Any]) -> Alert:
     action = data.get("action")
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:  # a list or object is unhashable
         raise BadPayload(f"action: must be one of {', '.join(sorted(ACTIONS))}")
     body = data.get("data")
     if not isinstance(body, dict) or not isinstance(body.get("metric_alert"), dict):

@@ -12,6 +12,7 @@ import hmac
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -50,12 +51,17 @@ class SloView(APIView):
     # Its own bearer token (SLO_AUTH_TOKEN), so a cron needs no Gatekeeper user.
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
+    # No OPTIONS description: it would be the one answer an anonymous caller gets with a token set.
+    metadata_class = None
 
     @extend_schema(
         parameters=[OpenApiParameter("deployment", str, required=True, description="Vercel deployment id")],
         responses={
-            200: OpenApiResponse(description="every check passed"),
-            503: OpenApiResponse(description="a check failed or could not be measured"),
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="every check passed"),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="no deployment given"),
+            401: OpenApiResponse(OpenApiTypes.OBJECT, description="SLO_AUTH_TOKEN is set and was not sent"),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="a deployment Gatekeeper has not seen"),
+            503: OpenApiResponse(OpenApiTypes.OBJECT, description="a check failed or could not be measured"),
         },
     )
     def get(self, request: Request) -> Response:
@@ -66,7 +72,7 @@ class SloView(APIView):
                 headers={"WWW-Authenticate": 'Bearer realm="gatekeeper-slo"'},
             )
         deployment = request.query_params.get("deployment", "").strip()
-        if not deployment or len(deployment) > MAX_DEPLOYMENT_ID:
+        if not deployment or len(deployment) > MAX_DEPLOYMENT_ID or "\x00" in deployment:
             return Response(
                 {"ok": False, "error": "deployment: a Vercel deployment id is required"},
                 status=status.HTTP_400_BAD_REQUEST,

@@ -32,6 +32,11 @@ import httpx
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
+# Headers whose values are credentials: kept out of every error message (see HttpClient.scrub).
+SECRET_HEADERS = frozenset({"authorization", "dd-api-key", "dd-application-key", "x-api-key"})
+REDACTED = "[redacted]"
+MAX_ERROR_BODY = 300
+MIN_SECRET = 6
 # A vendor asking us to wait longer than this is treated as "retry much later"; the caller's
 # scheduler (outbox next_attempt_at) handles long waits, never a sleeping worker.
 MAX_RETRY_AFTER = 3600.0
@@ -172,6 +177,7 @@ class HttpClient:
             headers=dict(headers or {}),
             follow_redirects=False,
         )
+        self._secrets = _credentials(headers or {})
 
     def close(self) -> None:
         self._client.close()
@@ -190,7 +196,16 @@ class HttpClient:
 
     def error_message(self, response: httpx.Response) -> tuple[str, str | None]:
         """(human message, vendor error code) from an error body; vendors shape these differently."""
-        return (response.text[:300] or response.reason_phrase, None)
+        # Scrubbed before it is cut, so a cut can never leave half a token behind.
+        return (self.scrub(response.text)[:MAX_ERROR_BODY] or response.reason_phrase, None)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this client's credentials. A vendor (or a proxy in front of it) may echo
+        the request's Authorization header in an error body, and error text is stored on the
+        action or check, shown in the admin and the API, logged and sent to Slack."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
     def is_permanent(self, response: httpx.Response) -> bool:
         return response.status_code < 500 and response.status_code not in (408, 409, 425, 429)
@@ -206,6 +221,23 @@ class HttpClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        try:
+            return self._request(method, path, params=params, json=json, headers=headers, expect=expect)
+        except ProviderError as exc:
+            exc.message = self.scrub(exc.message)
+            exc.args = (exc.message,)
+            raise
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        expect: tuple[int, ...],
     ) -> httpx.Response:
         try:
             response = self._client.request(method, path, params=params, json=json, headers=headers)
@@ -264,7 +296,7 @@ class HttpClient:
         refusal; if it persists, the message names the field to look at."""
         request = response.request
         return ProviderError(
-            f"{request.method} {request.url.path}: malformed answer: {problem}",
+            self.scrub(f"{request.method} {request.url.path}: malformed answer: {problem}"),
             provider=self.provider,
             status=response.status_code,
             maybe_delivered=maybe_delivered,
@@ -285,3 +317,18 @@ class HttpClient:
             return parser(data)
         except MalformedAnswer as exc:
             raise self.malformed(response, str(exc), maybe_delivered=maybe_delivered) from exc
+
+
+def _credentials(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The secret values in ``headers``: whole values, and the token after a scheme ("Bearer x")."""
+    found: set[str] = set()
+    for name, value in headers.items():
+        if name.lower() not in SECRET_HEADERS:
+            continue
+        scheme, _, token = value.strip().partition(" ")
+        secret = token.strip() if scheme.lower() in ("bearer", "token", "basic") else value.strip()
+        # An unset credential ("Bearer ") is nothing to hide; a very short one would redact words.
+        if len(secret) >= MIN_SECRET:
+            found.add(secret)
+    # Longest first, so a token inside a longer value is replaced as part of it.
+    return tuple(sorted(found, key=len, reverse=True))

@@ -97,7 +97,9 @@ class DatadogClient(HttpClient):
         if status != "ok":
             # Datadog read the query and refused it; resending the same query cannot help.
             raise ProviderError(
-                f"GET {response.request.url.path}: query failed: {problem or f'status {status!r}'}",
+                self.scrub(
+                    f"GET {response.request.url.path}: query failed: {problem or f'status {status!r}'}"
+                ),
                 provider=self.provider,
                 permanent=True,
                 status=response.status_code,
