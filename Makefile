@@ -34,6 +34,9 @@ run: venv
 bench: venv services
 	$(BIN)/python bench/time_to_rollback.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/fuzz.py
 
 migrate: venv
 	$(BIN)/python manage.py migrate

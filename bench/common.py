@@ -45,12 +45,19 @@ def bench_env(database: str, broker_db: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def gunicorn_command(port: int, workers: int = 2) -> list[str]:
-    """The web as docker-compose runs it."""
-    return [
+def gunicorn_command(port: int, workers: int = 2, *, image_flags: bool = False) -> list[str]:
+    """The web as docker-compose runs it; ``image_flags`` adds the rest of the Dockerfile's CMD
+    (timeouts, the access log on stdout, the heartbeat in /dev/shm): what a request pays there."""
+    command = [
         PYTHON, "-m", "gunicorn", "gatekeeper.wsgi:application",
         "--workers", str(workers), "--log-level", "warning", "--bind", f"127.0.0.1:{port}",
     ]  # fmt: skip
+    if image_flags:
+        command += [
+            "--timeout", "30", "--graceful-timeout", "30", "--access-logfile", "-",
+            "--worker-tmp-dir", "/dev/shm",  # noqa: S108 - the Dockerfile's own flag
+        ]  # fmt: skip
+    return command
 
 
 def worker_command() -> list[str]:

@@ -1,8 +1,9 @@
 """What each Vercel event means to Gatekeeper: an event -> handler table and an ignore list.
 
 Every field is checked where it is read, so a wrong shape is a 400 naming the field, never a
-500. Handlers run inside the request's transaction and only write rows; the poll and the
-actions are enqueued on commit.
+500. ``record`` takes a delivery in one transaction: a production deployment of a gated project
+starts its gate in one statement (``_gate_at_once``), anything else goes to its handler, which
+only writes rows; actions are dispatched on commit.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import connection, transaction
+from django.utils import timezone
+
 from releases.config import render_release
-from releases.decisions import mark_live
+from releases.decisions import GATEKEEPER, mark_live
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
-from releases.polling import start_gate
+from releases.polling import gate_start, start_gate
 from releases.ramp import start_ramp
+from releases.rows import insert_ignoring_conflict, insert_values, load_first
 from releases.states import ALLOWED, FINAL, ReleaseState, transition
 
 S = ReleaseState
+DELIVERY = WebhookDelivery.Outcome
 VERCEL = "vercel"
 
 # Events a Vercel webhook may carry that say nothing a gate needs (api-contracts.md §1.4).
@@ -160,7 +166,7 @@ def read_deployment(payload: dict[str, Any]) -> Deployment:
 
 
 def _project_for(deployment: Deployment) -> Project | None:
-    project = Project.objects.filter(vercel_project_id=deployment.project_id).first()
+    project = load_first(Project, "vercel_project_id = %s", [deployment.project_id])
     if project is not None and project.vercel_team_id and deployment.team_id != project.vercel_team_id:
         return None  # same project id under another team is not ours
     return project
@@ -170,7 +176,7 @@ def _event_time(created_at: int | None) -> datetime | None:
     return datetime.fromtimestamp(created_at / 1000, UTC) if created_at else None
 
 
-def _release_for(project: Project, deployment: Deployment, created_at: int | None) -> tuple[Release, bool]:
+def _release_defaults(project: Project, deployment: Deployment, created_at: int | None) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "project": project,
         "deployment_url": deployment.url[:300],
@@ -193,7 +199,96 @@ def _release_for(project: Project, deployment: Deployment, created_at: int | Non
         )[:200]
     except (KeyError, IndexError, ValueError):
         defaults["version"] = ""
+    return defaults
+
+
+def _release_for(project: Project, deployment: Deployment, created_at: int | None) -> tuple[Release, bool]:
+    defaults = _release_defaults(project, deployment, created_at)
     return Release.objects.get_or_create(deployment_id=deployment.id, defaults=defaults)
+
+
+class _Repeat(Exception):
+    """The delivery id is already recorded: what this transaction wrote is undone."""
+
+
+def _gate_at_once(release: Release, delivery: WebhookDelivery) -> bool:
+    """The release, created already gating, its history row, and the delivery that started it:
+    three rows in one statement. False, with nothing written, when the deployment already has a
+    release; raises _Repeat when the delivery is a repeat.
+
+    The same rows as recording the delivery, get_or_create and start_gate (received -> gating,
+    with its history row) wrote in eight statements (the delivery, get_or_create's SELECT,
+    savepoint, INSERT and release, the delivery's UPDATE, the transition's UPDATE and history
+    row); the ORM spent longer building those than PostgreSQL running them (bench/ingest.py).
+    Uniqueness does the rest: a deployment gets one release, a delivery id one row.
+    """
+    now = timezone.now()
+    fields, reason = gate_start(release, now)
+    for name, value in {**fields, "state": S.GATING, "updated_at": now}.items():
+        setattr(release, name, value)
+    history = ReleaseEvent(
+        kind=ReleaseEvent.Kind.TRANSITION,
+        from_state=S.RECEIVED,
+        to_state=S.GATING,
+        actor=GATEKEEPER,
+        reason=reason,
+        data={},
+        created_at=now,
+    )
+    delivery.project, delivery.outcome, delivery.note = release.project, DELIVERY.ACCEPTED, "gate started"
+    release_columns, release_marks, release_values = insert_values(release)
+    delivery_columns, delivery_marks, delivery_values = insert_values(delivery, skip="release")
+    history_columns, history_marks, history_values = insert_values(history, skip="release")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH release AS (INSERT INTO {Release._meta.db_table} ({release_columns})"  # noqa: S608
+            f"  VALUES ({release_marks}) ON CONFLICT (deployment_id) DO NOTHING RETURNING id),"
+            f" delivery AS (INSERT INTO {WebhookDelivery._meta.db_table} (release_id, {delivery_columns})"
+            f"  SELECT id, {delivery_marks} FROM release ON CONFLICT DO NOTHING RETURNING id),"
+            f" history AS (INSERT INTO {ReleaseEvent._meta.db_table} (release_id, {history_columns})"
+            f"  SELECT id, {history_marks} FROM release)"
+            " SELECT (SELECT id FROM release), (SELECT id FROM delivery)",
+            [*release_values, *delivery_values, *history_values],
+        )
+        release_id, delivery_id = cursor.fetchone()
+    if release_id is None:
+        delivery.project, delivery.outcome, delivery.note = None, DELIVERY.IGNORED, ""
+        return False
+    if delivery_id is None:
+        raise _Repeat
+    for row, pk in ((release, release_id), (delivery, delivery_id)):
+        row.pk = pk
+        row._state.adding, row._state.db = False, connection.alias
+    delivery.release = release
+    return True
+
+
+def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
+    """Record the delivery and act on it, all in one transaction; None when it is a repeat (the
+    same delivery id already recorded), and nothing is written then."""
+    delivery = WebhookDelivery(
+        source=VERCEL, delivery_id=event.id, event_type=event.type, outcome=DELIVERY.IGNORED, payload=payload
+    )
+    try:
+        with transaction.atomic():
+            if HANDLERS.get(event.type) is on_ready:
+                deployment = read_deployment(event.payload)
+                project = _project_for(deployment)
+                if project is not None and _gated(event, deployment, project) and not project.canary:
+                    release = Release(
+                        deployment_id=deployment.id,
+                        **_release_defaults(project, deployment, event.created_at),
+                    )
+                    if release.version and _gate_at_once(release, delivery):
+                        return Outcome("accepted", f"gating {release.version}", accepted=True)
+                if not insert_ignoring_conflict(delivery):
+                    return None
+                return _ready(event, delivery, deployment, project)
+            if not insert_ignoring_conflict(delivery):
+                return None
+            return handle(event, delivery)
+    except _Repeat:
+        return None
 
 
 def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None) -> Outcome:
@@ -203,9 +298,18 @@ def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None
     return Outcome("ignored", note)
 
 
+def _gated(event: Event, deployment: Deployment, project: Project) -> bool:
+    return deployment.target == "production" and event.type == project.start_on
+
+
 def on_ready(event: Event, delivery: WebhookDelivery) -> Outcome:
     deployment = read_deployment(event.payload)
-    project = _project_for(deployment)
+    return _ready(event, delivery, deployment, _project_for(deployment))
+
+
+def _ready(
+    event: Event, delivery: WebhookDelivery, deployment: Deployment, project: Project | None
+) -> Outcome:
     if project is None:
         return _ignore(delivery, f"unknown project {deployment.project_id}")
     if deployment.target != "production":

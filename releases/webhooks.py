@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,15 +19,19 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from releases import sentry_events, vercel_events
 from releases.models import WebhookDelivery
+from releases.schema import webhook_responses
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +81,10 @@ class HmacSignature(BaseAuthentication):
         body = raw_body(request._request)
         given = request.META.get("HTTP_" + self.header.upper().replace("-", "_"), "")
         expected = hmac.new(secret.encode("utf-8"), body, self.algorithm).hexdigest()
-        if not given or not hmac.compare_digest(expected, given.strip().lower()):
+        # As bytes: a header with a non-ASCII byte arrives as Latin-1 text, and compare_digest
+        # refuses non-ASCII str with a TypeError (a 500) instead of answering False.
+        given_bytes = given.strip().lower().encode("utf-8", "replace")
+        if not given or not hmac.compare_digest(expected.encode(), given_bytes):
             logger.warning(f"{self.source}.webhook.invalid_signature")
             raise exceptions.AuthenticationFailed("signature missing or wrong")
         return (None, self.source)
@@ -121,6 +129,8 @@ class SentrySignature(HmacSignature):
 class WebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes: list[Any] = []  # we parse the verified raw bytes ourselves
+    # Senders read JSON; without the browsable API's renderer, negotiation is cheaper (ingest bench).
+    renderer_classes: list[Any] = [JSONRenderer]
     throttle_classes: list[Any] = []
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -135,8 +145,9 @@ class WebhookView(APIView):
             raise Malformed(f"body is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise Malformed("body must be a JSON object")
-        if _has_nul(data):
-            raise Malformed("body contains a NUL character (\\u0000), which cannot be stored")
+        problem = _unstorable(data)
+        if problem:
+            raise Malformed(f"body contains {problem}, which cannot be stored")
         return data
 
 
@@ -144,25 +155,34 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def _has_nul(data: Any) -> bool:
-    """PostgreSQL's jsonb cannot store U+0000; walked without recursion, as nesting may be deep."""
+# PostgreSQL's jsonb cannot store U+0000, and a lone surrogate (JSON "\\ud800") has no UTF-8 form.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(data: Any) -> str:
+    """What in ``data`` the database would refuse; walked without recursion, as nesting may be deep."""
     stack = [data]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
-            if "\x00" in value:
-                return True
+            found = _UNSTORABLE.search(value)
+            if found:
+                char = found.group()
+                if char == "\x00":
+                    return "a NUL character (\\u0000)"
+                return f"a lone surrogate (\\u{ord(char):04x})"
         elif isinstance(value, dict):
             stack.extend(value)
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-    return False
+    return ""
 
 
 class VercelWebhookView(WebhookView):
     authentication_classes = [VercelSignature]
 
+    @extend_schema(request={"application/json": OpenApiTypes.OBJECT}, responses=webhook_responses())
     def post(self, request: Request) -> Response:
         envelope = self.parse_json(request)
         try:
@@ -170,19 +190,11 @@ class VercelWebhookView(WebhookView):
         except vercel_events.BadPayload as exc:
             raise Malformed(str(exc)) from exc
         try:
-            with transaction.atomic():
-                delivery = WebhookDelivery.objects.create(
-                    source="vercel",
-                    delivery_id=event.id,
-                    event_type=event.type,
-                    outcome=WebhookDelivery.Outcome.IGNORED,
-                    payload=envelope,
-                )
-                outcome = vercel_events.handle(event, delivery)
-        except IntegrityError:
-            return Response({"status": "duplicate", "id": event.id}, status=status.HTTP_200_OK)
+            outcome = vercel_events.record(event, envelope)
         except vercel_events.BadPayload as exc:
             raise Malformed(str(exc)) from exc
+        if outcome is None:
+            return Response({"status": "duplicate", "id": event.id}, status=status.HTTP_200_OK)
         logger.info(
             "vercel.webhook.received", extra={"event": event.type, "id": event.id, "outcome": outcome.status}
         )
@@ -195,12 +207,21 @@ class SentryWebhookView(WebhookView):
 
     authentication_classes = [SentrySignature]
 
+    @extend_schema(
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses=webhook_responses(),
+        parameters=[
+            OpenApiParameter("Sentry-Hook-Resource", str, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter("Sentry-Hook-Timestamp", str, OpenApiParameter.HEADER, required=True),
+        ],
+    )
     def post(self, request: Request) -> Response:
         resource = request.META.get("HTTP_SENTRY_HOOK_RESOURCE", "").strip()
         data = self.parse_json(request)
         if resource in sentry_events.IGNORED_RESOURCES:
-            request_id = request.META.get("HTTP_REQUEST_ID", "")[:100]
-            key = request_id or hashlib.sha256(raw_body(request._request)).hexdigest()
+            # Keyed by the signed bytes, not the Request-ID: a retry or a replayed capture carries
+            # a new Request-ID over the same body, and each one would otherwise write a row.
+            key = hashlib.sha256(raw_body(request._request)).hexdigest()
             _, created = WebhookDelivery.objects.get_or_create(
                 source="sentry",
                 delivery_id=f"{resource}:{key}",
