@@ -37,7 +37,15 @@ from releases.states import ReleaseState, transition
 logger = logging.getLogger(__name__)
 
 S = ReleaseState
-POLL_LEASE = timedelta(seconds=60)  # longer than one Sentry call with its timeout
+
+
+def poll_lease() -> timedelta:
+    """How long a claimed poll owns its release: a Sentry call (and a page of it) at most twice
+    the provider timeout, plus recording. A poll cut short by a killed worker is due again then
+    (a fixed minute left a gate without polls for 72 s in bench/chaos.py). A poll that overruns
+    it is harmless: the next one claims a newer generation and the late one records nothing.
+    """
+    return timedelta(seconds=2 * float(settings.PROVIDER_TIMEOUT) + 10)
 
 
 def enqueue_poll(release_id: int, generation: int, countdown: float | None = None) -> None:
@@ -49,20 +57,30 @@ def enqueue_poll(release_id: int, generation: int, countdown: float | None = Non
         logger.warning("poll.enqueue_failed", extra={"release_id": release_id}, exc_info=True)
 
 
-def start_gate(release: Release, *, reason: str = "") -> bool:
-    """received/held -> gating, and the first poll once the transaction commits."""
-    now = timezone.now()
+def gate_start(release: Release, now: datetime) -> tuple[dict[str, Any], str]:
+    """What starting the gate writes: the release's fields, and the reason its history gives.
+
+    Due now: the next dispatch (within DISPATCH_INTERVAL) sends the first poll, so the webhook
+    request that started the gate publishes nothing.
+    """
     project = release.project
-    reason = reason or (
+    reason = (
         f"gating: waiting for {project.min_sessions} sessions at a crash-free rate of at least "
         f"{project.crash_free_threshold * 100:.2f}%"
     )
     fields = {"next_poll_at": now, "consecutive_errors": 0, "generation": release.generation + 1}
     if release.gating_started_at is None:
         fields["gating_started_at"] = now
-    # Due now: the next dispatch (within DISPATCH_INTERVAL) sends the first poll, so the webhook
-    # request that started the gate publishes nothing.
-    return transition(release, S.GATING, actor=GATEKEEPER, reason=reason, fields=fields) is not None
+    return fields, reason
+
+
+def start_gate(release: Release, *, reason: str = "") -> bool:
+    """received/held -> gating, due for its first poll now."""
+    fields, default_reason = gate_start(release, timezone.now())
+    return (
+        transition(release, S.GATING, actor=GATEKEEPER, reason=reason or default_reason, fields=fields)
+        is not None
+    )
 
 
 def window_start(release: Release, now: datetime) -> datetime:
@@ -122,7 +140,7 @@ def poll_batch(
         polled.append(release)
     if not polled:
         return outcomes
-    claimed = _claim(polled, now + POLL_LEASE)
+    claimed = _claim(polled, now + poll_lease())
     groups: dict[tuple[str, str, str, datetime], list[Release]] = {}
     for release in polled:
         if release.pk not in claimed:

@@ -425,3 +425,21 @@ def test_a_canary_tick_is_never_taken_early(project: Project, no_broker: list[An
     tick = gating(project, next_poll_at=now + timedelta(seconds=2))
     Release.objects.filter(pk=tick.pk).update(state="ramping")
     assert scheduler.dispatch_due(now) == {"due": 1, "batches": 1, "ticks": 0}
+
+
+def test_a_claimed_poll_is_due_again_after_its_lease_not_a_fixed_minute(
+    project: Project, fakes: Fakes, no_broker: list[Any], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.PROVIDER_TIMEOUT = 5.0
+    release = gating(project)
+    seen: list[Any] = []
+
+    def die(*args: Any, **kwargs: Any) -> Any:  # the worker is killed while Sentry answers
+        seen.append(Release.objects.get(pk=release.pk).next_poll_at)
+        raise SystemExit
+
+    monkeypatch.setattr(polling, "_poll_group", die)
+    before = timezone.now()
+    with pytest.raises(SystemExit):
+        polling.poll_batch([(release.pk, release.generation)])
+    assert before + timedelta(seconds=20) <= seen[0] <= timezone.now() + timedelta(seconds=20)
