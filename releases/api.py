@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from releases import overrides
 from releases.config import parse_duration
 from releases.models import Action, GateCheck, RampCheck, Release, ReleaseEvent
-from releases.schema import CONFLICT, INVALID, NOT_FOUND, REFUSED
+from releases.schema import CONFLICT, INVALID, NOT_FOUND, REFUSED, UNSUPPORTED
 
 
 class GateCheckSerializer(serializers.ModelSerializer):
@@ -124,7 +124,14 @@ class ExtendSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from exc
 
 
-OVERRIDE_RESPONSES = {200: ReleaseSerializer, 400: INVALID, **REFUSED, **NOT_FOUND, **CONFLICT}
+OVERRIDE_RESPONSES = {
+    200: ReleaseSerializer,
+    400: INVALID,
+    **REFUSED,
+    **NOT_FOUND,
+    **CONFLICT,
+    **UNSUPPORTED,
+}
 
 
 class ReleasePagination(LimitOffsetPagination):

@@ -33,6 +33,8 @@ REFUSED = {
 }
 NOT_FOUND = {404: detail("no such release")}
 CONFLICT = {409: detail("the override is not allowed in the release's current state")}
+# DRF answers a body it has no parser for (a missing or unknown Content-Type) with a 415.
+UNSUPPORTED = {415: detail("the body is not JSON, a form or multipart")}
 
 
 def webhook_responses() -> dict[int, Any]:
