@@ -267,6 +267,18 @@ def start_rollback(
     )
 
 
+def lock_project(project_id: int) -> None:
+    """Take the project's row lock, first: before any of its releases' rows.
+
+    ``mark_live`` locks the project and then writes its releases. A transaction that had locked
+    or written a release first and then reached ``mark_live`` (a rollback's or a canary move's
+    success, a deployment.promoted webhook with its history row) deadlocked against another
+    doing it the other way round (seen twice in one bench/chaos.py run). One order for all: the
+    project, then its releases.
+    """
+    list(Project.objects.select_for_update().filter(pk=project_id).values_list("pk", flat=True))
+
+
 def mark_live(
     project: Project, deployment_id: str, *, actor: str, reason: str, since: datetime | None = None
 ) -> Release | None:

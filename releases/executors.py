@@ -17,7 +17,7 @@ from typing import Any
 from django.utils import timezone
 
 from releases import clients, outbox
-from releases.decisions import GATEKEEPER, facts_for, mark_live, slack_spec
+from releases.decisions import GATEKEEPER, facts_for, lock_project, mark_live, slack_spec
 from releases.models import Action, Project, Release
 from releases.outbox import Confirming, Done, Handler, mark_started, register
 from releases.providers.base import ProviderError
@@ -244,6 +244,7 @@ def _promoted(action: Action, done: Done) -> None:
 
 def _rolled_back(action: Action, done: Done) -> None:
     release = Release.objects.select_related("project").get(pk=action.release_id)
+    lock_project(release.project_id)  # before the release's row: mark_live's order
     target = str(action.payload["deployment_id"])
     # Marked even if a human moved the release meanwhile: it must never be a rollback target.
     Release.objects.filter(pk=release.pk, rolled_back_at__isnull=True).update(rolled_back_at=timezone.now())

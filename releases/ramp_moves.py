@@ -11,7 +11,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from releases.decisions import GATEKEEPER, facts_for, mark_live, slack_spec
+from releases.decisions import GATEKEEPER, facts_for, lock_project, mark_live, slack_spec
 from releases.executors import held_after_failure
 from releases.models import Action, Project, Release, ReleaseEvent
 from releases.outbox import (
@@ -144,6 +144,9 @@ def _moved(action: Action, done: Done) -> None:
     """A traffic move is in place: record it, and schedule what comes next."""
     payload = action.payload
     op, stage = payload["op"], int(payload["stage"])
+    # The project before the release's row: completing and aborting reach mark_live, which takes
+    # them in that order.
+    lock_project(Release.objects.values_list("project_id", flat=True).get(pk=action.release_id))
     release = (
         Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=action.release_id)
     )

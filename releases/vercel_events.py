@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from releases.config import render_release
-from releases.decisions import GATEKEEPER, mark_live
+from releases.decisions import GATEKEEPER, lock_project, mark_live
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import gate_start, start_gate
 from releases.ramp import start_ramp
@@ -346,6 +346,7 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
     project = _project_for(deployment)
     if project is None:
         return _ignore(delivery, f"unknown project {deployment.project_id}")
+    lock_project(project.pk)  # before the release's rows (its history row locks it): mark_live's order
     release, _ = _release_for(project, deployment, event.created_at)
     ReleaseEvent.objects.create(
         release=release,
