@@ -9,11 +9,12 @@ only writes rows; actions are dispatched on commit.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from releases.config import render_release
@@ -21,7 +22,7 @@ from releases.decisions import GATEKEEPER, lock_project, mark_live
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import gate_start, start_gate
 from releases.ramp import start_ramp
-from releases.rows import insert_ignoring_conflict, insert_values, load_first
+from releases.rows import insert_ignoring_conflict, insert_values, load_first, load_versioned
 from releases.states import ALLOWED, FINAL, ReleaseState, transition
 
 S = ReleaseState
@@ -165,8 +166,29 @@ def read_deployment(payload: dict[str, Any]) -> Deployment:
     )
 
 
+# Projects by Vercel project id, each with its row as it was read (rows.load_versioned).
+# A new production deployment is gated in one statement that first checks the row still reads
+# the same, so a project edited since (sync_config, the admin, a queryset update) is read again,
+# never used stale: a stale copy costs one more try, not a wrong gate. Saves a round trip and a
+# transaction per delivery (bench/ingest.py). Configured projects are few: no eviction.
+_PROJECTS: dict[str, tuple[Project, str]] = {}
+
+
 def _project_for(deployment: Deployment) -> Project | None:
-    project = load_first(Project, "vercel_project_id = %s", [deployment.project_id])
+    if connection.vendor == "postgresql":
+        found = load_versioned(Project, "vercel_project_id = %s", [deployment.project_id])
+        if found is None:
+            _PROJECTS.pop(deployment.project_id, None)
+            project = None
+        else:
+            _PROJECTS[deployment.project_id] = found
+            project = found[0]
+    else:
+        project = load_first(Project, "vercel_project_id = %s", [deployment.project_id])
+    return _ours(project, deployment)
+
+
+def _ours(project: Project | None, deployment: Deployment) -> Project | None:
     if project is not None and project.vercel_team_id and deployment.team_id != project.vercel_team_id:
         return None  # same project id under another team is not ours
     return project
@@ -211,10 +233,12 @@ class _Repeat(Exception):
     """The delivery id is already recorded: what this transaction wrote is undone."""
 
 
-def _gate_at_once(release: Release, delivery: WebhookDelivery) -> bool:
+def _gate_at_once(release: Release, delivery: WebhookDelivery, project_row: str = "") -> bool | None:
     """The release, created already gating, its history row, and the delivery that started it:
     three rows in one statement. False, with nothing written, when the deployment already has a
-    release; raises _Repeat when the delivery is a repeat.
+    release; raises _Repeat, with nothing written, when the delivery is a repeat. With
+    ``project_row``, the project's row must still read as that (rows.load_versioned): None, with
+    nothing written, when it does not.
 
     The same rows as recording the delivery, get_or_create and start_gate (received -> gating,
     with its history row) wrote in eight statements (the delivery, get_or_create's SELECT,
@@ -239,28 +263,75 @@ def _gate_at_once(release: Release, delivery: WebhookDelivery) -> bool:
     release_columns, release_marks, release_values = insert_values(release)
     delivery_columns, delivery_marks, delivery_values = insert_values(delivery, skip="release")
     history_columns, history_marks, history_values = insert_values(history, skip="release")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH release AS (INSERT INTO {Release._meta.db_table} ({release_columns})"  # noqa: S608
-            f"  VALUES ({release_marks}) ON CONFLICT (deployment_id) DO NOTHING RETURNING id),"
-            f" delivery AS (INSERT INTO {WebhookDelivery._meta.db_table} (release_id, {delivery_columns})"
-            f"  SELECT id, {delivery_marks} FROM release ON CONFLICT DO NOTHING RETURNING id),"
-            f" history AS (INSERT INTO {ReleaseEvent._meta.db_table} (release_id, {history_columns})"
-            f"  SELECT id, {history_marks} FROM release)"
-            " SELECT (SELECT id FROM release), (SELECT id FROM delivery)",
-            [*release_values, *delivery_values, *history_values],
-        )
-        release_id, delivery_id = cursor.fetchone()
-    if release_id is None:
+    if project_row:
+        table = Project._meta.db_table
+        current = f"SELECT 1 FROM {table} WHERE id = %s AND {table}::text = %s"  # noqa: S608
+        guard = [release.project.pk, project_row]
+    else:
+        current, guard = "SELECT 1", []
+    # The delivery's INSERT has no ON CONFLICT: a repeated delivery id fails the whole statement,
+    # so its release is not written either, even outside a transaction.
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH current AS ({current}),"  # noqa: S608 - names from the models
+                f" release AS (INSERT INTO {Release._meta.db_table} ({release_columns})"
+                f"  SELECT {release_marks} FROM current ON CONFLICT (deployment_id) DO NOTHING RETURNING id),"
+                f" delivery AS (INSERT INTO {WebhookDelivery._meta.db_table} (release_id, {delivery_columns})"
+                f"  SELECT id, {delivery_marks} FROM release RETURNING id),"
+                f" history AS (INSERT INTO {ReleaseEvent._meta.db_table} (release_id, {history_columns})"
+                f"  SELECT id, {history_marks} FROM release)"
+                " SELECT EXISTS (SELECT 1 FROM current), (SELECT id FROM release), (SELECT id FROM delivery)",
+                [*guard, *release_values, *delivery_values, *history_values],
+            )
+            fresh, release_id, delivery_id = cursor.fetchone()
+    except IntegrityError as exc:
+        if _constraint(exc) == UNIQUE_DELIVERY:
+            raise _Repeat from exc
+        raise
+    if not fresh or release_id is None:
         delivery.project, delivery.outcome, delivery.note = None, DELIVERY.IGNORED, ""
-        return False
-    if delivery_id is None:
-        raise _Repeat
+        return None if not fresh else False
     for row, pk in ((release, release_id), (delivery, delivery_id)):
         row.pk = pk
         row._state.adding, row._state.db = False, connection.alias
     delivery.release = release
     return True
+
+
+UNIQUE_DELIVERY = "unique_delivery"  # WebhookDelivery's (source, delivery_id) constraint
+
+
+def _constraint(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
+def _gate_from_memory(event: Event, delivery: WebhookDelivery) -> Outcome | None:
+    """The common case in one statement and no transaction: a production deployment of a gated
+    project held in memory (_PROJECTS). None when it does not apply, the copy is stale, or the
+    deployment is already known: ``record`` then takes the delivery the long way."""
+    if HANDLERS.get(event.type) is not on_ready or connection.vendor != "postgresql":
+        return None
+    deployment = read_deployment(event.payload)
+    held = _PROJECTS.get(deployment.project_id)
+    if held is None:
+        return None
+    project, project_row = held
+    if _ours(project, deployment) is None or not _gated(event, deployment, project) or project.canary:
+        return None
+    release = Release(deployment_id=deployment.id, **_release_defaults(project, deployment, event.created_at))
+    if not release.version:
+        return None
+    # Inside a caller's transaction (tests, a management command), a savepoint keeps a refused
+    # INSERT from breaking it; on its own the statement is its own transaction.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        started = _gate_at_once(release, delivery, project_row)
+    if started is None:
+        _PROJECTS.pop(deployment.project_id, None)
+    if not started:
+        return None
+    return Outcome("accepted", f"gating {release.version}", accepted=True)
 
 
 def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
@@ -270,6 +341,9 @@ def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
         source=VERCEL, delivery_id=event.id, event_type=event.type, outcome=DELIVERY.IGNORED, payload=payload
     )
     try:
+        outcome = _gate_from_memory(event, delivery)
+        if outcome is not None:
+            return outcome
         with transaction.atomic():
             if HANDLERS.get(event.type) is on_ready:
                 deployment = read_deployment(event.payload)

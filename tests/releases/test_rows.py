@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from releases.models import Project, WebhookDelivery
+from releases.models import Project, Release, WebhookDelivery
 from releases.rows import insert_ignoring_conflict, load_first
 from tests.factories import make_project
 
@@ -42,3 +43,38 @@ def test_insert_ignoring_conflict_writes_once_and_says_so() -> None:
     )
     assert not insert_ignoring_conflict(again)
     assert again.pk is None and WebhookDelivery.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "model", ["Release", "WebhookDelivery", "ReleaseEvent", "Project", "Action", "GateCheck"]
+)
+def test_insert_values_prepares_every_field_as_the_orm_does(model: str) -> None:
+    from django.apps import apps
+    from django.db import connection
+
+    from releases.rows import insert_values
+
+    cls = apps.get_model("releases", model)
+    project = make_project()
+    release = Release.objects.create(project=project, deployment_id="dpl_rows", version="v1")
+    related = {"project": project, "release": release}
+    kwargs: dict[str, Any] = {}
+    for field in cls._meta.concrete_fields:
+        if field.is_relation and field.name in related:
+            kwargs[field.name] = related[field.name]
+    obj = cls(**kwargs)
+    _, _, fast = insert_values(obj)
+    fields = [f for f in cls._meta.concrete_fields if not f.primary_key]
+    generic = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    assert len(fast) == len(generic)
+    for field, mine, theirs in zip(fields, fast, generic, strict=True):
+        if field.get_internal_type() == "JSONField":
+            assert (getattr(mine, "obj", mine), type(mine)) == (
+                getattr(theirs, "obj", theirs),
+                type(theirs),
+            ), field.name
+        elif field.get_internal_type() in {"DateTimeField"} and field.auto_now_add | field.auto_now:
+            assert type(mine) is type(theirs), field.name  # both "now", a moment apart
+        else:
+            assert (mine, type(mine)) == (theirs, type(theirs)), field.name

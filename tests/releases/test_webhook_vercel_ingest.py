@@ -169,3 +169,144 @@ def test_two_deliveries_for_one_new_deployment_at_once_start_one_gate(attempt: i
     ]
     assert release.events.count() == 1
     assert Project.objects.count() == 1
+
+
+def _project_reads(queries: list[dict[str, Any]]) -> list[str]:
+    table = Project._meta.db_table
+    return [
+        q["sql"] for q in queries if q["sql"].lstrip().startswith("SELECT") and f"FROM {table}" in q["sql"]
+    ]
+
+
+@pytest.mark.django_db
+def test_a_project_held_in_memory_gates_without_reading_its_row_again(client: Client) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    make_project()
+    assert (
+        post(
+            client, deployment_event(event_id="evt_first", deployment_id="dpl_Mem0000000000000000001")
+        ).status_code
+        == 202
+    )
+    with CaptureQueriesContext(connection) as seen:
+        response = post(
+            client, deployment_event(event_id="evt_second", deployment_id="dpl_Mem0000000000000000002")
+        )
+    assert response.status_code == 202
+    assert _project_reads(seen.captured_queries) == []
+    assert Release.objects.filter(state=ReleaseState.GATING).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("how", ["save", "update"])
+def test_a_project_edited_since_it_was_read_gates_with_its_new_settings(client: Client, how: str) -> None:
+    project = make_project(min_sessions=500)
+    assert (
+        post(
+            client, deployment_event(event_id="evt_before", deployment_id="dpl_Edit0000000000000000001")
+        ).status_code
+        == 202
+    )
+    if how == "save":
+        project.min_sessions = 1234
+        project.save()
+    else:  # a queryset update bypasses save(), auto_now and signals: the row version still moves
+        Project.objects.filter(pk=project.pk).update(min_sessions=1234)
+    response = post(
+        client, deployment_event(event_id="evt_after", deployment_id="dpl_Edit0000000000000000002")
+    )
+    assert response.status_code == 202
+    after = Release.objects.get(deployment_id="dpl_Edit0000000000000000002")
+    assert "1234 sessions" in after.events.get().reason
+    # The copy in memory is the new one now: a third delivery gates with it too.
+    post(client, deployment_event(event_id="evt_third", deployment_id="dpl_Edit0000000000000000003"))
+    assert (
+        "1234 sessions"
+        in Release.objects.get(deployment_id="dpl_Edit0000000000000000003").events.get().reason
+    )
+
+
+@pytest.mark.django_db
+def test_a_project_removed_since_it_was_read_gates_nothing(client: Client) -> None:
+    project = make_project()
+    assert (
+        post(
+            client, deployment_event(event_id="evt_kept", deployment_id="dpl_Gone0000000000000000001")
+        ).status_code
+        == 202
+    )
+    Release.objects.all().delete()
+    WebhookDelivery.objects.all().delete()
+    project.delete()
+    response = post(
+        client, deployment_event(event_id="evt_gone", deployment_id="dpl_Gone0000000000000000002")
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    assert not Release.objects.exists()
+    delivery = WebhookDelivery.objects.get(delivery_id="evt_gone")
+    assert delivery.outcome == "ignored" and delivery.note.startswith("unknown project")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_repeated_id_with_another_deployment_writes_nothing() -> None:
+    make_project()
+    client = Client()
+    assert (
+        post(
+            client, deployment_event(event_id="evt_twice", deployment_id="dpl_Auto0000000000000000001")
+        ).status_code
+        == 202
+    )
+    assert not connection.in_atomic_block
+    response = post(
+        client, deployment_event(event_id="evt_twice", deployment_id="dpl_Auto0000000000000000002")
+    )
+    assert response.status_code == 200 and response.json()["status"] == "duplicate"
+    assert list(Release.objects.values_list("deployment_id", flat=True)) == ["dpl_Auto0000000000000000001"]
+    assert (WebhookDelivery.objects.count(), ReleaseEvent.objects.count()) == (1, 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", ["accepted", "ignored", "duplicate"])
+def test_the_quick_path_answers_as_drf_does(
+    client: Client, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    from releases import webhooks
+
+    make_project()
+
+    def answer(n: int, quick: bool) -> Any:
+        if not quick:
+            monkeypatch.setattr(webhooks, "_quick", lambda request: None)
+        event = deployment_event(event_id=f"evt_same_{n}", deployment_id=f"dpl_Same{n:021d}")
+        if case == "ignored":
+            event["payload"]["target"] = None  # a preview build
+        first = post(client, event)
+        response = post(client, event) if case == "duplicate" else first
+        monkeypatch.undo()
+        return response
+
+    drf, quick = answer(1, quick=False), answer(2, quick=True)
+    assert quick.status_code == drf.status_code == {"accepted": 202, "ignored": 200, "duplicate": 200}[case]
+    assert quick.json() == {k: v.replace("_1", "_2") if k == "id" else v for k, v in drf.json().items()}
+    assert quick.content == drf.content.replace(b"evt_same_1", b"evt_same_2")
+    for header in ("Content-Type", "Allow", "Vary", "Content-Length"):
+        assert quick.headers.get(header) == drf.headers.get(header), header
+
+
+@pytest.mark.django_db
+def test_a_refused_delivery_is_answered_by_drf_and_writes_nothing(client: Client) -> None:
+    make_project()
+    event = deployment_event(event_id="evt_refused")
+    body, signature = signed(event)
+    wrong = {key: "0" * 40 for key in signature}
+    response = client.post(URL, data=body, content_type="application/json", **wrong)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "signature missing or wrong"}
+    assert response.headers["WWW-Authenticate"] == 'HMAC header="x-vercel-signature"'
+    event["payload"]["deployment"]["id"] = 7
+    response = post(client, event)
+    assert response.status_code == 400 and "deployment.id" in response.json()["detail"]
+    assert not WebhookDelivery.objects.exists() and not Release.objects.exists()
