@@ -135,8 +135,12 @@ class Project(models.Model):
 class Release(models.Model):
     """One Vercel deployment of a project, judged as a Sentry release."""
 
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="releases")
-    deployment_id = models.CharField(max_length=100, unique=True)
+    # No index of its own: release_known_good starts with the project. Every index is written
+    # when a webhook starts a gate (bench/ingest.py).
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="releases", db_index=False)
+    # Unique through a constraint, not unique=True, which also builds a varchar_pattern_ops
+    # index for LIKE 'prefix%' that nothing here queries.
+    deployment_id = models.CharField(max_length=100)
     deployment_url = models.CharField(max_length=300, blank=True)
     inspector_url = models.URLField(max_length=500, blank=True)
     target = models.CharField(max_length=30, blank=True)
@@ -188,6 +192,7 @@ class Release(models.Model):
             models.Index(fields=["state", "next_poll_at"], name="release_due_polls"),
             models.Index(fields=["project", "-promoted_at"], name="release_known_good"),
         ]
+        constraints = [models.UniqueConstraint(fields=["deployment_id"], name="unique_release_deployment")]
 
     def __str__(self) -> str:
         return f"{self.project.name} {self.version or self.deployment_id}"
