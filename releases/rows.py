@@ -9,11 +9,12 @@ and a migration that adds a column needs no change here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -47,7 +48,7 @@ _INTEGERS = (
 )
 
 
-def _shortcut(field: Any) -> tuple[type[Any] | None, str]:
+def _shortcut(field: Any, vendor: str) -> tuple[type[Any] | None, str]:
     """(the exact type of value ``field`` stores without preparing, the integer kind or "")."""
     if type(field) is models.ForeignKey:
         field = field.target_field
@@ -55,27 +56,44 @@ def _shortcut(field: Any) -> tuple[type[Any] | None, str]:
         return int, ""  # a key: validate_autopk_value hands it on
     if type(field) in _INTEGERS:
         return int, field.get_internal_type()
+    if type(field) is models.DateTimeField and vendor == "postgresql":
+        return datetime, ""  # aware ones only (checked below); SQLite's backend makes text of them
     return _PLAIN.get(type(field)), ""
 
 
 @cache
-def _preparers(model: type[Model], skip: str) -> list[tuple[Any, type[Any] | None, str]]:
-    return [(f, *_shortcut(f)) for f in _insertable(model, skip)]
+def _preparers(model: type[Model], skip: str, vendor: str) -> list[tuple[Any, type[Any] | None, str]]:
+    return [(f, *_shortcut(f, vendor)) for f in _insertable(model, skip)]
 
 
-def insert_values(obj: Model, skip: str = "") -> tuple[str, str, list[Any]]:
+def insert_columns(model: type[Model], skip: str = "") -> tuple[str, str]:
+    """``(columns, placeholders)`` matching ``insert_values`` for a row of ``model``."""
+    return _columns(model, skip), ", ".join(["%s"] * len(_insertable(model, skip)))
+
+
+def insert_values(
+    obj: Model, skip: str = "", prepared: Mapping[str, Any] | None = None
+) -> tuple[str, str, list[Any]]:
     """``(columns, placeholders, values)`` of a new row of ``obj`` (all but its primary key and
-    the field named ``skip``), with the defaults and ``auto_now_add`` the ORM would apply."""
-    adapt = connection.ops.adapt_integerfield_value
+    the field named ``skip``), with the defaults and ``auto_now_add`` the ORM would apply;
+    ``prepared`` gives, by field name, values already in the database's form."""
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the ``connection`` proxy is a lookup
+    adapt = db.ops.adapt_integerfield_value
     values = []
-    for f, plain, integer in _preparers(type(obj), skip):
+    for f, plain, integer in _preparers(type(obj), skip, db.vendor):
+        if prepared and f.name in prepared:
+            values.append(prepared[f.name])
+            continue
         value = f.pre_save(obj, True)
         # Skipping the preparation that would hand the value on unchanged is most of a webhook's
         # row-building time: a Release has 30 fields, most of them plain strings and numbers.
         if value is None and f.null:
             values.append(None)
-        elif type(value) is not plain:
-            values.append(f.get_db_prep_save(value, connection))
+        elif plain is str and isinstance(value, str):
+            # A choices enum is a str: stored as its text, and psycopg looks up a str faster.
+            values.append(str.__str__(value))
+        elif type(value) is not plain or (plain is datetime and value.tzinfo is None):
+            values.append(f.get_db_prep_save(value, db))
         else:
             values.append(adapt(value, integer) if integer else value)
     return _columns(type(obj), skip), ", ".join(["%s"] * len(values)), values

@@ -12,17 +12,25 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from releases.config import render_release
 from releases.decisions import GATEKEEPER, lock_project, mark_live
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import gate_start, start_gate
 from releases.ramp import start_ramp
-from releases.rows import insert_ignoring_conflict, insert_values, load_first, load_versioned
+from releases.rows import (
+    insert_columns,
+    insert_ignoring_conflict,
+    insert_values,
+    load_first,
+    load_versioned,
+)
 from releases.states import ALLOWED, FINAL, ReleaseState, transition
 
 S = ReleaseState
@@ -233,12 +241,39 @@ class _Repeat(Exception):
     """The delivery id is already recorded: what this transaction wrote is undone."""
 
 
-def _gate_at_once(release: Release, delivery: WebhookDelivery, project_row: str = "") -> bool | None:
+@cache
+def _gate_sql(guarded: bool) -> str:
+    """_gate_at_once's statement; ``guarded``: only while the project's row reads as given.
+
+    The delivery's INSERT has no ON CONFLICT: a repeated delivery id fails the whole statement,
+    so its release is not written either, even outside a transaction.
+    """
+    release_columns, release_marks = insert_columns(Release)
+    delivery_columns, delivery_marks = insert_columns(WebhookDelivery, skip="release")
+    history_columns, history_marks = insert_columns(ReleaseEvent, skip="release")
+    table = Project._meta.db_table
+    current = f"SELECT 1 FROM {table} WHERE id = %s AND {table}::text = %s" if guarded else "SELECT 1"  # noqa: S608
+    return (
+        f"WITH current AS ({current}),"  # noqa: S608 - names from the models
+        f" release AS (INSERT INTO {Release._meta.db_table} ({release_columns})"
+        f"  SELECT {release_marks} FROM current ON CONFLICT (deployment_id) DO NOTHING RETURNING id),"
+        f" delivery AS (INSERT INTO {WebhookDelivery._meta.db_table} (release_id, {delivery_columns})"
+        f"  SELECT id, {delivery_marks} FROM release RETURNING id),"
+        f" history AS (INSERT INTO {ReleaseEvent._meta.db_table} (release_id, {history_columns})"
+        f"  SELECT id, {history_marks} FROM release)"
+        " SELECT EXISTS (SELECT 1 FROM current), (SELECT id FROM release), (SELECT id FROM delivery)"
+    )
+
+
+def _gate_at_once(
+    release: Release, delivery: WebhookDelivery, project_row: str = "", raw: bytes = b""
+) -> bool | None:
     """The release, created already gating, its history row, and the delivery that started it:
     three rows in one statement. False, with nothing written, when the deployment already has a
     release; raises _Repeat, with nothing written, when the delivery is a repeat. With
     ``project_row``, the project's row must still read as that (rows.load_versioned): None, with
-    nothing written, when it does not.
+    nothing written, when it does not. ``raw``: the delivery's payload as received, verified
+    JSON that PostgreSQL stores as it is (no second serialisation of the parsed payload).
 
     The same rows as recording the delivery, get_or_create and start_gate (received -> gating,
     with its history row) wrote in eight statements (the delivery, get_or_create's SELECT,
@@ -260,29 +295,15 @@ def _gate_at_once(release: Release, delivery: WebhookDelivery, project_row: str 
         created_at=now,
     )
     delivery.project, delivery.outcome, delivery.note = release.project, DELIVERY.ACCEPTED, "gate started"
-    release_columns, release_marks, release_values = insert_values(release)
-    delivery_columns, delivery_marks, delivery_values = insert_values(delivery, skip="release")
-    history_columns, history_marks, history_values = insert_values(history, skip="release")
-    if project_row:
-        table = Project._meta.db_table
-        current = f"SELECT 1 FROM {table} WHERE id = %s AND {table}::text = %s"  # noqa: S608
-        guard = [release.project.pk, project_row]
-    else:
-        current, guard = "SELECT 1", []
-    # The delivery's INSERT has no ON CONFLICT: a repeated delivery id fails the whole statement,
-    # so its release is not written either, even outside a transaction.
+    _, _, release_values = insert_values(release)
+    payload = {"payload": Jsonb(raw, dumps=_verbatim)} if raw else None
+    _, _, delivery_values = insert_values(delivery, skip="release", prepared=payload)
+    _, _, history_values = insert_values(history, skip="release")
+    guard = [release.project.pk, project_row] if project_row else []
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH current AS ({current}),"  # noqa: S608 - names from the models
-                f" release AS (INSERT INTO {Release._meta.db_table} ({release_columns})"
-                f"  SELECT {release_marks} FROM current ON CONFLICT (deployment_id) DO NOTHING RETURNING id),"
-                f" delivery AS (INSERT INTO {WebhookDelivery._meta.db_table} (release_id, {delivery_columns})"
-                f"  SELECT id, {delivery_marks} FROM release RETURNING id),"
-                f" history AS (INSERT INTO {ReleaseEvent._meta.db_table} (release_id, {history_columns})"
-                f"  SELECT id, {history_marks} FROM release)"
-                " SELECT EXISTS (SELECT 1 FROM current), (SELECT id FROM release), (SELECT id FROM delivery)",
-                [*guard, *release_values, *delivery_values, *history_values],
+                _gate_sql(bool(project_row)), [*guard, *release_values, *delivery_values, *history_values]
             )
             fresh, release_id, delivery_id = cursor.fetchone()
     except IntegrityError as exc:
@@ -299,6 +320,10 @@ def _gate_at_once(release: Release, delivery: WebhookDelivery, project_row: str 
     return True
 
 
+def _verbatim(text: bytes) -> bytes:
+    return text
+
+
 UNIQUE_DELIVERY = "unique_delivery"  # WebhookDelivery's (source, delivery_id) constraint
 
 
@@ -307,7 +332,7 @@ def _constraint(exc: IntegrityError) -> str | None:
     return getattr(diag, "constraint_name", None)
 
 
-def _gate_from_memory(event: Event, delivery: WebhookDelivery) -> Outcome | None:
+def _gate_from_memory(event: Event, delivery: WebhookDelivery, raw: bytes) -> Outcome | None:
     """The common case in one statement and no transaction: a production deployment of a gated
     project held in memory (_PROJECTS). None when it does not apply, the copy is stale, or the
     deployment is already known: ``record`` then takes the delivery the long way."""
@@ -326,7 +351,7 @@ def _gate_from_memory(event: Event, delivery: WebhookDelivery) -> Outcome | None
     # Inside a caller's transaction (tests, a management command), a savepoint keeps a refused
     # INSERT from breaking it; on its own the statement is its own transaction.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
-        started = _gate_at_once(release, delivery, project_row)
+        started = _gate_at_once(release, delivery, project_row, raw)
     if started is None:
         _PROJECTS.pop(deployment.project_id, None)
     if not started:
@@ -334,14 +359,15 @@ def _gate_from_memory(event: Event, delivery: WebhookDelivery) -> Outcome | None
     return Outcome("accepted", f"gating {release.version}", accepted=True)
 
 
-def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
+def record(event: Event, payload: dict[str, Any], raw: bytes = b"") -> Outcome | None:
     """Record the delivery and act on it, all in one transaction; None when it is a repeat (the
-    same delivery id already recorded), and nothing is written then."""
+    same delivery id already recorded), and nothing is written then. ``raw``: the body
+    ``payload`` was parsed from, stored as received where that saves work."""
     delivery = WebhookDelivery(
         source=VERCEL, delivery_id=event.id, event_type=event.type, outcome=DELIVERY.IGNORED, payload=payload
     )
     try:
-        outcome = _gate_from_memory(event, delivery)
+        outcome = _gate_from_memory(event, delivery, raw)
         if outcome is not None:
             return outcome
         with transaction.atomic():
