@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models import Model
+from django.utils import timezone
 
 M = TypeVar("M", bound=Model)
 
@@ -71,6 +72,20 @@ def insert_columns(model: type[Model], skip: str = "") -> tuple[str, str]:
     return _columns(model, skip), ", ".join(["%s"] * len(_insertable(model, skip)))
 
 
+def _prepare(entry: tuple[Any, type[Any] | None, str], value: Any, db: Any) -> Any:
+    """``value`` of the field in ``entry`` (from _preparers) as get_db_prep_save gives it."""
+    f, plain, integer = entry
+    # Skipping the preparation that would hand the value on unchanged is most of a webhook's
+    # row-building time: a Release has 30 fields, most of them plain strings and numbers.
+    if value is None and f.null:
+        return None
+    if plain is str and isinstance(value, str):
+        return str.__str__(value)  # a choices enum is a str: stored as its text, dumped faster
+    if type(value) is not plain or (plain is datetime and value.tzinfo is None):
+        return f.get_db_prep_save(value, db)
+    return db.ops.adapt_integerfield_value(value, integer) if integer else value
+
+
 def insert_values(
     obj: Model, skip: str = "", prepared: Mapping[str, Any] | None = None
 ) -> tuple[str, str, list[Any]]:
@@ -78,25 +93,57 @@ def insert_values(
     the field named ``skip``), with the defaults and ``auto_now_add`` the ORM would apply;
     ``prepared`` gives, by field name, values already in the database's form."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each use of the ``connection`` proxy is a lookup
-    adapt = db.ops.adapt_integerfield_value
     values = []
-    for f, plain, integer in _preparers(type(obj), skip, db.vendor):
+    for entry in _preparers(type(obj), skip, db.vendor):
+        f = entry[0]
         if prepared and f.name in prepared:
             values.append(prepared[f.name])
-            continue
-        value = f.pre_save(obj, True)
-        # Skipping the preparation that would hand the value on unchanged is most of a webhook's
-        # row-building time: a Release has 30 fields, most of them plain strings and numbers.
-        if value is None and f.null:
-            values.append(None)
-        elif plain is str and isinstance(value, str):
-            # A choices enum is a str: stored as its text, and psycopg looks up a str faster.
-            values.append(str.__str__(value))
-        elif type(value) is not plain or (plain is datetime and value.tzinfo is None):
-            values.append(f.get_db_prep_save(value, db))
         else:
-            values.append(adapt(value, integer) if integer else value)
+            values.append(_prepare(entry, f.pre_save(obj, True), db))
     return _columns(type(obj), skip), ", ".join(["%s"] * len(values)), values
+
+
+class RowMaker:
+    """INSERT values (in ``insert_columns`` order) of new rows of ``model`` that share the field
+    values ``shared``: what ``insert_values(model(**shared, **given))`` gives, without building a
+    model instance per row, which cost more than the rest of a webhook's rows together.
+
+    The shared values are prepared once. Per row, a field ``given`` does not name gets its
+    default anew when that is callable (a fresh ``dict``; ``now`` for ``timezone.now``), and
+    ``auto_now``/``auto_now_add`` fields get ``now``, as the ORM's save would.
+    """
+
+    def __init__(self, model: type[Model], shared: Mapping[str, Any], skip: str = "") -> None:
+        db = connections[DEFAULT_DB_ALIAS]
+        self._entries = _preparers(model, skip, db.vendor)
+        _, _, self._base = insert_values(model(**shared), skip)
+        self._index: dict[str, int] = {}
+        self._fresh: list[tuple[int, Callable[[], Any] | None]] = []  # None: ``now``
+        self._auto: set[str] = set()
+        for i, (f, _, _) in enumerate(self._entries):
+            self._index[f.name] = self._index[f.attname] = i
+            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+                self._auto |= {f.name, f.attname}
+                self._fresh.append((i, None))
+            elif f.name not in shared and f.attname not in shared and f.has_default() and callable(f.default):
+                self._fresh.append((i, None if f.default is timezone.now else f.default))
+
+    def values(
+        self, now: datetime, given: Mapping[str, Any], prepared: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        """One row: ``given`` by field name, ``prepared`` already in the database's form."""
+        db = connections[DEFAULT_DB_ALIAS]
+        row = list(self._base)
+        for i, default in self._fresh:
+            row[i] = _prepare(self._entries[i], now if default is None else default(), db)
+        for name, value in given.items():
+            if name in self._auto:
+                raise ValueError(f"{name} is set by the database's save time, not given")
+            i = self._index[name]
+            row[i] = _prepare(self._entries[i], value, db)
+        for name, value in (prepared or {}).items():
+            row[self._index[name]] = value
+        return row
 
 
 def insert_ignoring_conflict(obj: Model) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -25,6 +25,7 @@ from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import gate_start, start_gate
 from releases.ramp import start_ramp
 from releases.rows import (
+    RowMaker,
     insert_columns,
     insert_ignoring_conflict,
     insert_values,
@@ -174,12 +175,45 @@ def read_deployment(payload: dict[str, Any]) -> Deployment:
     )
 
 
+@dataclass
+class _Held:
+    """A project held in memory, its row as PostgreSQL printed it, and what gating its
+    deployments writes, prepared once (rows.RowMaker)."""
+
+    project: Project
+    row: str
+    prototype: Release = field(init=False)
+    releases: RowMaker = field(init=False)
+    deliveries: RowMaker = field(init=False)
+    history: RowMaker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prototype = Release(project=self.project)
+        self.releases = RowMaker(Release, {"project": self.project})
+        self.deliveries = RowMaker(
+            WebhookDelivery,
+            {"source": VERCEL, "project": self.project, "outcome": DELIVERY.ACCEPTED, "note": "gate started"},
+            skip="release",
+        )
+        self.history = RowMaker(
+            ReleaseEvent,
+            {
+                "kind": ReleaseEvent.Kind.TRANSITION,
+                "from_state": S.RECEIVED,
+                "to_state": S.GATING,
+                "actor": GATEKEEPER,
+                "data": {},
+            },
+            skip="release",
+        )
+
+
 # Projects by Vercel project id, each with its row as it was read (rows.load_versioned).
 # A new production deployment is gated in one statement that first checks the row still reads
 # the same, so a project edited since (sync_config, the admin, a queryset update) is read again,
 # never used stale: a stale copy costs one more try, not a wrong gate. Saves a round trip and a
 # transaction per delivery (bench/ingest.py). Configured projects are few: no eviction.
-_PROJECTS: dict[str, tuple[Project, str]] = {}
+_PROJECTS: dict[str, _Held] = {}
 
 
 def _project_for(deployment: Deployment) -> Project | None:
@@ -189,8 +223,10 @@ def _project_for(deployment: Deployment) -> Project | None:
             _PROJECTS.pop(deployment.project_id, None)
             project = None
         else:
-            _PROJECTS[deployment.project_id] = found
             project = found[0]
+            held = _PROJECTS.get(deployment.project_id)
+            if held is None or held.row != found[1]:
+                _PROJECTS[deployment.project_id] = _Held(*found)
     else:
         project = load_first(Project, "vercel_project_id = %s", [deployment.project_id])
     return _ours(project, deployment)
@@ -265,15 +301,10 @@ def _gate_sql(guarded: bool) -> str:
     )
 
 
-def _gate_at_once(
-    release: Release, delivery: WebhookDelivery, project_row: str = "", raw: bytes = b""
-) -> bool | None:
+def _gate_at_once(release: Release, delivery: WebhookDelivery) -> bool:
     """The release, created already gating, its history row, and the delivery that started it:
     three rows in one statement. False, with nothing written, when the deployment already has a
-    release; raises _Repeat, with nothing written, when the delivery is a repeat. With
-    ``project_row``, the project's row must still read as that (rows.load_versioned): None, with
-    nothing written, when it does not. ``raw``: the delivery's payload as received, verified
-    JSON that PostgreSQL stores as it is (no second serialisation of the parsed payload).
+    release; raises _Repeat, with nothing written, when the delivery is a repeat.
 
     The same rows as recording the delivery, get_or_create and start_gate (received -> gating,
     with its history row) wrote in eight statements (the delivery, get_or_create's SELECT,
@@ -296,28 +327,32 @@ def _gate_at_once(
     )
     delivery.project, delivery.outcome, delivery.note = release.project, DELIVERY.ACCEPTED, "gate started"
     _, _, release_values = insert_values(release)
-    payload = {"payload": Jsonb(raw, dumps=_verbatim)} if raw else None
-    _, _, delivery_values = insert_values(delivery, skip="release", prepared=payload)
+    _, _, delivery_values = insert_values(delivery, skip="release")
     _, _, history_values = insert_values(history, skip="release")
-    guard = [release.project.pk, project_row] if project_row else []
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _gate_sql(bool(project_row)), [*guard, *release_values, *delivery_values, *history_values]
-            )
-            fresh, release_id, delivery_id = cursor.fetchone()
-    except IntegrityError as exc:
-        if _constraint(exc) == UNIQUE_DELIVERY:
-            raise _Repeat from exc
-        raise
-    if not fresh or release_id is None:
+    _, release_id, delivery_id = _run_gate([], release_values, delivery_values, history_values)
+    if release_id is None:
         delivery.project, delivery.outcome, delivery.note = None, DELIVERY.IGNORED, ""
-        return None if not fresh else False
+        return False
     for row, pk in ((release, release_id), (delivery, delivery_id)):
         row.pk = pk
         row._state.adding, row._state.db = False, connection.alias
     delivery.release = release
     return True
+
+
+def _run_gate(
+    guard: list[Any], release: list[Any], delivery: list[Any], history: list[Any]
+) -> tuple[bool, int | None, int | None]:
+    """Run _gate_sql: (the project still reads as ``guard`` says, the release's id or None, the
+    delivery's id or None); _Repeat, with nothing written, when the delivery id is taken."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_gate_sql(bool(guard)), [*guard, *release, *delivery, *history])
+            return cursor.fetchone()
+    except IntegrityError as exc:
+        if _constraint(exc) == UNIQUE_DELIVERY:
+            raise _Repeat from exc
+        raise
 
 
 def _verbatim(text: bytes) -> bytes:
@@ -332,44 +367,61 @@ def _constraint(exc: IntegrityError) -> str | None:
     return getattr(diag, "constraint_name", None)
 
 
-def _gate_from_memory(event: Event, delivery: WebhookDelivery, raw: bytes) -> Outcome | None:
+def _gate_from_memory(event: Event, payload: dict[str, Any], raw: bytes) -> Outcome | None:
     """The common case in one statement and no transaction: a production deployment of a gated
-    project held in memory (_PROJECTS). None when it does not apply, the copy is stale, or the
-    deployment is already known: ``record`` then takes the delivery the long way."""
+    project held in memory (_PROJECTS), its rows made without model instances. None when it does
+    not apply, the copy is stale, or the deployment is already known: ``record`` then takes the
+    delivery the long way, which writes the same rows (tests/releases/test_webhook_vercel_ingest.py)."""
     if HANDLERS.get(event.type) is not on_ready or connection.vendor != "postgresql":
         return None
     deployment = read_deployment(event.payload)
     held = _PROJECTS.get(deployment.project_id)
     if held is None:
         return None
-    project, project_row = held
+    project = held.project
     if _ours(project, deployment) is None or not _gated(event, deployment, project) or project.canary:
         return None
-    release = Release(deployment_id=deployment.id, **_release_defaults(project, deployment, event.created_at))
-    if not release.version:
+    release = {"deployment_id": deployment.id, **_release_defaults(project, deployment, event.created_at)}
+    del release["project"]
+    if not release["version"]:
         return None
+    now = timezone.now()
+    fields, reason = gate_start(held.prototype, now)
+    release_values = held.releases.values(now, {**release, **fields, "state": S.GATING, "updated_at": now})
+    given = {"delivery_id": event.id, "event_type": event.type}
+    if raw:
+        delivery_values = held.deliveries.values(now, given, {"payload": Jsonb(raw, dumps=_verbatim)})
+    else:
+        delivery_values = held.deliveries.values(now, {**given, "payload": payload})
+    history_values = held.history.values(now, {"reason": reason, "created_at": now})
     # Inside a caller's transaction (tests, a management command), a savepoint keeps a refused
     # INSERT from breaking it; on its own the statement is its own transaction.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
-        started = _gate_at_once(release, delivery, project_row, raw)
-    if started is None:
+        fresh, release_id, _ = _run_gate(
+            [project.pk, held.row], release_values, delivery_values, history_values
+        )
+    if not fresh:
         _PROJECTS.pop(deployment.project_id, None)
-    if not started:
+    if not fresh or release_id is None:
         return None
-    return Outcome("accepted", f"gating {release.version}", accepted=True)
+    return Outcome("accepted", f"gating {release['version']}", accepted=True)
 
 
 def record(event: Event, payload: dict[str, Any], raw: bytes = b"") -> Outcome | None:
     """Record the delivery and act on it, all in one transaction; None when it is a repeat (the
     same delivery id already recorded), and nothing is written then. ``raw``: the body
     ``payload`` was parsed from, stored as received where that saves work."""
-    delivery = WebhookDelivery(
-        source=VERCEL, delivery_id=event.id, event_type=event.type, outcome=DELIVERY.IGNORED, payload=payload
-    )
     try:
-        outcome = _gate_from_memory(event, delivery, raw)
+        outcome = _gate_from_memory(event, payload, raw)
         if outcome is not None:
             return outcome
+        delivery = WebhookDelivery(
+            source=VERCEL,
+            delivery_id=event.id,
+            event_type=event.type,
+            outcome=DELIVERY.IGNORED,
+            payload=payload,
+        )
         with transaction.atomic():
             if HANDLERS.get(event.type) is on_ready:
                 deployment = read_deployment(event.payload)

@@ -82,3 +82,47 @@ def test_insert_values_prepares_every_field_as_the_orm_does(model: str) -> None:
             )
         else:
             assert (mine, type(mine)) == (theirs, type(theirs)), field.name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["Release", "WebhookDelivery", "ReleaseEvent"])
+def test_a_row_maker_gives_what_insert_values_gives(model: str) -> None:
+    from django.apps import apps
+    from django.utils import timezone
+
+    from releases.rows import RowMaker, insert_values
+
+    cls = apps.get_model("releases", model)
+    project = make_project()
+    shared: dict[str, Any] = {"project": project} if model != "ReleaseEvent" else {"kind": "transition"}
+    skip = "" if model == "Release" else "release"
+    given = {
+        "Release": {"deployment_id": "dpl_x", "version": "v1", "state": "gating", "meta": {"a": [1, 2]}},
+        "WebhookDelivery": {
+            "delivery_id": "evt_x",
+            "event_type": "deployment.succeeded",
+            "payload": {"b": 1},
+        },
+        "ReleaseEvent": {"reason": "why", "from_state": "received", "to_state": "gating"},
+    }[model]
+    maker = RowMaker(cls, shared, skip=skip)
+    now = timezone.now()
+    made = maker.values(now, given)
+    _, _, expected = insert_values(cls(**shared, **given), skip)
+    fields = [f for f in cls._meta.concrete_fields if not f.primary_key and f.name != skip]
+    assert len(made) == len(expected) == len(fields)
+    for f, mine, theirs in zip(fields, made, expected, strict=True):
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) or f.default is timezone.now:
+            assert mine == now, f.name  # the row's own time
+        elif f.get_internal_type() == "JSONField" and theirs is not None:
+            assert (mine.obj, type(mine)) == (theirs.obj, type(theirs)), f.name
+        else:
+            assert (mine, type(mine)) == (theirs, type(theirs)), f.name
+    # A mutable default is a new one per row, not the prototype's.
+    again = maker.values(now, given)
+    for f, one, two in zip(fields, made, again, strict=True):
+        if f.get_internal_type() == "JSONField" and one is not None and f.name not in {*given, *shared}:
+            assert one.obj is not two.obj, f.name
+    if model == "Release":  # created_at is auto_now_add: the save's time, never given
+        with pytest.raises(ValueError):
+            maker.values(now, {"created_at": now})

@@ -310,3 +310,65 @@ def test_a_refused_delivery_is_answered_by_drf_and_writes_nothing(client: Client
     response = post(client, event)
     assert response.status_code == 400 and "deployment.id" in response.json()["detail"]
     assert not WebhookDelivery.objects.exists() and not Release.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_gate_from_memory_writes_the_rows_the_long_way_writes(client: Client) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    project = make_project()
+    vercel_events._PROJECTS.clear()
+    long_way = deployment_event(
+        event_id="evt_long", deployment_id="dpl_Long0000000000000000001", sha="c" * 40
+    )
+    assert post(client, long_way).status_code == 202  # nothing held: read the project, gate with models
+    short_way = deployment_event(
+        event_id="evt_short", deployment_id="dpl_Short000000000000000001", sha="d" * 40
+    )
+    with CaptureQueriesContext(connection) as seen:
+        response = post(client, short_way)
+    assert response.status_code == 202 and _project_reads(seen.captured_queries) == []
+    assert response.json()["detail"] == f"gating {'d' * 40}"
+
+    first = Release.objects.get(deployment_id="dpl_Long0000000000000000001")
+    second = Release.objects.get(deployment_id="dpl_Short000000000000000001")
+
+    def comparable(release: Release) -> dict[str, Any]:
+        return {k: v for k, v in model_to_dict(release).items() if k not in VARYING | TIMES}
+
+    assert comparable(first) == comparable(second)
+    assert second.next_poll_at == second.gating_started_at == second.updated_at == second.created_at
+    assert second.deployment_url == short_way["payload"]["deployment"]["url"]
+    assert second.meta == short_way["payload"]["deployment"]["meta"]
+    events = [
+        {k: v for k, v in model_to_dict(e).items() if k not in {"id", "release", "created_at"}}
+        for r in (first, second)
+        for e in r.events.all()
+    ]
+    assert len(events) == 2 and events[0] == events[1]
+    deliveries = [
+        {
+            k: v
+            for k, v in model_to_dict(d).items()
+            if k not in {"id", "release", "delivery_id", "payload", "received_at"}
+        }
+        for d in WebhookDelivery.objects.order_by("id")
+    ]
+    assert (
+        deliveries[0]
+        == deliveries[1]
+        == {
+            "source": "vercel",
+            "event_type": "deployment.succeeded",
+            "outcome": "accepted",
+            "project": project.pk,
+            "note": "gate started",
+        }
+        | {
+            k: v
+            for k, v in deliveries[0].items()
+            if k not in {"source", "event_type", "outcome", "project", "note"}
+        }
+    )
+    stored = WebhookDelivery.objects.get(delivery_id="evt_short")
+    assert stored.release_id == second.pk and stored.payload == short_way
