@@ -8,6 +8,7 @@ only writes rows; actions are dispatched on commit.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -355,6 +356,18 @@ def _run_gate(
         raise
 
 
+def _plain_utf8(raw: bytes) -> bool:
+    """Whether PostgreSQL reads ``raw`` as the JSON Python read: Python also takes UTF-16 and
+    UTF-32 bodies and a UTF-8 byte order mark, which jsonb refuses (tests/fuzz found both)."""
+    if not raw or b"\x00" in raw or raw.startswith(codecs.BOM_UTF8):
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _verbatim(text: bytes) -> bytes:
     return text
 
@@ -389,7 +402,7 @@ def _gate_from_memory(event: Event, payload: dict[str, Any], raw: bytes) -> Outc
     fields, reason = gate_start(held.prototype, now)
     release_values = held.releases.values(now, {**release, **fields, "state": S.GATING, "updated_at": now})
     given = {"delivery_id": event.id, "event_type": event.type}
-    if raw:
+    if _plain_utf8(raw):
         delivery_values = held.deliveries.values(now, given, {"payload": Jsonb(raw, dumps=_verbatim)})
     else:
         delivery_values = held.deliveries.values(now, {**given, "payload": payload})
