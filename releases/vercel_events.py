@@ -2,42 +2,32 @@
 
 Every field is checked where it is read, so a wrong shape is a 400 naming the field, never a
 500. ``record`` takes a delivery in one transaction: a production deployment of a gated project
-starts its gate in one statement (``_gate_at_once``), anything else goes to its handler, which
+starts its gate in one statement (releases/gate_rows.py), anything else goes to its handler, which
 only writes rows; actions are dispatched on commit.
 """
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from releases.config import render_release
-from releases.decisions import GATEKEEPER, lock_project, mark_live
+from releases.decisions import lock_project, mark_live
+from releases.gate_rows import HELD, VERCEL, Held, Repeat, as_received, gate_at_once, run_gate
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import gate_start, start_gate
 from releases.ramp import start_ramp
-from releases.rows import (
-    RowMaker,
-    insert_columns,
-    insert_ignoring_conflict,
-    insert_values,
-    load_first,
-    load_versioned,
-)
+from releases.rows import insert_ignoring_conflict, load_first, load_versioned
 from releases.states import ALLOWED, FINAL, ReleaseState, transition
 
 S = ReleaseState
 DELIVERY = WebhookDelivery.Outcome
-VERCEL = "vercel"
 
 # Events a Vercel webhook may carry that say nothing a gate needs (api-contracts.md §1.4).
 IGNORED = frozenset(
@@ -176,58 +166,17 @@ def read_deployment(payload: dict[str, Any]) -> Deployment:
     )
 
 
-@dataclass
-class _Held:
-    """A project held in memory, its row as PostgreSQL printed it, and what gating its
-    deployments writes, prepared once (rows.RowMaker)."""
-
-    project: Project
-    row: str
-    prototype: Release = field(init=False)
-    releases: RowMaker = field(init=False)
-    deliveries: RowMaker = field(init=False)
-    history: RowMaker = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.prototype = Release(project=self.project)
-        self.releases = RowMaker(Release, {"project": self.project})
-        self.deliveries = RowMaker(
-            WebhookDelivery,
-            {"source": VERCEL, "project": self.project, "outcome": DELIVERY.ACCEPTED, "note": "gate started"},
-            skip="release",
-        )
-        self.history = RowMaker(
-            ReleaseEvent,
-            {
-                "kind": ReleaseEvent.Kind.TRANSITION,
-                "from_state": S.RECEIVED,
-                "to_state": S.GATING,
-                "actor": GATEKEEPER,
-                "data": {},
-            },
-            skip="release",
-        )
-
-
-# Projects by Vercel project id, each with its row as it was read (rows.load_versioned).
-# A new production deployment is gated in one statement that first checks the row still reads
-# the same, so a project edited since (sync_config, the admin, a queryset update) is read again,
-# never used stale: a stale copy costs one more try, not a wrong gate. Saves a round trip and a
-# transaction per delivery (bench/ingest.py). Configured projects are few: no eviction.
-_PROJECTS: dict[str, _Held] = {}
-
-
 def _project_for(deployment: Deployment) -> Project | None:
     if connection.vendor == "postgresql":
         found = load_versioned(Project, "vercel_project_id = %s", [deployment.project_id])
         if found is None:
-            _PROJECTS.pop(deployment.project_id, None)
+            HELD.pop(deployment.project_id, None)
             project = None
         else:
             project = found[0]
-            held = _PROJECTS.get(deployment.project_id)
+            held = HELD.get(deployment.project_id)
             if held is None or held.row != found[1]:
-                _PROJECTS[deployment.project_id] = _Held(*found)
+                HELD[deployment.project_id] = Held(*found)
     else:
         project = load_first(Project, "vercel_project_id = %s", [deployment.project_id])
     return _ours(project, deployment)
@@ -274,121 +223,15 @@ def _release_for(project: Project, deployment: Deployment, created_at: int | Non
     return Release.objects.get_or_create(deployment_id=deployment.id, defaults=defaults)
 
 
-class _Repeat(Exception):
-    """The delivery id is already recorded: what this transaction wrote is undone."""
-
-
-@cache
-def _gate_sql(guarded: bool) -> str:
-    """_gate_at_once's statement; ``guarded``: only while the project's row reads as given.
-
-    The delivery's INSERT has no ON CONFLICT: a repeated delivery id fails the whole statement,
-    so its release is not written either, even outside a transaction.
-    """
-    release_columns, release_marks = insert_columns(Release)
-    delivery_columns, delivery_marks = insert_columns(WebhookDelivery, skip="release")
-    history_columns, history_marks = insert_columns(ReleaseEvent, skip="release")
-    table = Project._meta.db_table
-    current = f"SELECT 1 FROM {table} WHERE id = %s AND {table}::text = %s" if guarded else "SELECT 1"  # noqa: S608
-    return (
-        f"WITH current AS ({current}),"  # noqa: S608 - names from the models
-        f" release AS (INSERT INTO {Release._meta.db_table} ({release_columns})"
-        f"  SELECT {release_marks} FROM current ON CONFLICT (deployment_id) DO NOTHING RETURNING id),"
-        f" delivery AS (INSERT INTO {WebhookDelivery._meta.db_table} (release_id, {delivery_columns})"
-        f"  SELECT id, {delivery_marks} FROM release RETURNING id),"
-        f" history AS (INSERT INTO {ReleaseEvent._meta.db_table} (release_id, {history_columns})"
-        f"  SELECT id, {history_marks} FROM release)"
-        " SELECT EXISTS (SELECT 1 FROM current), (SELECT id FROM release), (SELECT id FROM delivery)"
-    )
-
-
-def _gate_at_once(release: Release, delivery: WebhookDelivery) -> bool:
-    """The release, created already gating, its history row, and the delivery that started it:
-    three rows in one statement. False, with nothing written, when the deployment already has a
-    release; raises _Repeat, with nothing written, when the delivery is a repeat.
-
-    The same rows as recording the delivery, get_or_create and start_gate (received -> gating,
-    with its history row) wrote in eight statements (the delivery, get_or_create's SELECT,
-    savepoint, INSERT and release, the delivery's UPDATE, the transition's UPDATE and history
-    row); the ORM spent longer building those than PostgreSQL running them (bench/ingest.py).
-    Uniqueness does the rest: a deployment gets one release, a delivery id one row.
-    """
-    now = timezone.now()
-    fields, reason = gate_start(release, now)
-    for name, value in {**fields, "state": S.GATING, "updated_at": now}.items():
-        setattr(release, name, value)
-    history = ReleaseEvent(
-        kind=ReleaseEvent.Kind.TRANSITION,
-        from_state=S.RECEIVED,
-        to_state=S.GATING,
-        actor=GATEKEEPER,
-        reason=reason,
-        data={},
-        created_at=now,
-    )
-    delivery.project, delivery.outcome, delivery.note = release.project, DELIVERY.ACCEPTED, "gate started"
-    _, _, release_values = insert_values(release)
-    _, _, delivery_values = insert_values(delivery, skip="release")
-    _, _, history_values = insert_values(history, skip="release")
-    _, release_id, delivery_id = _run_gate([], release_values, delivery_values, history_values)
-    if release_id is None:
-        delivery.project, delivery.outcome, delivery.note = None, DELIVERY.IGNORED, ""
-        return False
-    for row, pk in ((release, release_id), (delivery, delivery_id)):
-        row.pk = pk
-        row._state.adding, row._state.db = False, connection.alias
-    delivery.release = release
-    return True
-
-
-def _run_gate(
-    guard: list[Any], release: list[Any], delivery: list[Any], history: list[Any]
-) -> tuple[bool, int | None, int | None]:
-    """Run _gate_sql: (the project still reads as ``guard`` says, the release's id or None, the
-    delivery's id or None); _Repeat, with nothing written, when the delivery id is taken."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_gate_sql(bool(guard)), [*guard, *release, *delivery, *history])
-            return cursor.fetchone()
-    except IntegrityError as exc:
-        if _constraint(exc) == UNIQUE_DELIVERY:
-            raise _Repeat from exc
-        raise
-
-
-def _plain_utf8(raw: bytes) -> bool:
-    """Whether PostgreSQL reads ``raw`` as the JSON Python read: Python also takes UTF-16 and
-    UTF-32 bodies and a UTF-8 byte order mark, which jsonb refuses (tests/fuzz found both)."""
-    if not raw or b"\x00" in raw or raw.startswith(codecs.BOM_UTF8):
-        return False
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _verbatim(text: bytes) -> bytes:
-    return text
-
-
-UNIQUE_DELIVERY = "unique_delivery"  # WebhookDelivery's (source, delivery_id) constraint
-
-
-def _constraint(exc: IntegrityError) -> str | None:
-    diag = getattr(exc.__cause__, "diag", None)
-    return getattr(diag, "constraint_name", None)
-
-
 def _gate_from_memory(event: Event, payload: dict[str, Any], raw: bytes) -> Outcome | None:
     """The common case in one statement and no transaction: a production deployment of a gated
-    project held in memory (_PROJECTS), its rows made without model instances. None when it does
+    project held in memory (HELD), its rows made without model instances. None when it does
     not apply, the copy is stale, or the deployment is already known: ``record`` then takes the
     delivery the long way, which writes the same rows (tests/releases/test_webhook_vercel_ingest.py)."""
     if HANDLERS.get(event.type) is not on_ready or connection.vendor != "postgresql":
         return None
     deployment = read_deployment(event.payload)
-    held = _PROJECTS.get(deployment.project_id)
+    held = HELD.get(deployment.project_id)
     if held is None:
         return None
     project = held.project
@@ -402,19 +245,20 @@ def _gate_from_memory(event: Event, payload: dict[str, Any], raw: bytes) -> Outc
     fields, reason = gate_start(held.prototype, now)
     release_values = held.releases.values(now, {**release, **fields, "state": S.GATING, "updated_at": now})
     given = {"delivery_id": event.id, "event_type": event.type}
-    if _plain_utf8(raw):
-        delivery_values = held.deliveries.values(now, given, {"payload": Jsonb(raw, dumps=_verbatim)})
+    stored = as_received(raw)
+    if stored is not None:
+        delivery_values = held.deliveries.values(now, given, {"payload": stored})
     else:
         delivery_values = held.deliveries.values(now, {**given, "payload": payload})
     history_values = held.history.values(now, {"reason": reason, "created_at": now})
     # Inside a caller's transaction (tests, a management command), a savepoint keeps a refused
     # INSERT from breaking it; on its own the statement is its own transaction.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
-        fresh, release_id, _ = _run_gate(
+        fresh, release_id, _ = run_gate(
             [project.pk, held.row], release_values, delivery_values, history_values
         )
     if not fresh:
-        _PROJECTS.pop(deployment.project_id, None)
+        HELD.pop(deployment.project_id, None)
     if not fresh or release_id is None:
         return None
     return Outcome("accepted", f"gating {release['version']}", accepted=True)
@@ -444,7 +288,7 @@ def record(event: Event, payload: dict[str, Any], raw: bytes = b"") -> Outcome |
                         deployment_id=deployment.id,
                         **_release_defaults(project, deployment, event.created_at),
                     )
-                    if release.version and _gate_at_once(release, delivery):
+                    if release.version and gate_at_once(release, delivery):
                         return Outcome("accepted", f"gating {release.version}", accepted=True)
                 if not insert_ignoring_conflict(delivery):
                     return None
@@ -452,7 +296,7 @@ def record(event: Event, payload: dict[str, Any], raw: bytes = b"") -> Outcome |
             if not insert_ignoring_conflict(delivery):
                 return None
             return handle(event, delivery)
-    except _Repeat:
+    except Repeat:
         return None
 
 

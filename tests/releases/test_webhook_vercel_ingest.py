@@ -13,7 +13,7 @@ from django.forms.models import model_to_dict
 from django.test import Client
 from django.utils import timezone
 
-from releases import vercel_events
+from releases import gate_rows, vercel_events
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.polling import start_gate
 from releases.states import ReleaseState
@@ -317,7 +317,7 @@ def test_a_gate_from_memory_writes_the_rows_the_long_way_writes(client: Client) 
     from django.test.utils import CaptureQueriesContext
 
     project = make_project()
-    vercel_events._PROJECTS.clear()
+    gate_rows.HELD.clear()
     long_way = deployment_event(
         event_id="evt_long", deployment_id="dpl_Long0000000000000000001", sha="c" * 40
     )
