@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from typing import Any
 
 import httpx
 
@@ -193,5 +194,10 @@ def test_failed_deployment_webhook_is_retried_with_the_same_bytes(
 
     assert retry.body == first.body
     assert retry.headers["x-vercel-signature"] == first.headers["x-vercel-signature"]
-    log = control.get("/_sim/webhooks", params={"type": "deployment.succeeded"}).json()["deliveries"]
-    assert [(d["attempt"], d["status"]) for d in log] == [(1, 503), (2, 200)]
+
+    # The retry reaches the receiver before the simulator logs its answer: wait for the log.
+    def logged() -> list[dict[str, Any]] | None:
+        log = control.get("/_sim/webhooks", params={"type": "deployment.succeeded"}).json()["deliveries"]
+        return log if len(log) >= 2 else None
+
+    assert [(d["attempt"], d["status"]) for d in wait_until(logged)] == [(1, 503), (2, 200)]
