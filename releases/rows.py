@@ -86,20 +86,13 @@ def _prepare(entry: tuple[Any, type[Any] | None, str], value: Any, db: Any) -> A
     return db.ops.adapt_integerfield_value(value, integer) if integer else value
 
 
-def insert_values(
-    obj: Model, skip: str = "", prepared: Mapping[str, Any] | None = None
-) -> tuple[str, str, list[Any]]:
+def insert_values(obj: Model, skip: str = "") -> tuple[str, str, list[Any]]:
     """``(columns, placeholders, values)`` of a new row of ``obj`` (all but its primary key and
-    the field named ``skip``), with the defaults and ``auto_now_add`` the ORM would apply;
-    ``prepared`` gives, by field name, values already in the database's form."""
+    the field named ``skip``), with the defaults and ``auto_now_add`` the ORM would apply."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each use of the ``connection`` proxy is a lookup
     values = []
     for entry in _preparers(type(obj), skip, db.vendor):
-        f = entry[0]
-        if prepared and f.name in prepared:
-            values.append(prepared[f.name])
-        else:
-            values.append(_prepare(entry, f.pre_save(obj, True), db))
+        values.append(_prepare(entry, entry[0].pre_save(obj, True), db))
     return _columns(type(obj), skip), ", ".join(["%s"] * len(values)), values
 
 
