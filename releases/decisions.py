@@ -34,33 +34,19 @@ def known_good(project: Project, *, exclude: Release | None = None) -> Release |
 
 
 def live_and_known_good(project: Project) -> tuple[Release | None, Release | None]:
-    """The release production serves (by our records) and the rollback target from it, i.e.
-    ``known_good(project, exclude=<the live one>)``, in one query.
-
-    An alert needs both before it can roll back. Written in SQL because this sits between the
-    alert and its rollback: the ORM takes longer to build this query than PostgreSQL takes to
-    answer it. tests/releases/test_known_good.py holds it to ``known_good``.
-    """
-    live = project.live_deployment_id
-    if not live:
+    """The release production serves (by our records) and the rollback target from it: what an
+    alert needs before it can roll back."""
+    live_id = project.live_deployment_id
+    if not live_id:
         return None, None
-    table = Release._meta.db_table
-    rows = Release.objects.raw(
-        f"""
-        SELECT * FROM (SELECT * FROM {table} WHERE deployment_id = %s) AS live
-        UNION ALL
-        SELECT * FROM (
-            SELECT * FROM {table}
-             WHERE project_id = %s AND promoted_at IS NOT NULL AND rolled_back_at IS NULL
-               AND deployment_id <> %s
-             ORDER BY promoted_at DESC, id DESC
-             LIMIT 1
-        ) AS target
-        """,  # noqa: S608 - the table name is the model's own; values are parameters
-        [live, project.pk, live],
+    live = Release.objects.filter(deployment_id=live_id).first()
+    target = (
+        Release.objects.filter(project=project, promoted_at__isnull=False, rolled_back_at__isnull=True)
+        .exclude(deployment_id=live_id)
+        .order_by("-promoted_at", "-id")
+        .first()
     )
-    found = {release.deployment_id == live: release for release in rows}
-    return found.get(True), found.get(False)
+    return live, target
 
 
 def next_key(release: Release, kind: str) -> str:

@@ -19,12 +19,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, Model
-from django.db.models.constants import OnConflict
+from django.db import transaction
+from django.db.models import Case, F, PositiveIntegerField, When
 from django.utils import timezone
 
-from releases.models import Action, Project, Release
+from releases.models import Action, Release
 from releases.providers.base import ProviderError
 
 if TYPE_CHECKING:
@@ -86,43 +85,25 @@ def write_actions(release: Release, specs: Sequence[ActionSpec]) -> list[Action]
     """Insert the outbox rows for ``specs``; an intent already recorded is not written twice."""
     release.__dict__.pop("_intent_counts", None)  # next_key's counts are spent with this write
     now = timezone.now()
-    rows = []
+    written = []
     for spec in specs:
         skipped = bool(spec.skip_reason)
-        rows.append(
-            Action(
-                release=release,
-                kind=spec.kind,
-                key=spec.key,
-                payload=spec.payload,
-                status=Action.Status.SKIPPED if skipped else Action.Status.PENDING,
-                result={"skipped": spec.skip_reason} if skipped else {},
-                finished_at=now if skipped else None,
-                next_attempt_at=now,
-            )
+        # get_or_create: an intent already recorded (a redelivered alert, a retried decision)
+        # keeps its row and is not dispatched again.
+        action, created = Action.objects.get_or_create(
+            key=spec.key,
+            defaults={
+                "release": release,
+                "kind": spec.kind,
+                "payload": spec.payload,
+                "status": Action.Status.SKIPPED if skipped else Action.Status.PENDING,
+                "result": {"skipped": spec.skip_reason} if skipped else {},
+                "finished_at": now if skipped else None,
+                "next_attempt_at": now,
+            },
         )
-    if not rows:
-        return []
-    # INSERT ... ON CONFLICT DO NOTHING RETURNING: the intents already recorded are skipped and
-    # the new ones come back with their ids, in one statement and without a savepoint (this is
-    # on the way from an alert to its rollback). Django's bulk_create(ignore_conflicts=True)
-    # would not return the ids, so this goes through the QuerySet's own insert.
-    fields = [f for f in Action._meta.concrete_fields if not f.primary_key]
-    key_field = Action._meta.get_field("key")
-    inserted = Action.objects._insert(
-        rows,
-        fields=fields,
-        returning_fields=[Action._meta.pk, key_field],
-        on_conflict=OnConflict.IGNORE,
-    )
-    ids = {key: pk for pk, key in filter(None, inserted)}  # a lone skipped row comes back as None
-    written = []
-    for row in rows:
-        if row.key in ids:
-            row.pk = ids.pop(row.key)
-            row._state.adding = False
-            row._state.db = Action.objects.db
-            written.append(row)
+        if created:
+            written.append(action)
     return written
 
 
@@ -166,73 +147,27 @@ def sent() -> None:
 
 
 def claim(action_id: int) -> Action | None:
-    """pending/confirming -> running, if due. Exactly one worker wins.
+    """pending/confirming -> running, if due. Exactly one worker wins (a compare-and-set).
 
-    One statement: the compare-and-set, and the action with its release and project for the
-    handler (the claim sits between an alert and its rollback, so round trips count)."""
+    A claim from pending starts a new attempt; one from confirming goes on with the same one."""
     now = timezone.now()
     # Longer than any one handler run (its timeouts plus the confirmation window).
     lease = now + timedelta(seconds=settings.ACTION_LEASE)
-    if connection.vendor != "postgresql":
-        return _claim_portably(action_id, now, lease)
-    models = (Action, Release, Project)
-    columns = ", ".join(
-        f'{alias}."{f.column}"'
-        for model, alias in zip(models, "arp", strict=True)
-        for f in model._meta.concrete_fields
+    claimed = Action.objects.filter(
+        pk=action_id, next_attempt_at__lte=now, status__in=[Action.Status.PENDING, Action.Status.CONFIRMING]
+    ).update(
+        status=Action.Status.RUNNING,
+        lease_until=lease,
+        updated_at=now,
+        attempts=Case(
+            When(status=Action.Status.PENDING, then=F("attempts") + 1),
+            default=F("attempts"),
+            output_field=PositiveIntegerField(),
+        ),
     )
-    # Only identifiers from the models' own metadata are formatted in; every value is a parameter.
-    sql = f"""
-        WITH claimed AS (
-            UPDATE {Action._meta.db_table}
-               SET status = %s, lease_until = %s, updated_at = %s,
-                   attempts = attempts + CASE WHEN status = %s THEN 1 ELSE 0 END
-             WHERE id = %s AND next_attempt_at <= %s AND status IN (%s, %s)
-            RETURNING *
-        )
-        SELECT {columns}
-          FROM claimed a
-          JOIN {Release._meta.db_table} r ON r.id = a.release_id
-          JOIN {Project._meta.db_table} p ON p.id = r.project_id
-    """  # noqa: S608
-    S = Action.Status
-    params = [S.RUNNING, lease, now, S.PENDING, action_id, now, S.PENDING, S.CONFIRMING]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
+    if not claimed:
         return None
-    action, release, project = _instances(models, row)
-    release.project = project
-    action.release = release
-    return action
-
-
-def _claim_portably(action_id: int, now: Any, lease: Any) -> Action | None:
-    """The same claim in two statements, for SQLite (make run's default), which cannot UPDATE in a CTE."""
-    due = Action.objects.filter(pk=action_id, next_attempt_at__lte=now)
-    claimed = due.filter(status=Action.Status.PENDING).update(
-        status=Action.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1, updated_at=now
-    ) or due.filter(status=Action.Status.CONFIRMING).update(
-        status=Action.Status.RUNNING, lease_until=lease, updated_at=now
-    )
-    return Action.objects.select_related("release__project").get(pk=action_id) if claimed else None
-
-
-def _instances(models: Sequence[type[Model]], row: Sequence[Any]) -> list[Any]:
-    """Model instances from one joined row, each field through its converters as the ORM does."""
-    instances, offset = [], 0
-    for model in models:
-        fields = model._meta.concrete_fields
-        values = []
-        for model_field, raw in zip(fields, row[offset : offset + len(fields)], strict=True):
-            value = raw
-            for converter in model_field.get_db_converters(connection):
-                value = converter(value, model_field.get_col(model._meta.db_table), connection)
-            values.append(value)
-        instances.append(model.from_db(connection.alias, [f.attname for f in fields], values))
-        offset += len(fields)
-    return instances
+    return Action.objects.select_related("release__project").get(pk=action_id)
 
 
 def run(action_id: int, then: Sequence[int] = ()) -> str:

@@ -12,8 +12,8 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from releases.models import Release
@@ -36,83 +36,41 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
     Sentry answers full requests of 100. Releases sent together are next due together (the next
     poll is anchored to this dispatch), so the batches stay full interval after interval. Canary
     ticks are never taken early: their spacing is the policy's.
+
+    ``skip_locked``: two dispatchers (a beat restarted twice, two beat replicas) share the work
+    instead of waiting on each other; SQLite, with one writer at a time, ignores it.
     """
     soon = now + timedelta(seconds=settings.POLL_COALESCE)
     size = batch_size()
-    if connection.vendor != "postgresql":
-        return _take_due_portably(now, soon, size, limit, lease)
-    table = Release._meta.db_table
-    gate_or_bake = "(state = %(gating)s OR (state = %(promoted)s AND watch_until IS NOT NULL))"
-    with connection.cursor() as cursor:
-        # One statement; SKIP LOCKED lets two dispatchers (a beat restarted twice) share the work.
-        cursor.execute(
-            f"""
-            WITH due_projects AS (
-                SELECT project_id, count(*) AS due FROM {table}
-                 WHERE next_poll_at <= %(now)s AND {gate_or_bake} GROUP BY project_id
-            ),
-            ranked AS (
-                SELECT r.id, r.project_id, d.due,
-                       row_number() OVER (PARTITION BY r.project_id ORDER BY r.next_poll_at, r.id) AS n
-                  FROM {table} r JOIN due_projects d ON d.project_id = r.project_id
-                 WHERE r.next_poll_at <= %(soon)s AND {gate_or_bake}
-            ),
-            wanted AS (
-                SELECT id FROM ranked WHERE n <= (due + %(size)s - 1) / %(size)s * %(size)s
-                UNION ALL
-                SELECT id FROM {table}
-                 WHERE next_poll_at <= %(now)s AND state = %(ramping)s AND NOT ramp_paused
-            ),
-            due AS (
-                SELECT id, next_poll_at AS due_at FROM {table}
-                 WHERE id IN (SELECT id FROM wanted)
-                 ORDER BY next_poll_at
-                 LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED
-            )
-            UPDATE {table} r SET next_poll_at = %(lease)s FROM due WHERE r.id = due.id
-            RETURNING r.id, r.generation, r.state, r.project_id, due.due_at
-            """,  # noqa: S608 - the table name is the model's own; values are parameters
-            {
-                "now": now,
-                "soon": soon,
-                "size": size,
-                "limit": limit,
-                "lease": lease,
-                "gating": S.GATING,
-                "promoted": S.PROMOTED,
-                "ramping": S.RAMPING,
-            },
-        )
-        return cursor.fetchall()
-
-
-def _take_due_portably(
-    now: datetime, soon: datetime, size: int, limit: int, lease: datetime
-) -> list[tuple[int, int, str, int, datetime]]:
-    """``_take_due`` for SQLite (make run's default): one writer, no SKIP LOCKED, no hurry."""
     fields = ("pk", "generation", "state", "project_id", "next_poll_at")
     with transaction.atomic():
-        due: dict[int, int] = {}
-        for project_id in Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now).values_list(
-            "project_id", flat=True
-        ):
-            due[project_id] = due.get(project_id, 0) + 1
-        taken: dict[int, int] = {}
-        rows = []
-        for row in (
-            Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=due)
+        due = dict(
+            Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now)
+            .values("project_id")
+            .annotate(n=Count("pk"))
+            .values_list("project_id", "n")
+        )
+        candidates = (
+            Release.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=due)
+                | Q(state=S.RAMPING, ramp_paused=False, next_poll_at__lte=now)
+            )
             .order_by("next_poll_at", "pk")
             .values_list(*fields)
-        ):
-            project_id = row[3]
-            if taken.get(project_id, 0) < -(-due[project_id] // size) * size:
-                taken[project_id] = taken.get(project_id, 0) + 1
-                rows.append(row)
-        rows += Release.objects.filter(state=S.RAMPING, ramp_paused=False, next_poll_at__lte=now).values_list(
-            *fields
         )
-        rows = sorted(rows, key=lambda row: row[4])[:limit]
+        taken: dict[int, int] = {}
+        rows = []
+        for row in candidates:
+            _, _, state, project_id, _ = row
+            if state != S.RAMPING:
+                whole_batches = -(-due.get(project_id, 0) // size) * size
+                if taken.get(project_id, 0) >= whole_batches:
+                    continue
+                taken[project_id] = taken.get(project_id, 0) + 1
+            rows.append(row)
+            if len(rows) >= limit:
+                break
         Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
     return rows
 

@@ -1,33 +1,29 @@
 """What each Vercel event means to Gatekeeper: an event -> handler table and an ignore list.
 
 Every field is checked where it is read, so a wrong shape is a 400 naming the field, never a
-500. ``record`` takes a delivery in one transaction: a production deployment of a gated project
-starts its gate in one statement (releases/gate_rows.py), anything else goes to its handler, which
+500. ``record`` takes a delivery in one transaction and hands it to its event's handler, which
 only writes rows; actions are dispatched on commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import IntegrityError, transaction
 
 from releases.config import render_release
 from releases.decisions import lock_project, mark_live
-from releases.gate_rows import HELD, VERCEL, Held, Repeat, as_received, gate_at_once, run_gate
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
-from releases.polling import gate_start, start_gate
+from releases.polling import start_gate
 from releases.ramp import start_ramp
-from releases.rows import insert_ignoring_conflict, load_first, load_versioned
 from releases.states import ALLOWED, FINAL, ReleaseState, transition
 
 S = ReleaseState
 DELIVERY = WebhookDelivery.Outcome
+VERCEL = "vercel"
 
 # Events a Vercel webhook may carry that say nothing a gate needs (api-contracts.md §1.4).
 IGNORED = frozenset(
@@ -167,18 +163,7 @@ def read_deployment(payload: dict[str, Any]) -> Deployment:
 
 
 def _project_for(deployment: Deployment) -> Project | None:
-    if connection.vendor == "postgresql":
-        found = load_versioned(Project, "vercel_project_id = %s", [deployment.project_id])
-        if found is None:
-            HELD.pop(deployment.project_id, None)
-            project = None
-        else:
-            project = found[0]
-            held = HELD.get(deployment.project_id)
-            if held is None or held.row != found[1]:
-                HELD[deployment.project_id] = Held(*found)
-    else:
-        project = load_first(Project, "vercel_project_id = %s", [deployment.project_id])
+    project = Project.objects.filter(vercel_project_id=deployment.project_id).first()
     return _ours(project, deployment)
 
 
@@ -223,81 +208,24 @@ def _release_for(project: Project, deployment: Deployment, created_at: int | Non
     return Release.objects.get_or_create(deployment_id=deployment.id, defaults=defaults)
 
 
-def _gate_from_memory(event: Event, payload: dict[str, Any], raw: bytes) -> Outcome | None:
-    """The common case in one statement and no transaction: a production deployment of a gated
-    project held in memory (HELD), its rows made without model instances. None when it does
-    not apply, the copy is stale, or the deployment is already known: ``record`` then takes the
-    delivery the long way, which writes the same rows (tests/releases/test_webhook_vercel_ingest.py)."""
-    if HANDLERS.get(event.type) is not on_ready or connection.vendor != "postgresql":
-        return None
-    deployment = read_deployment(event.payload)
-    held = HELD.get(deployment.project_id)
-    if held is None:
-        return None
-    project = held.project
-    if _ours(project, deployment) is None or not _gated(event, deployment, project) or project.canary:
-        return None
-    release = {"deployment_id": deployment.id, **_release_defaults(project, deployment, event.created_at)}
-    del release["project"]
-    if not release["version"]:
-        return None
-    now = timezone.now()
-    fields, reason = gate_start(held.prototype, now)
-    release_values = held.releases.values(now, {**release, **fields, "state": S.GATING, "updated_at": now})
-    given = {"delivery_id": event.id, "event_type": event.type}
-    stored = as_received(raw)
-    if stored is not None:
-        delivery_values = held.deliveries.values(now, given, {"payload": stored})
-    else:
-        delivery_values = held.deliveries.values(now, {**given, "payload": payload})
-    history_values = held.history.values(now, {"reason": reason, "created_at": now})
-    # Inside a caller's transaction (tests, a management command), a savepoint keeps a refused
-    # INSERT from breaking it; on its own the statement is its own transaction.
-    with transaction.atomic() if connection.in_atomic_block else nullcontext():
-        fresh, release_id, _ = run_gate(
-            [project.pk, held.row], release_values, delivery_values, history_values
-        )
-    if not fresh:
-        HELD.pop(deployment.project_id, None)
-    if not fresh or release_id is None:
-        return None
-    return Outcome("accepted", f"gating {release['version']}", accepted=True)
-
-
-def record(event: Event, payload: dict[str, Any], raw: bytes = b"") -> Outcome | None:
+def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
     """Record the delivery and act on it, all in one transaction; None when it is a repeat (the
-    same delivery id already recorded), and nothing is written then. ``raw``: the body
-    ``payload`` was parsed from, stored as received where that saves work."""
+    same delivery id already recorded), and nothing is written then."""
     try:
-        outcome = _gate_from_memory(event, payload, raw)
-        if outcome is not None:
-            return outcome
-        delivery = WebhookDelivery(
-            source=VERCEL,
-            delivery_id=event.id,
-            event_type=event.type,
-            outcome=DELIVERY.IGNORED,
-            payload=payload,
-        )
         with transaction.atomic():
-            if HANDLERS.get(event.type) is on_ready:
-                deployment = read_deployment(event.payload)
-                project = _project_for(deployment)
-                if project is not None and _gated(event, deployment, project) and not project.canary:
-                    release = Release(
-                        deployment_id=deployment.id,
-                        **_release_defaults(project, deployment, event.created_at),
-                    )
-                    if release.version and gate_at_once(release, delivery):
-                        return Outcome("accepted", f"gating {release.version}", accepted=True)
-                if not insert_ignoring_conflict(delivery):
-                    return None
-                return _ready(event, delivery, deployment, project)
-            if not insert_ignoring_conflict(delivery):
-                return None
+            delivery = WebhookDelivery.objects.create(
+                source=VERCEL,
+                delivery_id=event.id,
+                event_type=event.type,
+                outcome=DELIVERY.IGNORED,
+                payload=payload,
+            )
             return handle(event, delivery)
-    except Repeat:
-        return None
+    except IntegrityError:
+        # The unique (source, delivery_id) constraint: Vercel retried a delivery we already took.
+        if WebhookDelivery.objects.filter(source=VERCEL, delivery_id=event.id).exists():
+            return None
+        raise
 
 
 def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None) -> Outcome:
@@ -305,10 +233,6 @@ def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None
     delivery.project = project
     delivery.save(update_fields=["note", "project"])
     return Outcome("ignored", note)
-
-
-def _gated(event: Event, deployment: Deployment, project: Project) -> bool:
-    return deployment.target == "production" and event.type == project.start_on
 
 
 def on_ready(event: Event, delivery: WebhookDelivery) -> Outcome:

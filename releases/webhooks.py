@@ -6,7 +6,6 @@ limit, 400 malformed or unsupported, 200 duplicate or ignored, 202 accepted.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
@@ -20,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -136,7 +135,7 @@ class SentrySignature(HmacSignature):
 class WebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes: list[Any] = []  # we parse the verified raw bytes ourselves
-    # Senders read JSON; without the browsable API's renderer, negotiation is cheaper (ingest bench).
+    # Senders read JSON: no browsable API on a webhook.
     renderer_classes: list[Any] = [JSONRenderer]
     throttle_classes: list[Any] = []
 
@@ -202,74 +201,21 @@ def _unstorable(data: Any) -> str:
 class VercelWebhookView(WebhookView):
     authentication_classes = [VercelSignature]
 
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
-        """DRF's view, behind a plain-Django path for a well-formed signed delivery (``_quick``).
-
-        DRF's per-request machinery (its Request, authentication, permission and throttle
-        checks, content negotiation, rendering) cost a tenth of a millisecond, a third of what
-        the webhook spent over a bare one-INSERT view (bench/ingest.py). A delivery that is
-        refused for any reason is answered by DRF, so every error stays DRF's own answer.
-        """
-        view = super().as_view(**initkwargs)
-
-        @functools.wraps(view)  # keeps .cls and .csrf_exempt: the schema and CSRF see DRF's view
-        def webhook(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method == "POST":
-                answer = _quick(request)
-                if answer is not None:
-                    return answer
-            return view(request, *args, **kwargs)
-
-        return webhook
-
     @extend_schema(request={"application/json": OpenApiTypes.OBJECT}, responses=webhook_responses())
     def post(self, request: Request) -> Response:
         envelope = self.parse_json(request)
         try:
             event = vercel_events.read_envelope(envelope)
-            body, code = _take(event, envelope, raw_body(request._request))
+            outcome = vercel_events.record(event, envelope)
         except vercel_events.BadPayload as exc:
             raise Malformed(str(exc)) from exc
-        return Response(body, status=code)
-
-
-def _take(event: vercel_events.Event, envelope: dict[str, Any], raw: bytes) -> tuple[dict[str, str], int]:
-    """Record a verified delivery (``envelope``, parsed from ``raw``): the answer's body and status."""
-    outcome = vercel_events.record(event, envelope, raw)
-    if outcome is None:
-        return {"status": "duplicate", "id": event.id}, status.HTTP_200_OK
-    # DEBUG, not INFO: every delivery is a WebhookDelivery row (admin, /api/) and a line in the
-    # access log already, and this line was a sixth of what a delivery cost the web over a bare
-    # INSERT (bench/ingest.py). Refused deliveries still log a warning.
-    logger.debug(
-        "vercel.webhook.received", extra={"event": event.type, "id": event.id, "outcome": outcome.status}
-    )
-    code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
-    return {"status": outcome.status, "detail": outcome.detail, "id": event.id}, code
-
-
-def _quick(request: HttpRequest) -> HttpResponse | None:
-    """The answer to a well-formed, signed Vercel delivery, without DRF; None for anything else,
-    which DRF then answers (with the same checks, in the same order, and its own error)."""
-    secret = settings.VERCEL_WEBHOOK_SECRET
-    try:
-        if not secret or not VercelSignature.signed(request, secret):
-            return None
-        raw = raw_body(request)
-        envelope = read_json(raw)
-        event = vercel_events.read_envelope(envelope)
-        body, code = _take(event, envelope, raw)
-    except (PayloadTooLarge, Malformed, vercel_events.BadPayload):
-        return None  # nothing was written: record() writes nothing when it refuses a payload
-    # As DRF's JSONRenderer and finalize_response would answer (tests/releases/test_webhook_vercel_ingest.py).
-    response = HttpResponse(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        status=code,
-        content_type="application/json",
-    )
-    response["Allow"] = "POST, OPTIONS"
-    return response
+        if outcome is None:
+            return Response({"status": "duplicate", "id": event.id}, status=status.HTTP_200_OK)
+        logger.info(
+            "vercel.webhook.received", extra={"event": event.type, "id": event.id, "outcome": outcome.status}
+        )
+        code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
+        return Response({"status": outcome.status, "detail": outcome.detail, "id": event.id}, status=code)
 
 
 class SentryWebhookView(WebhookView):

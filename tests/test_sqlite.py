@@ -1,8 +1,8 @@
-"""`make run` uses SQLite unless DATABASE_URL says otherwise: the hand-written SQL must work there too.
+"""`make run` uses SQLite unless DATABASE_URL says otherwise: the claims and locks must work there too.
 
-The suite runs on PostgreSQL, so this runs the paths with SQL of their own (the dispatcher, the
-outbox claim and insert, the alert's project and live-release lookups) in a child process on a
-fresh SQLite file.
+The suite runs on PostgreSQL, so this runs the paths whose queries lean on the database (the
+dispatcher's SKIP LOCKED claim, the outbox claim and insert, the poll claim, the alert's project
+and live-release lookups) in a child process on a fresh SQLite file.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_the_hand_written_sql_runs_on_sqlite(tmp_path: Path) -> None:
+def test_the_claims_and_lookups_run_on_sqlite(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "gatekeeper.settings",
