@@ -144,7 +144,7 @@ def plan(total: int, seed: int, stage_window: float, per_lane: float = 2.5) -> P
 
 
 def canary_policy(failures_to_abort: int) -> dict[str, Any]:
-    from releases.slo_checks import parse_check
+    from releases.domain.slo_rules import parse_check
 
     spec, problems = parse_check(
         {"kind": "sentry_error_rate", "max": 0.01, "window": "5m", "timeout": "3s"}, "chaos"

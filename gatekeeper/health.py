@@ -23,7 +23,7 @@ def _broker() -> str | None:
 
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=2)
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, timeout=2)
     except Exception as exc:  # kombu raises its own and socket errors; any of them means unreachable
         return f"{type(exc).__name__}"
     return None

@@ -8,9 +8,10 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from gatekeeper.health import healthz
-from releases.api import ReleaseViewSet
-from releases.slo_api import SloView
-from releases.webhooks import SentryWebhookView, VercelWebhookView
+from releases.inbound.sentry import SentryWebhookView
+from releases.inbound.vercel import VercelWebhookView
+from releases.ops.api import ReleaseViewSet
+from releases.ops.slo_api import SloView
 
 router = DefaultRouter()
 router.register("releases", ReleaseViewSet, basename="release")

@@ -7,4 +7,5 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
-        from notifications import delivery  # noqa: F401  (registers the Slack outbox handler)
+        # Registers the Slack and PagerDuty outbox handlers.
+        from notifications import delivery  # noqa: F401

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 
-from releases import clients
+from notifications import clients
+from releases.core.errors import ProviderError
+from releases.core.outbox import Done, Handler, mark_started, register
 from releases.models import Action
-from releases.outbox import Done, Handler, mark_started, register
-from releases.providers.base import ProviderError
 
 
 def _post(action: Action) -> Done:

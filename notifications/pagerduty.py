@@ -1,4 +1,4 @@
-"""PagerDuty Events API v2 client: alert events on ``/v2/enqueue`` (api-contracts §4.1).
+"""PagerDuty Events API v2 client: alert events on ``/v2/enqueue`` (docs/vendor-apis.md §4.1).
 
 Events are idempotent by ``dedup_key``: a resent trigger updates the open alert instead of
 paging twice, so an unclear outcome (read timeout, 5xx) is safe to retry. The client still
@@ -18,23 +18,34 @@ from typing import Any
 
 import httpx
 
-from releases.providers.base import (
-    DEFAULT_TIMEOUT,
-    HttpClient,
-    ProviderError,
-    as_dict,
-    opt_str,
-)
+from releases.core.errors import ProviderError
+from releases.integrations.http import DEFAULT_TIMEOUT, HttpClient, as_dict, opt_str
 
 EVENTS_PATH = "/v2/enqueue"
+
+
 ROUTING_KEY_LENGTH = 32
+
+
 SEVERITIES = ("critical", "error", "warning", "info")
+
+
 MAX_SUMMARY = 1024
+
+
 MAX_DEDUP_KEY = 255
+
+
 MAX_BODY_BYTES = 512 * 1024
+
+
 # Error text is capped *after* the routing key is scrubbed, so a cut can never leave half a key.
 MAX_ERROR_TEXT = 500
+
+
 REDACTED = "[redacted]"
+
+
 ELLIPSIS = "…"
 
 
@@ -129,9 +140,6 @@ class PagerDutyClient(HttpClient):
                 raise self._refuse("every link needs an href")
             event["links"] = [{"href": href, "text": text} for href, text in links]
         return self._send(routing_key, "trigger", dedup_key, event)
-
-    def acknowledge(self, routing_key: str, dedup_key: str) -> str:
-        return self._send(routing_key, "acknowledge", dedup_key, {})
 
     def resolve(self, routing_key: str, dedup_key: str) -> str:
         return self._send(routing_key, "resolve", dedup_key, {})

@@ -1,4 +1,4 @@
-"""Slack Web API client: ``chat.postMessage`` (api-contracts §5.1).
+"""Slack Web API client: ``chat.postMessage`` (docs/vendor-apis.md §5.1).
 
 Posting is not idempotent: a resend after an unclear outcome can post the message twice.
 So every error says whether Slack may have posted it (``maybe_delivered``), and the outbox
@@ -14,26 +14,32 @@ from typing import Any
 
 import httpx
 
-from releases.providers.base import (
+from releases.core.errors import ProviderError
+from releases.integrations.http import (
     DEFAULT_TIMEOUT,
     MAX_RETRY_AFTER,
     HttpClient,
     MalformedAnswer,
-    ProviderError,
     as_dict,
     req_str,
     with_root,
 )
 
 API_ROOT = "/api"
+
+
 # Slack's refusals that a later attempt can get past; every other code (channel_not_found,
 # invalid_auth, invalid_blocks, msg_too_long, missing_scope, ...) needs a person to fix
 # configuration or content, so retrying would only repeat it.
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+
+
 # What the official SDK waits when a 429 has no Retry-After (§5.1).
 DEFAULT_RETRY_AFTER = 1.0
+
+
 REDACTED = "[redacted]"
 
 

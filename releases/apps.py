@@ -8,5 +8,10 @@ class ReleasesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Register the outbox handlers and system checks.
-        from releases import checks, executors, ramp, ramp_moves  # noqa: F401
+        # What registers itself on import: the admin's model pages, the system checks, the
+        # outbox handlers for promote, rollback and traffic moves, and the Celery tasks (so that
+        # publishing a task by name finds it in every process, not only in workers).
+        from releases import tasks  # noqa: F401
+        from releases.ops import admin, checks  # noqa: F401
+        from releases.workflows import promotion  # noqa: F401
+        from releases.workflows.canary import moves  # noqa: F401

@@ -10,10 +10,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from releases.gate import OnTimeout, Policy, validate_policy
-from releases.states import FINAL, ReleaseState
+from releases.domain.lifecycle import FINAL, ReleaseState
+from releases.domain.policy import GATE
+from releases.domain.release_names import template_problems
+from releases.domain.verdict import OnTimeout, Policy, validate_policy
 
 DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
+
+
 _POLICY_FIELDS = {
     "min_sessions",
     "crash_free_threshold",
@@ -53,20 +57,22 @@ class Project(models.Model):
         max_length=100, blank=True, help_text="name of the environment variable holding the key"
     )
 
-    min_sessions = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1)])
+    min_sessions = models.PositiveIntegerField(default=GATE.min_sessions, validators=[MinValueValidator(1)])
     crash_free_threshold = models.FloatField(
-        default=0.995, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+        default=GATE.crash_free_threshold, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
     )
-    poll_interval = models.DurationField(default=timedelta(seconds=60), validators=[_positive_duration])
-    max_wait = models.DurationField(default=timedelta(hours=2), validators=[_positive_duration])
+    poll_interval = models.DurationField(default=GATE.poll_interval, validators=[_positive_duration])
+    max_wait = models.DurationField(default=GATE.max_wait, validators=[_positive_duration])
     on_timeout = models.CharField(
-        max_length=20, choices=[(o.value, o.value) for o in OnTimeout], default=OnTimeout.HOLD.value
+        max_length=20, choices=[(o.value, o.value) for o in OnTimeout], default=GATE.on_timeout
     )
-    max_consecutive_errors = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
-    fail_fast = models.BooleanField(default=True)
+    max_consecutive_errors = models.PositiveIntegerField(
+        default=GATE.max_consecutive_errors, validators=[MinValueValidator(1)]
+    )
+    fail_fast = models.BooleanField(default=GATE.fail_fast)
     early_fail_confidence = models.FloatField(null=True, blank=True)
-    early_fail_min_sessions = models.PositiveIntegerField(default=50)
-    watch_after_promotion = models.DurationField(default=timedelta(minutes=60))
+    early_fail_min_sessions = models.PositiveIntegerField(default=GATE.early_fail_min_sessions)
+    watch_after_promotion = models.DurationField(default=GATE.watch_after_promotion)
     # The bar a live release must keep during its bake watch; blank = crash_free_threshold.
     watch_threshold = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
@@ -82,7 +88,7 @@ class Project(models.Model):
         default="notify",
         help_text="what a Sentry warning alert does",
     )
-    dry_run = models.BooleanField(default=False)
+    dry_run = models.BooleanField(default=GATE.dry_run)
     canary = models.JSONField(null=True, blank=True)
 
     # What serves production now, as far as we know (our promotions, rollbacks, and
@@ -102,8 +108,6 @@ class Project(models.Model):
 
     def clean(self) -> None:
         """The admin edits the same fields as gatekeeper.yaml: refuse what the file would refuse."""
-        from releases.config import template_problems
-
         problems: dict[str, list[str]] = {}
         if self.poll_interval and self.max_wait and self.poll_interval >= self.max_wait:
             problems.setdefault("max_wait", []).append("must be longer than poll_interval")
@@ -135,8 +139,7 @@ class Project(models.Model):
 class Release(models.Model):
     """One Vercel deployment of a project, judged as a Sentry release."""
 
-    # No index of its own: release_known_good starts with the project. Every index is written
-    # when a webhook starts a gate (bench/ingest.py).
+    # No index of its own: release_known_good starts with the project.
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="releases", db_index=False)
     # Unique through a constraint, not unique=True, which also builds a varchar_pattern_ops
     # index for LIKE 'prefix%' that nothing here queries.
@@ -148,7 +151,7 @@ class Release(models.Model):
     version = models.CharField(max_length=200, blank=True, help_text="the Sentry release name")
     deployment_created_at = models.DateTimeField(null=True, blank=True)
 
-    state = models.CharField(max_length=20, choices=ReleaseState.choices, default=ReleaseState.RECEIVED)
+    state = models.CharField(max_length=20, choices=ReleaseState.choices(), default=ReleaseState.RECEIVED)
     # Bumped by every poll claim: a poll message for an older generation is a stale duplicate.
     generation = models.PositiveIntegerField(default=0)
     next_poll_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,8 @@
-"""Thin Celery tasks: ids in, plain functions do the work, every task safe to run twice."""
+"""Thin Celery tasks: ids in, plain functions do the work, every task safe to run twice.
+
+The only module that defines tasks. Nothing imports it: the rest of the code publishes tasks by
+name (``releases/core/publish.py``), so the task layer sits above everything it calls.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ from datetime import datetime
 
 from celery import shared_task
 
-from releases import liveness, outbox, polling, scheduler
+from releases.core import outbox
+from releases.scheduling import dispatcher, liveness, watchdog
+from releases.workflows import polls
 
 
 # acks_late: a poll claimed by generation is harmless when redelivered, and one lost with a
 # killed worker comes back (or the watchdog re-drives it from PostgreSQL sooner).
-# The limits leave room for a canary tick (its checks may take up to two minutes; see ramp.TICK_LEASE).
+# The limits leave room for a canary tick (its checks may take up to two minutes; see
+# releases/workflows/canary/ramp.py, TICK_LEASE).
 @shared_task(name="releases.poll_release", acks_late=True, soft_time_limit=150, time_limit=170)
 def poll_release(release_id: int, generation: int) -> str:
-    return polling.poll_once(release_id, generation)
+    return polls.poll_once(release_id, generation)
 
 
 # acks_late is safe here too: an action is claimed by compare-and-set, and its handler checks
@@ -28,8 +35,11 @@ def run_action(action_id: int, then: list[int] | None = None) -> str:
 @shared_task(name="releases.poll_batch", acks_late=True, soft_time_limit=150, time_limit=170)
 def poll_batch(items: list[list[float]], scheduled_at: str | None = None) -> dict[int, str]:
     when = datetime.fromisoformat(scheduled_at) if scheduled_at else None
-    batch = [(int(item[0]), int(item[1]), *(float(x) for x in item[2:3])) for item in items]
-    return polling.poll_batch(batch, when)
+    batch: list[tuple[int, int] | tuple[int, int, float]] = [
+        (int(item[0]), int(item[1]), float(item[2])) if len(item) > 2 else (int(item[0]), int(item[1]))
+        for item in items
+    ]
+    return polls.poll_batch(batch, when)
 
 
 # Acknowledged on receipt (no acks_late): beat sends another run every second, so one lost with
@@ -37,18 +47,18 @@ def poll_batch(items: list[list[float]], scheduled_at: str | None = None) -> dic
 # only repeat work already done.
 @shared_task(name="releases.dispatch_due", soft_time_limit=30, time_limit=60)
 def dispatch_due() -> dict[str, int]:
-    counts = scheduler.dispatch_due()
+    counts = dispatcher.dispatch_due()
     liveness.mark_dispatch()
     return counts
 
 
 # Acknowledged on receipt, like dispatch_due: the next run comes within WATCHDOG_INTERVAL.
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)
-def watchdog() -> dict[str, int]:
-    return scheduler.redrive()
+def watchdog_run() -> dict[str, int]:
+    return watchdog.redrive()
 
 
-# The liveness probe's task (releases/liveness.py): it only proves a message was consumed.
+# The liveness probe's task (releases/scheduling/liveness.py): it only proves a message was consumed.
 @shared_task(name="releases.ping", ignore_result=True)
 def ping(token: str) -> None:
     liveness.answer(token)

@@ -1,4 +1,4 @@
-"""Sentry metric-alert webhooks to Gatekeeper (api-contracts §3.5).
+"""Sentry metric-alert webhooks to Gatekeeper (docs/vendor-apis.md §3.5).
 
 Signed like Sentry's integration platform: HMAC-SHA256 of the exact compact-JSON body with the
 client secret; the timestamp header is sent but, as in Sentry, not signed.

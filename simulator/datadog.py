@@ -1,4 +1,4 @@
-"""Datadog metrics query API (api-contracts §6.1): ``GET /api/v1/query`` over registered series.
+"""Datadog metrics query API (docs/vendor-apis.md §6.1): ``GET /api/v1/query`` over registered series.
 
 A series belongs to a tag (``deployment_id:dpl_x``, optionally a metric too) and is a list of
 phases registered through the control API, each a constant value from its start until its stop

@@ -1,4 +1,4 @@
-"""PagerDuty Events API v2 (api-contracts §4): alert events and change events.
+"""PagerDuty Events API v2 (docs/vendor-apis.md §4): alert events and change events.
 
 No auth header: the routing key in the body is the credential, which is why only its last
 four characters are ever shown back.

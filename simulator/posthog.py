@@ -1,4 +1,4 @@
-"""PostHog query API (api-contracts §6.2): ``POST /api/projects/{id}/query/`` with HogQL.
+"""PostHog query API (docs/vendor-apis.md §6.2): ``POST /api/projects/{id}/query/`` with HogQL.
 
 Exception events come from streams registered through the control API: per project and one
 event property value (``$app_version = 1.4.2``), a rate per minute in phases. Counts are

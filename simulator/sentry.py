@@ -1,4 +1,4 @@
-"""Sentry REST API (api-contracts §3.1-3.4): release-health sessions and error-event counts.
+"""Sentry REST API (docs/vendor-apis.md §3.1-3.4): release-health sessions and error-event counts.
 
 Errors are DRF-style ``{"detail": ...}``. The 429 is Sentry's odd one: a JSON body served as
 ``text/html`` and no ``Retry-After``; clients must wait for ``X-Sentry-Rate-Limit-Reset``.

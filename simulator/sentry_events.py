@@ -1,4 +1,4 @@
-"""Sentry's events table query (api-contracts §3.4, ``listOrganizationEvents``) over error events.
+"""Sentry's events table query (docs/vendor-apis.md §3.4, ``listOrganizationEvents``) over error events.
 
 Error events come from the release traffic (``errors_per_minute``, see traffic.py) and are
 counted in ``[start, end)`` as a difference of cumulatives, so a repeated query only ever sees

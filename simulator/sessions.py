@@ -1,4 +1,4 @@
-"""Sentry's release-health sessions query (api-contracts §3.2), over simulated traffic.
+"""Sentry's release-health sessions query (docs/vendor-apis.md §3.2), over simulated traffic.
 
 Parsing and computing are kept apart from HTTP so the semantics that Gatekeeper depends on
 (rounding of the range, zero-filled status groups, null rates without data) read in one place.

@@ -1,4 +1,4 @@
-"""Slack Web API (api-contracts §5.1): ``chat.postMessage`` and ``chat.update``.
+"""Slack Web API (docs/vendor-apis.md §5.1): ``chat.postMessage`` and ``chat.update``.
 
 Slack answers logical errors with HTTP 200 and ``{"ok": false, "error": ...}``; only rate
 limiting (429 + Retry-After) and outages use other status codes.

@@ -9,7 +9,8 @@ Within a phase (constant rate) the cumulative counts after ``elapsed`` seconds a
 - crashed = floor(sessions * crash_rate + 0.5)
 - errored = floor(not_crashed * errored_rate / (1 - crash_rate) + 0.5)
 
-Error events (Sentry's events endpoint, §3.4) accrue on their own, independent of sessions:
+Error events (Sentry's events endpoint, docs/vendor-apis.md §3.4) accrue on their own, independent of
+sessions:
 ``errors = floor(errors_per_minute / 60 * elapsed)``.
 
 Errored is drawn from the non-crashed sessions (not from all sessions as crashed is) so that

@@ -1,4 +1,4 @@
-"""Vercel REST API (api-contracts §2): deployments, projects, aliases, promote and rollback;
+"""Vercel REST API (docs/vendor-apis.md §2): deployments, projects, aliases, promote and rollback;
 rolling releases live in vercel_rolling.py.
 
 Promote and rollback are asynchronous as on Vercel: the POST answers 202/201 with an empty body

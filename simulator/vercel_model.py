@@ -1,4 +1,4 @@
-"""Vercel's objects and the JSON shapes they take on the wire (api-contracts §1.4, §2.2-2.6).
+"""Vercel's objects and the JSON shapes they take on the wire (docs/vendor-apis.md §1.4, §2.2-2.6).
 
 The same deployment looks different per endpoint (``id`` in v13, ``uid`` and ``created`` in the
 v6 list), so each shape has its own function rather than one serializer with switches.

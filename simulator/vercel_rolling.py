@@ -1,4 +1,4 @@
-"""Vercel rolling releases (api-contracts §2.7) on simulated projects.
+"""Vercel rolling releases (docs/vendor-apis.md §2.7) on simulated projects.
 
 ``start`` puts the canary on the first stage, ``approve-stage`` moves it one stage at a time,
 and approving into the final (100 %) stage or calling ``complete`` ends it. Abort is the

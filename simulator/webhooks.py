@@ -1,4 +1,4 @@
-"""Outbound signed webhook deliveries to Gatekeeper (Vercel §1, Sentry §3.5).
+"""Outbound signed webhook deliveries to Gatekeeper (Vercel docs/vendor-apis.md §1, Sentry §3.5).
 
 The signature is computed over the exact bytes that go on the wire and nothing touches them
 afterwards; that is the property a receiver's raw-body verification depends on.

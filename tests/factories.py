@@ -54,7 +54,7 @@ def deployment_event(
     target: str | None = "production",
     sha: str = "4e1b9c07d2a35f68e0b7c1d9a2f3e4b5c6d7e8f9",
 ) -> dict[str, Any]:
-    """A Vercel deployment event shaped as api-contracts.md §1.5."""
+    """A Vercel deployment event shaped as docs/vendor-apis.md §1.5."""
     payload: dict[str, Any] = {
         "team": {"id": "team_Ab12Cd34Ef56Gh78Ij90Kl12"},
         "user": {"id": "usr_Zq81Lm2Np3Oq4Rs5"},

@@ -1,6 +1,6 @@
 """In-process fakes of Vercel, Sentry, Slack and PagerDuty behind httpx.MockTransport, for unit tests.
 
-They follow api-contracts.md closely enough for the code paths under test; the end-to-end tests
+They follow docs/vendor-apis.md closely enough for the code paths under test; the end-to-end tests
 use the real simulator over HTTP instead.
 """
 
@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from notifications import clients as notification_clients
 from notifications.pagerduty import PagerDutyClient
 from notifications.slack import SlackClient
-from releases import clients
-from releases.providers.sentry import SentryClient
-from releases.providers.vercel import VercelClient
+from releases.integrations import clients
+from releases.integrations.sentry.client import SentryClient
+from releases.integrations.vercel.client import VercelClient
 
 
 @dataclass
@@ -150,7 +151,7 @@ class FakeSlack:
 
 @dataclass
 class FakePagerDuty:
-    """Events API v2 (api-contracts.md §4.1): every event received is kept; ``answers`` go first."""
+    """Events API v2 (docs/vendor-apis.md §4.1): every event received is kept; ``answers`` go first."""
 
     answers: list[httpx.Response] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -193,12 +194,12 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Fakes:
         ),
     )
     monkeypatch.setattr(
-        clients,
+        notification_clients,
         "slack",
         lambda: SlackClient("https://slack.test/api", "xoxb-t", transport=httpx.MockTransport(fakes.slack)),
     )
     monkeypatch.setattr(
-        clients,
+        notification_clients,
         "pagerduty",
         lambda: PagerDutyClient(
             "https://events.pagerduty.test", transport=httpx.MockTransport(fakes.pagerduty)

@@ -23,9 +23,13 @@ SCRIPT = textwrap.dedent(
     from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
-    from releases import decisions, outbox, polling, scheduler, sentry_events, tasks
+    from releases.core import outbox, production
+    from releases.inbound import sentry
+    from releases.scheduling import dispatcher
+    from releases.workflows import alert_rollback, polls
+    from releases import tasks
     from releases.models import Action, Project, Release
-    from releases.states import ActionSpec
+    from releases.core.outbox import ActionSpec
 
     assert connection.vendor == "sqlite"
     call_command("migrate", verbosity=0)
@@ -41,15 +45,15 @@ SCRIPT = textwrap.dedent(
     Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_live")
     project.refresh_from_db()
 
-    found, target = decisions.live_and_known_good(project)
+    found, target = production.live_and_known_good(project)
     assert (found.pk, target.pk) == (live.pk, good.pk), (found, target)
 
-    alert = sentry_events.read_metric_alert({
+    alert = sentry.read_metric_alert({
         "action": "critical",
         "data": {"metric_alert": {"id": "1", "projects": ["shop-web", "other"],
                                   "alert_rule": {"environment": "production"}}},
     })
-    assert sentry_events._project_for(alert).pk == project.pk
+    assert alert_rollback._project_for(alert).pk == project.pk
 
     spec = ActionSpec(kind="slack", key="slack:1:1", payload={"text": "x"})
     (written,) = outbox.write_actions(live, [spec])
@@ -66,22 +70,22 @@ SCRIPT = textwrap.dedent(
                                   state="gating", next_poll_at=now + timedelta(seconds=3))
     Release.objects.create(project=project, deployment_id="dpl_later", version="v5",
                            state="gating", next_poll_at=now + timedelta(minutes=5))
-    assert scheduler.dispatch_due(now)["due"] == 2  # topped up with the one due next
+    assert dispatcher.dispatch_due(now)["due"] == 2  # topped up with the one due next
     assert [[item[:2] for item in args[0]] for args in sent] == [
         [(gating.pk, gating.generation), (soon.pk, soon.generation)]
     ]
-    assert scheduler.dispatch_due(now)["due"] == 0
+    assert dispatcher.dispatch_due(now)["due"] == 0
 
-    from releases import clients
-    from releases.providers.sentry import SessionTotals
+    from releases.integrations import clients
+    from releases.integrations.sentry.client import SessionTotals
 
     class FakeSentry:
         def release_sessions(self, *args, **kwargs):
             return {"v3": SessionTotals(sessions=5, crashed=0)}
 
     clients.sentry = lambda timeout=None: FakeSentry()
-    assert polling.poll_batch([(gating.pk, gating.generation)], now) == {gating.pk: "wait"}
-    assert polling.poll_batch([(gating.pk, gating.generation)], now) == {}  # claimed once
+    assert polls.poll_batch([(gating.pk, gating.generation)], now) == {gating.pk: "wait"}
+    assert polls.poll_batch([(gating.pk, gating.generation)], now) == {}  # claimed once
     gating.refresh_from_db()
     assert (gating.generation, gating.sessions) == (1, 5)
     print("sqlite ok")

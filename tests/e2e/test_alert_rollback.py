@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Incident, Project, Release
-from releases.states import ReleaseState
 from tests.conftest import PD_KEY_ENV, Simulator, wait_for
 from tests.e2e.conftest import BASELINE, E2E_PROJECT
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from releases.domain.lifecycle import ReleaseState
+from releases.domain.slo_rules import parse_check
 from releases.models import Action, Project, RampCheck, Release, ReleaseEvent
-from releases.slo_checks import parse_check
-from releases.states import ReleaseState
 from tests.conftest import Simulator, wait_for
 from tests.e2e.conftest import BASELINE, E2E_PROJECT
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from releases import scheduler
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Release, WebhookDelivery
-from releases.states import ReleaseState
+from releases.scheduling import watchdog
 from tests.conftest import Simulator, Worker, wait_for
 from tests.e2e.conftest import BASELINE, E2E_PROJECT
 
@@ -179,7 +179,7 @@ def test_a_worker_killed_mid_action_still_promotes_exactly_once(
     time.sleep(4.5)  # the action's lease (4 s in this worker) runs out: its owner is gone
     worker.start()
     wait_for(
-        lambda: scheduler.redrive()["actions"] >= 1, timeout=20, what="the watchdog to re-drive the promote"
+        lambda: watchdog.redrive()["actions"] >= 1, timeout=20, what="the watchdog to re-drive the promote"
     )
     release = settled("dpl_e2eKilled0000000000000001", S.PROMOTED)
     accepted = [r for r in posts_to(e2e, "/promote/dpl_e2eKilled0000000000000001") if r["status"] == 202]

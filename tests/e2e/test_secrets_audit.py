@@ -24,8 +24,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Release
-from releases.states import ReleaseState
 from tests.conftest import ROOT, Simulator, Worker, stop, wait_for, worker_env
 from tests.factories import make_project
 from tests.fuzz.leaks import admin_pages, captured_logs, distinctive, leaks, stored_text

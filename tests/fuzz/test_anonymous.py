@@ -10,8 +10,8 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Incident, Release, WebhookDelivery
-from releases.states import ReleaseState
 from tests.factories import make_project, make_release
 from tests.fuzz.support import table_digest
 

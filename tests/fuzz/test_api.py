@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
-from releases.states import ReleaseState
+from releases.domain.lifecycle import ReleaseState
 from tests.factories import make_project, make_release
 from tests.fuzz import strategies as hs
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest

@@ -25,11 +25,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Incident, Project, Release, ReleaseEvent, WebhookDelivery
-from releases.states import ReleaseState
 from tests.conftest import ROOT, stop, wait_for
 from tests.factories import SENTRY_SECRET, VERCEL_SECRET, deployment_event, make_project, make_release, signed
-from tests.releases.test_webhook_sentry import alert, compact, signature
+from tests.releases.inbound.test_sentry import alert, compact, signature
 
 S = ReleaseState
 COPIES = 50

@@ -19,7 +19,7 @@ from rest_framework.authtoken.models import Token
 from releases.models import WebhookDelivery
 from tests.factories import SENTRY_SECRET, VERCEL_SECRET, deployment_event, make_project, make_release, signed
 from tests.fuzz.support import table_digest
-from tests.releases.test_webhook_sentry import alert, compact
+from tests.releases.inbound.test_sentry import alert, compact
 
 pytestmark = pytest.mark.django_db
 

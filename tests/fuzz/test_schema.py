@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from releases.states import ReleaseState
+from releases.domain.lifecycle import ReleaseState
 from tests.factories import make_project, make_release
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest
 

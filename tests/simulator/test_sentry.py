@@ -1,4 +1,4 @@
-"""The simulated Sentry sessions endpoint against api-contracts §3.2."""
+"""The simulated Sentry sessions endpoint against docs/vendor-apis.md §3.2."""
 
 from __future__ import annotations
 

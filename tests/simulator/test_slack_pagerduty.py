@@ -1,4 +1,4 @@
-"""The simulated Slack (§5.1) and PagerDuty Events v2 (§4) endpoints."""
+"""The simulated Slack (docs/vendor-apis.md §5.1) and PagerDuty Events v2 (§4) endpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulated Vercel REST API against api-contracts §2."""
+"""The simulated Vercel REST API against docs/vendor-apis.md §2."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from releases.models import Release
-from releases.report import release_line
+from releases.ops.report import release_line
 
 
 class Command(BaseCommand):

@@ -17,9 +17,9 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from releases.domain.lifecycle import ReleaseState
 from releases.models import Release
-from releases.report import release_line
-from releases.states import ReleaseState
+from releases.ops.report import release_line
 
 S = ReleaseState
 OPEN = frozenset({S.RECEIVED, S.GATING, S.PASSED, S.PROMOTING, S.ROLLING_BACK})

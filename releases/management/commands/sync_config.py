@@ -5,8 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from releases.config import ConfigError, load
-from releases.sync import apply
+from releases.ops.config import ConfigError, load
+from releases.ops.sync import apply
 
 
 class Command(BaseCommand):

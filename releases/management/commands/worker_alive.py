@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from releases import liveness
+from releases.scheduling import liveness
 
 
 class Command(BaseCommand):

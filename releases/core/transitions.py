@@ -1,0 +1,64 @@
+"""The only way a release changes state: a compare-and-set that writes its history and outbox rows.
+
+``transition`` moves a release only if it is still in the state the caller saw (the table is
+``releases/domain/lifecycle.py``), and writes the history row and the side-effect rows (outbox
+actions) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from releases.core.outbox import ActionSpec, enqueue_actions, write_actions
+from releases.domain.lifecycle import check_allowed
+from releases.models import Action, Release, ReleaseEvent
+
+
+def transition(
+    release: Release,
+    new: str,
+    *,
+    actor: str,
+    reason: str,
+    data: dict[str, Any] | None = None,
+    actions: Sequence[ActionSpec] = (),
+    fields: dict[str, Any] | None = None,
+    expected: str | None = None,
+) -> list[Action] | None:
+    """Move ``release`` from ``expected`` (default: its current state) to ``new``.
+
+    Returns the outbox actions written (possibly empty) or ``None`` when another process moved
+    the release first. Raises :class:`IllegalTransition` for a move the table forbids.
+    Actions are dispatched to workers only after the surrounding transaction commits.
+    """
+    old = expected if expected is not None else release.state
+    check_allowed(old, new)
+    now = timezone.now()
+    updates: dict[str, Any] = {"state": new, "updated_at": now, **(fields or {})}
+    # No savepoint of its own: a transition is part of its caller's decision, all or nothing.
+    with transaction.atomic(savepoint=False):
+        moved = Release.objects.filter(pk=release.pk, state=old).update(**updates)
+        if moved != 1:
+            release.__dict__.pop("_intent_counts", None)
+            return None  # another worker decided first; nothing to do
+        for name, value in updates.items():
+            setattr(release, name, value)
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.TRANSITION,
+            from_state=old,
+            to_state=new,
+            actor=actor,
+            reason=reason,
+            data=data or {},
+        )
+        written = write_actions(release, actions)
+        enqueue_actions(written)
+    return written
+
+
+GATEKEEPER = "gatekeeper"

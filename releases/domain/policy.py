@@ -1,0 +1,73 @@
+"""The policies a project is judged by, each with its one set of defaults.
+
+``gatekeeper.yaml`` (releases/ops/config.py), the Project model's field defaults and the
+workflows all take their defaults from here, so a default is written once. Pure: no Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateDefaults:
+    """What a project's gate uses for every ``gate:`` key the config leaves out."""
+
+    min_sessions: int = 500
+    crash_free_threshold: float = 0.995
+    poll_interval: timedelta = timedelta(seconds=60)
+    max_wait: timedelta = timedelta(hours=2)
+    on_timeout: str = "hold"
+    max_consecutive_errors: int = 4
+    fail_fast: bool = True
+    early_fail_confidence: float | None = None
+    early_fail_min_sessions: int = 50
+    watch_after_promotion: timedelta = timedelta(minutes=60)
+    watch_threshold: float | None = None  # None: the bake watch keeps crash_free_threshold
+    dry_run: bool = False
+
+
+GATE = GateDefaults()
+
+
+@dataclass(frozen=True)
+class Stage:
+    percent: float  # the canary's share of production traffic at this stage
+    hold: float = 0.0  # seconds at this stage before its checks may advance it
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """A canary ramp's policy, as ``sync_config`` stores it and the ramp copies it at its start."""
+
+    stages: tuple[Stage, ...]
+    confirmations: int = 2
+    confirmation_interval: float = 30.0  # seconds between the checks at one stage
+    abort_on_failure: bool = True
+    failures_to_abort: int = 1
+    router: str = "vercel"
+    checks: tuple[Mapping[str, Any], ...] = field(default=())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> CanaryPolicy:
+        """The stored policy (missing keys take the defaults above)."""
+        data = data or {}
+        defaults = cls(stages=())
+        return cls(
+            stages=tuple(
+                Stage(percent=float(stage["percent"]), hold=float(stage.get("hold", 0)))
+                for stage in data.get("stages") or ()
+            ),
+            confirmations=int(data.get("confirmations", defaults.confirmations)),
+            confirmation_interval=float(data.get("confirmation_interval", defaults.confirmation_interval)),
+            abort_on_failure=bool(data.get("abort_on_failure", defaults.abort_on_failure)),
+            failures_to_abort=int(data.get("failures_to_abort", defaults.failures_to_abort)),
+            router=str(data.get("router") or defaults.router),
+            checks=tuple(data.get("checks") or ()),
+        )
+
+
+CANARY = CanaryPolicy(stages=())

@@ -1,0 +1,297 @@
+"""SLO checks: what each one is (parsed from ``canary.checks``) and whether a value passes.
+
+Pure: no Django, no I/O, no clock. ``releases/workflows/canary/measuring.py`` measures the values
+and calls ``judge``.
+
+A check is scoped to one deployment: a Datadog query and a PostHog property value must name
+the deployment (``$DEPLOYMENT_ID``) or its release (``$RELEASE``), so a check can never judge a
+canary by the whole site's numbers; Sentry checks read the release's own sessions and errors; an
+HTTP check's URL may use the placeholders (``$DEPLOYMENT_URL`` reaches the deployment itself)
+and is always sent the deployment and release in ``X-Gatekeeper-Deployment`` and
+``X-Gatekeeper-Release`` headers.
+
+Thresholds, all of which must hold:
+
+* ``max`` / ``min``: absolute bounds on the value.
+* ``relative_to_previous: F``: the value may be at most ``F`` times the previous deployment's
+  value over the same window. The stated rule for a previous value of zero (or tiny): the
+  allowance is ``max(F x previous, floor)``, with ``floor`` 0 unless given. So with no floor a
+  previous deployment without errors leaves the new one no errors at all.
+
+No value (no data, no sessions, the provider unreachable or slow) never passes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+KINDS = ("sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http")
+
+
+PLACEHOLDERS = ("$DEPLOYMENT_ID", "$DEPLOYMENT_URL", "$RELEASE")
+
+
+DEFAULT_WINDOW = 300.0
+
+
+DEFAULT_TIMEOUT = 10.0
+
+
+MIN_WINDOW, MAX_WINDOW = 60.0, 86400.0
+
+
+MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 60.0
+
+
+POSTHOG_PROPERTY = re.compile(r"^\$?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+COMMON_KEYS = {"kind", "name", "window", "timeout", "max", "min", "relative_to_previous", "floor"}
+
+
+KIND_KEYS: dict[str, set[str]] = {
+    "sentry_error_rate": {"min_sessions"},
+    "sentry_crash_free": {"min_sessions"},
+    "datadog_query": {"query"},
+    "posthog_exceptions": {"project_id", "property", "value"},
+    "http": {"url"},
+}
+
+
+# A ratio to the previous deployment means something for counts and rates of bad things; for a
+# crash-free rate (higher is better) or an HTTP status it does not.
+NO_RELATIVE = {"sentry_crash_free", "http"}
+
+
+FRACTIONS = {"sentry_error_rate", "sentry_crash_free"}
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    kind: str
+    name: str
+    window: float = DEFAULT_WINDOW  # seconds
+    timeout: float = DEFAULT_TIMEOUT  # seconds
+    max: float | None = None
+    min: float | None = None
+    relative_to_previous: float | None = None
+    floor: float = 0.0
+    min_sessions: int = 1
+    query: str = ""
+    url: str = ""
+    project_id: str = ""  # PostHog project; POSTHOG_PROJECT_ID when empty
+    property: str = "$app_version"
+    value: str = "$RELEASE"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Judgement:
+    ok: bool
+    threshold: str  # the bound that applied, in words, e.g. "<= 0.01" or "<= max(2 x 0.004, 0)"
+    reason: str
+
+
+def parse_duration_seconds(value: Any) -> float:
+    """``90s``, ``5m``, ``2h``, ``1d``, ``500ms`` -> seconds."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 30s, 5m or 1h")
+    number, unit = float(match.group(1)), match.group(2)
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("must be a number")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise ValueError("must be a non-empty string")
+    return str(value).strip()
+
+
+def _scoped(text: str) -> bool:
+    return any(p in text for p in PLACEHOLDERS)
+
+
+def parse_check(raw: Any, where: str) -> tuple[CheckSpec | None, list[str]]:
+    """One entry of ``canary.checks`` -> (spec, problems). Problems name the field and the reason."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        return None, [f"{where}: must be a mapping with a kind"]
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        return None, [f"{where}.kind: must be one of {', '.join(KINDS)}"]
+    allowed = COMMON_KEYS | KIND_KEYS[kind]
+    for key in raw:
+        if key not in allowed:
+            problems.append(f"{where}.{key}: not a setting of a {kind} check")
+    values: dict[str, Any] = {"kind": kind}
+
+    def read(key: str, convert: Any) -> Any:
+        if raw.get(key) is None:
+            return None
+        try:
+            return convert(raw[key])
+        except ValueError as exc:
+            problems.append(f"{where}.{key}: {exc}")
+            return None
+
+    for key in ("max", "min", "relative_to_previous", "floor"):
+        number = read(key, _number)
+        if number is not None:
+            values[key] = number
+    for key, low, high in (("window", MIN_WINDOW, MAX_WINDOW), ("timeout", MIN_TIMEOUT, MAX_TIMEOUT)):
+        seconds = read(key, parse_duration_seconds)
+        if seconds is not None:
+            if not low <= seconds <= high:
+                problems.append(f"{where}.{key}: must be between {low:g}s and {high:g}s")
+            values[key] = seconds
+    for key in ("name", "query", "url", "project_id", "property", "value"):
+        text = read(key, _text)
+        if text is not None:
+            values[key] = text
+    min_sessions = read("min_sessions", _number)
+    if min_sessions is not None:
+        if min_sessions < 1 or not float(min_sessions).is_integer():
+            problems.append(f"{where}.min_sessions: must be a whole number, at least 1")
+        else:
+            values["min_sessions"] = int(min_sessions)
+
+    bounds = [k for k in ("max", "min", "relative_to_previous") if k in values]
+    if kind == "http":
+        if bounds:
+            problems.append(f"{where}: an http check passes on 200 only; max/min do not apply")
+    elif not bounds:
+        problems.append(f"{where}: needs a threshold: max, min or relative_to_previous")
+    if kind in NO_RELATIVE and "relative_to_previous" in values:
+        problems.append(f"{where}.relative_to_previous: not meaningful for a {kind} check")
+    if "relative_to_previous" in values and values["relative_to_previous"] <= 0:
+        problems.append(f"{where}.relative_to_previous: must be more than 0 (e.g. 2.0 = at most twice)")
+    if values.get("floor", 0) < 0:
+        problems.append(f"{where}.floor: must not be negative")
+    if "floor" in values and "relative_to_previous" not in values:
+        problems.append(f"{where}.floor: only applies with relative_to_previous")
+    if "max" in values and "min" in values and values["min"] > values["max"]:
+        problems.append(f"{where}: min is above max, so nothing could pass")
+    if kind in FRACTIONS:
+        for key in ("max", "min"):
+            if key in values and not 0 <= values[key] <= 1:
+                problems.append(f"{where}.{key}: rates are fractions 0-1 (write 0.01 for 1%)")
+
+    if kind == "datadog_query":
+        query = values.get("query")
+        if not query:
+            problems.append(f"{where}.query: is required")
+        elif not _scoped(query):
+            problems.append(f"{where}.query: must name the deployment ($DEPLOYMENT_ID) or release ($RELEASE)")
+    if kind == "http":
+        url = values.get("url")
+        if not url:
+            problems.append(f"{where}.url: is required")
+        else:
+            parts = urlsplit(url.replace("$", "x"))
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(f"{where}.url: must be an http:// or https:// URL")
+    if kind == "posthog_exceptions":
+        prop = values.get("property", CheckSpec.property)
+        if not POSTHOG_PROPERTY.match(prop):
+            problems.append(f"{where}.property: must be a property name such as $app_version")
+        if not _scoped(values.get("value", CheckSpec.value)):
+            problems.append(f"{where}.value: must name the deployment ($DEPLOYMENT_ID) or release ($RELEASE)")
+    if problems:
+        return None, problems
+    values.setdefault("name", default_name(values))
+    return CheckSpec(**values), []
+
+
+def default_name(values: dict[str, Any]) -> str:
+    bounds = []
+    for key, word in (("max", "max"), ("min", "min"), ("relative_to_previous", "x previous")):
+        if key in values:
+            bounds.append(
+                f"{values[key]:g} {word}" if key == "relative_to_previous" else f"{word} {values[key]:g}"
+            )
+    suffix = f" ({', '.join(bounds)})" if bounds else ""
+    return f"{values['kind']}{suffix}"
+
+
+def substitute(template: str, *, deployment_id: str, deployment_url: str, release: str) -> str:
+    """Fill the placeholders; ``$DEPLOYMENT_URL`` is the deployment's own host name."""
+    return (
+        template.replace("$DEPLOYMENT_ID", deployment_id)
+        .replace("$DEPLOYMENT_URL", deployment_url)
+        .replace("$RELEASE", release)
+    )
+
+
+def judge(spec: CheckSpec, value: float | None, baseline: float | None = None) -> Judgement:
+    """Whether ``value`` passes ``spec``'s thresholds; ``baseline`` is the previous deployment's value."""
+    if spec.kind == "http":
+        ok = value == 200
+        return Judgement(ok, "== 200", "answered 200" if ok else _http_reason(value))
+    parts: list[str] = []
+    failures: list[str] = []
+    if spec.max is None and spec.min is None and spec.relative_to_previous is None:
+        return Judgement(False, "", "no threshold set: never passes")
+    if value is None:
+        return Judgement(False, _bounds_text(spec, baseline), "no data: never passes")
+    if spec.max is not None:
+        parts.append(f"<= {spec.max:g}")
+        if value > spec.max:
+            failures.append(f"{value:g} is above the maximum {spec.max:g}")
+    if spec.min is not None:
+        parts.append(f">= {spec.min:g}")
+        if value < spec.min:
+            failures.append(f"{value:g} is below the minimum {spec.min:g}")
+    if spec.relative_to_previous is not None:
+        if baseline is None:
+            parts.append(f"<= {spec.relative_to_previous:g} x previous")
+            failures.append("no value for the previous deployment to compare with")
+        else:
+            allowed = max(spec.relative_to_previous * baseline, spec.floor)
+            parts.append(
+                f"<= max({spec.relative_to_previous:g} x {baseline:g}, {spec.floor:g}) = {allowed:g}"
+            )
+            if value > allowed:
+                failures.append(
+                    f"{value:g} is more than {spec.relative_to_previous:g} x the previous deployment's "
+                    f"{baseline:g} (allowed {allowed:g})"
+                )
+    threshold = " and ".join(parts)
+    if failures:
+        return Judgement(False, threshold, "; ".join(failures))
+    return Judgement(True, threshold, f"{value:g} within {threshold}")
+
+
+def _bounds_text(spec: CheckSpec, baseline: float | None) -> str:
+    parts = []
+    if spec.max is not None:
+        parts.append(f"<= {spec.max:g}")
+    if spec.min is not None:
+        parts.append(f">= {spec.min:g}")
+    if spec.relative_to_previous is not None:
+        parts.append(f"<= {spec.relative_to_previous:g} x previous")
+    return " and ".join(parts)
+
+
+def _http_reason(status: float | None) -> str:
+    if status is None:
+        return "no answer (timeout or connection error)"
+    return f"answered {status:g}, not 200"

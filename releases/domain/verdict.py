@@ -1,0 +1,400 @@
+"""The gate's verdict: a pure function from a policy and one poll's evidence to a decision.
+
+No Django, no I/O, no clock. The poll task gathers the evidence (the release's session totals, how
+many provider errors came in a row, the seconds since gating started) and this module only decides,
+so every rule can be tested exhaustively and with hypothesis.
+
+Decisions use exact arithmetic. A threshold written ``0.995`` in the config means exactly 995/1000
+and counts are integers, so "exactly at the threshold passes" holds at every sample size. Comparing
+floats would let the binary approximation of the threshold decide a release at the boundary: in
+floats, ``10 * (1 - 0.9)`` is 0.999..., which would allow no crash at all in ten sessions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+from statistics import NormalDist
+
+from releases.domain.policy import GATE
+
+
+class Outcome(StrEnum):
+    # S105 mistakes "pass" for a hardcoded password.
+    WAIT = "wait"
+    PASS = "pass"  # noqa: S105
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class OnTimeout(StrEnum):
+    HOLD = "hold"  # keep the build staged and ask a human
+    ROLLBACK = "rollback"
+
+
+class Rule(StrEnum):
+    """Which rule decided: stored with each check, and what notifications switch on."""
+
+    SEED_PASS = "seed_pass"  # noqa: S105
+    SEED_FAIL = "seed_fail"
+    FAIL_FAST = "fail_fast"
+    EARLY_FAIL = "early_fail"
+    WAITING = "waiting"
+    NO_DATA = "no_data"
+    ERRORS_EXHAUSTED = "errors_exhausted"
+    TIMEOUT = "timeout"
+    INVALID_EVIDENCE = "invalid_evidence"
+
+
+DEFAULT_ON_TIMEOUT = OnTimeout(GATE.on_timeout)
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_sessions: int
+    crash_free_threshold: float  # fraction, 0 < t <= 1
+    max_wait: float  # seconds since gating started
+    max_consecutive_errors: int = GATE.max_consecutive_errors
+    on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT
+    fail_fast: bool = GATE.fail_fast
+    early_fail_confidence: float | None = None  # e.g. 0.99: Wilson upper bound test; None = off
+    early_fail_min_sessions: int = GATE.early_fail_min_sessions  # floor before the statistical test may fail
+
+
+@dataclass(frozen=True)
+class Evidence:
+    sessions: int | None  # None = no data (provider error or nothing returned)
+    crashed: int | None
+    elapsed: float  # seconds since gating started
+    consecutive_errors: int = 0  # provider errors in a row, including this poll's
+    error: str | None = None  # this poll's provider error, if any
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The numbers behind a verdict, for Slack, PagerDuty, the admin and the stored check."""
+
+    sessions: int | None
+    crashed: int | None
+    crash_free_rate: float | None  # None without sessions, or when the counts make no sense
+    upper_bound: float | None  # Wilson upper bound of the crash-free rate, when the policy asks for it
+    threshold: float
+    min_sessions: int
+    allowed_crashes: int  # the most crashes that still pass at min_sessions
+    elapsed: float
+    max_wait: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    rule: Rule  # a StrEnum, so it compares equal to the plain string ("seed_pass", ...)
+    reasons: tuple[str, ...]  # human sentences with the numbers, most important first
+    figures: Figures
+    on_inconclusive: OnTimeout | None = None  # what the caller should do, set only for INCONCLUSIVE
+
+
+def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
+    """Decide one poll. Raises ValueError for a policy that :func:`validate_policy` rejects."""
+    problems = validate_policy(policy)
+    if problems:
+        # Deciding with an impossible threshold would be arbitrary; config sync refuses these first.
+        raise ValueError("invalid gate policy: " + "; ".join(problems))
+    threshold = _exact(policy.crash_free_threshold)
+    counts = _counts(evidence)
+    figures = _figures(policy, evidence, counts)
+
+    if evidence.error is not None or evidence.sessions is None:
+        return _without_evidence(policy, evidence, figures, Rule.NO_DATA, _no_data_reason(policy, evidence))
+    if isinstance(counts, str):
+        # The caller counts nonsense counts as a provider error, so they exhaust and time out alike.
+        return _without_evidence(policy, evidence, figures, Rule.INVALID_EVIDENCE, counts)
+    sessions, crashed = counts
+
+    if sessions >= policy.min_sessions:
+        # The seed rule decides even past max_wait: the sample is big enough, so there is nothing
+        # left to be inconclusive about.
+        allowed = allowed_crashes(sessions, policy.crash_free_threshold)
+        rate, wanted = _percents(Fraction(sessions - crashed, sessions), threshold)
+        if crashed <= allowed:
+            return _verdict(
+                Outcome.PASS,
+                Rule.SEED_PASS,
+                figures,
+                f"crash-free {rate} >= {wanted} over {sessions:,} sessions "
+                f"({crashed:,} crashed, {allowed:,} allowed)",
+            )
+        return _verdict(
+            Outcome.FAIL,
+            Rule.SEED_FAIL,
+            figures,
+            f"crash-free {rate} < {wanted} over {sessions:,} sessions "
+            f"({crashed:,} crashed, at most {allowed:,} allowed)",
+        )
+
+    progress = f"{sessions:,} of {policy.min_sessions:,} sessions so far"
+    if policy.fail_fast and crashed > figures.allowed_crashes:
+        # Crashes only grow, and these happened within the first min_sessions sessions, so the
+        # rate over those sessions can no longer reach the threshold whatever comes next.
+        (wanted,) = _percents(threshold)
+        return _verdict(
+            Outcome.FAIL,
+            Rule.FAIL_FAST,
+            figures,
+            f"{crashed:,} crashed sessions already exceed the {figures.allowed_crashes:,} that {wanted} "
+            f"crash-free allows in the first {policy.min_sessions:,} sessions, "
+            f"so those sessions can no longer reach {wanted}",
+            progress,
+        )
+
+    confidence = policy.early_fail_confidence
+    if (
+        confidence is not None
+        and sessions >= policy.early_fail_min_sessions
+        and _upper_bound_below(sessions - crashed, sessions, confidence, threshold)
+    ):
+        assert figures.upper_bound is not None  # computed whenever a confidence is set and sessions > 0
+        rate, bound, wanted = _percents(
+            Fraction(sessions - crashed, sessions), Fraction(figures.upper_bound), threshold
+        )
+        return _verdict(
+            Outcome.FAIL,
+            Rule.EARLY_FAIL,
+            figures,
+            f"crash-free {rate} over {sessions:,} sessions ({crashed:,} crashed): "
+            f"at {_confidence(confidence)} confidence the rate is at most {bound}, below {wanted}",
+            progress,
+        )
+
+    if evidence.elapsed >= policy.max_wait:
+        return _verdict(
+            Outcome.INCONCLUSIVE,
+            Rule.TIMEOUT,
+            figures,
+            f"waited {_duration(evidence.elapsed)} (limit {_duration(policy.max_wait)}) "
+            f"with only {sessions:,} of {policy.min_sessions:,} sessions; on timeout: {policy.on_timeout}",
+            on_inconclusive=OnTimeout(policy.on_timeout),
+        )
+    return _verdict(Outcome.WAIT, Rule.WAITING, figures, progress + _so_far(sessions, crashed, figures))
+
+
+def allowed_crashes(sessions: int, threshold: float) -> int:
+    """The most crashed sessions out of ``sessions`` whose crash-free rate still reaches ``threshold``.
+
+    (sessions - c) / sessions >= t  <=>  c <= sessions * (1 - t), so it is floor(sessions * (1 - t)),
+    computed exactly.
+    """
+    if sessions < 0:
+        raise ValueError(f"sessions must not be negative, got {sessions}")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    return math.floor(sessions * (1 - _exact(threshold)))
+
+
+def wilson_upper_bound(successes: int, n: int, confidence: float) -> float:
+    """Upper end of the two-sided Wilson score interval for the rate ``successes / n``."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    z = _z(confidence)
+    z2 = z * z
+    # The textbook formula multiplied through by n, which keeps the square root's argument
+    # away from the cancellation p(1 - p) suffers near p = 1, where crash-free rates live.
+    bound = (successes + z2 / 2 + z * math.sqrt(successes * (n - successes) / n + z2 / 4)) / (n + z2)
+    rate = successes / n
+    # Exactly, the bound lies in [rate, 1]; rounding can step a hair outside, which would read as nonsense.
+    return min(1.0, max(rate, bound))
+
+
+def validate_policy(policy: Policy) -> list[str]:
+    """Everything wrong with a policy, as sentences for a human; empty when it can be used."""
+    problems: list[str] = []
+    if not _is_count(policy.min_sessions) or policy.min_sessions < 1:
+        problems.append(f"min_sessions must be a whole number of at least 1, got {policy.min_sessions!r}")
+    if not _is_number(policy.crash_free_threshold) or not 0 < policy.crash_free_threshold <= 1:
+        problems.append(
+            f"crash_free_threshold must be a fraction above 0 and at most 1 (0.995 means 99.5%), "
+            f"got {policy.crash_free_threshold!r}"
+        )
+    if not _is_number(policy.max_wait) or not 0 < policy.max_wait < math.inf:
+        problems.append(f"max_wait must be a positive number of seconds, got {policy.max_wait!r}")
+    if not _is_count(policy.max_consecutive_errors) or policy.max_consecutive_errors < 1:
+        problems.append(
+            f"max_consecutive_errors must be a whole number of at least 1, "
+            f"got {policy.max_consecutive_errors!r}"
+        )
+    if policy.on_timeout not in set(OnTimeout):
+        choices = " or ".join(OnTimeout)
+        problems.append(f"on_timeout must be {choices}, got {policy.on_timeout!r}")
+    confidence = policy.early_fail_confidence
+    if confidence is not None and (not _is_number(confidence) or not 0 < confidence < 1):
+        problems.append(
+            f"early_fail_confidence must be above 0 and below 1 (e.g. 0.99), or unset, got {confidence!r}"
+        )
+    if not _is_count(policy.early_fail_min_sessions) or policy.early_fail_min_sessions < 1:
+        problems.append(
+            f"early_fail_min_sessions must be a whole number of at least 1, "
+            f"got {policy.early_fail_min_sessions!r}"
+        )
+    return problems
+
+
+def _exact(value: float) -> Fraction:
+    # repr gives the shortest decimal that round-trips, i.e. what was written in the config (0.995),
+    # not the binary approximation Fraction(0.995) would give (0.99499999999999999555...).
+    return Fraction(Decimal(repr(float(value))))
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    # NaN compares false with everything, so the range checks above reject it on their own.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _counts(evidence: Evidence) -> tuple[int, int] | str:
+    """The counts when they make sense, else a sentence saying why they don't."""
+    sessions, crashed = evidence.sessions, evidence.crashed
+    if sessions is None:
+        return "no session count"
+    if crashed is None:
+        return f"the provider gave {sessions:,} sessions but no crashed count"
+    if sessions < 0 or crashed < 0:
+        return f"the provider gave negative counts ({crashed:,} crashed of {sessions:,} sessions)"
+    if crashed > sessions:
+        return f"the provider gave more crashed sessions than sessions ({crashed:,} crashed of {sessions:,})"
+    return sessions, crashed
+
+
+def _figures(policy: Policy, evidence: Evidence, counts: tuple[int, int] | str) -> Figures:
+    rate: float | None = None
+    bound: float | None = None
+    if not isinstance(counts, str) and counts[0] > 0:
+        sessions, crashed = counts
+        rate = float(Fraction(sessions - crashed, sessions))
+        if policy.early_fail_confidence is not None:
+            bound = wilson_upper_bound(sessions - crashed, sessions, policy.early_fail_confidence)
+    return Figures(
+        sessions=evidence.sessions,
+        crashed=evidence.crashed,
+        crash_free_rate=rate,
+        upper_bound=bound,
+        threshold=policy.crash_free_threshold,
+        min_sessions=policy.min_sessions,
+        allowed_crashes=allowed_crashes(policy.min_sessions, policy.crash_free_threshold),
+        elapsed=evidence.elapsed,
+        max_wait=policy.max_wait,
+    )
+
+
+def _without_evidence(
+    policy: Policy, evidence: Evidence, figures: Figures, rule: Rule, reason: str
+) -> Verdict:
+    """No usable numbers this poll: never a pass, and a human or the timeout policy after enough."""
+    if evidence.consecutive_errors >= policy.max_consecutive_errors:
+        # Errors say nothing about the release, so they never roll it back: a human decides.
+        return _verdict(
+            Outcome.INCONCLUSIVE,
+            Rule.ERRORS_EXHAUSTED,
+            figures,
+            reason,
+            f"{evidence.consecutive_errors:,} failed polls in a row (limit "
+            f"{policy.max_consecutive_errors:,}): holding for a human whatever on_timeout says",
+            on_inconclusive=OnTimeout.HOLD,
+        )
+    if evidence.elapsed >= policy.max_wait:
+        return _verdict(
+            Outcome.INCONCLUSIVE,
+            Rule.TIMEOUT,
+            figures,
+            reason,
+            f"waited {_duration(evidence.elapsed)} (limit {_duration(policy.max_wait)}) "
+            f"without usable numbers; on timeout: {policy.on_timeout}",
+            on_inconclusive=OnTimeout(policy.on_timeout),
+        )
+    return _verdict(Outcome.WAIT, rule, figures, reason)
+
+
+def _no_data_reason(policy: Policy, evidence: Evidence) -> str:
+    if evidence.error is None:
+        return "no session data for this release yet"
+    return (
+        f"no data from the provider: {evidence.error} (failed poll {evidence.consecutive_errors:,} "
+        f"in a row, limit {policy.max_consecutive_errors:,})"
+    )
+
+
+def _upper_bound_below(successes: int, n: int, confidence: float, threshold: Fraction) -> bool:
+    """Whether the Wilson upper bound of successes / n is below the threshold, decided exactly.
+
+    The Wilson interval is every p with n * (p_hat - p)**2 <= z**2 * p * (1 - p). It contains p_hat,
+    so the threshold lies above it iff threshold > p_hat and the inequality fails at the threshold.
+    Multiplied through by n that is (successes - n * t)**2 > z**2 * n * t * (1 - t): rational in
+    everything but z, whose float is taken exactly, so no rounding of the bound decides a release.
+    """
+    if threshold * n <= successes:
+        return False
+    z2 = Fraction(_z(confidence)) ** 2
+    return (successes - threshold * n) ** 2 > z2 * n * threshold * (1 - threshold)
+
+
+def _z(confidence: float) -> float:
+    # Two-sided: 0.99 leaves 0.5% in each tail. Asking for the lower tail keeps the argument
+    # away from 1.0, where inv_cdf is undefined and a confidence near 1 would round to.
+    return -NormalDist().inv_cdf((1 - confidence) / 2)
+
+
+def _verdict(
+    outcome: Outcome, rule: Rule, figures: Figures, *reasons: str, on_inconclusive: OnTimeout | None = None
+) -> Verdict:
+    return Verdict(outcome, rule, reasons, figures, on_inconclusive)
+
+
+def _so_far(sessions: int, crashed: int, figures: Figures) -> str:
+    if sessions == 0:
+        return ""
+    (rate,) = _percents(Fraction(sessions - crashed, sessions))
+    return (
+        f"; crash-free {rate} ({crashed:,} crashed, "
+        f"{figures.allowed_crashes:,} allowed at {figures.min_sessions:,})"
+    )
+
+
+def _percents(*values: Fraction) -> tuple[str, ...]:
+    """Percentages to two places, or more where two places would make different values read alike.
+
+    Otherwise 99.4995% against a 99.5% threshold would print as "99.50% < 99.50%".
+    """
+    distinct = len(set(values))
+    shown: tuple[str, ...] = ()
+    for places in range(2, 9):
+        shown = tuple(_percent(value, places) for value in values)
+        if len(set(shown)) == distinct:
+            break
+    return shown
+
+
+def _percent(value: Fraction, places: int) -> str:
+    scaled = round(value * 100 * 10**places)  # exact, ties to even
+    return f"{Decimal(scaled).scaleb(-places):.{places}f}%"
+
+
+def _confidence(confidence: float) -> str:
+    return f"{confidence * 100:.10g}%"
+
+
+def _duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return " ".join(part for part in parts if part) or "0s"

@@ -1,0 +1,256 @@
+"""Vercel's webhook: verify, record, hand off, answer. Nothing outbound happens in the request.
+
+What each event means is the table at the bottom: a production deployment of a gated project
+starts its gate (or its canary ramp), ``deployment.promoted`` records what serves production,
+an error or a cancel cancels the gate. Other types are acknowledged and ignored. Every delivery
+is recorded once, unique on its envelope id, in the same transaction as what it led to; actions
+are dispatched on commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from releases.core.deliveries import Outcome
+from releases.core.production import lock_project, mark_live
+from releases.core.transitions import transition
+from releases.domain.lifecycle import ALLOWED, FINAL, ReleaseState
+from releases.domain.release_names import render_release
+from releases.inbound.common import BadPayload, HmacSignature, Malformed, WebhookView
+from releases.inbound.schema import webhook_responses
+from releases.inbound.vercel_payload import Deployment, Event, read_deployment, read_envelope
+from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
+from releases.workflows.bake import watch_if_new
+from releases.workflows.canary.ramp import start_ramp
+from releases.workflows.gate import start_gate
+
+logger = logging.getLogger(__name__)
+
+
+class VercelSignature(HmacSignature):
+    source = "vercel"
+    header = "x-vercel-signature"
+    algorithm = hashlib.sha1  # Vercel signs with HMAC-SHA1 (docs/vendor-apis.md §1.2)
+
+    def secret(self) -> str:
+        return settings.VERCEL_WEBHOOK_SECRET
+
+
+class VercelWebhookView(WebhookView):
+    authentication_classes = [VercelSignature]
+
+    @extend_schema(request={"application/json": OpenApiTypes.OBJECT}, responses=webhook_responses())
+    def post(self, request: Request) -> Response:
+        envelope = self.parse_json(request)
+        try:
+            event = read_envelope(envelope, HANDLERS)
+            outcome = record(event, envelope)
+        except BadPayload as exc:
+            raise Malformed(str(exc)) from exc
+        if outcome is None:
+            return Response({"status": "duplicate", "id": event.id}, status=status.HTTP_200_OK)
+        logger.info(
+            "vercel.webhook.received", extra={"event": event.type, "id": event.id, "outcome": outcome.status}
+        )
+        code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
+        return Response({"status": outcome.status, "detail": outcome.detail, "id": event.id}, status=code)
+
+
+S = ReleaseState
+
+
+DELIVERY = WebhookDelivery.Outcome
+
+
+VERCEL = "vercel"
+
+
+def _project_for(deployment: Deployment) -> Project | None:
+    project = Project.objects.filter(vercel_project_id=deployment.project_id).first()
+    return _ours(project, deployment)
+
+
+def _ours(project: Project | None, deployment: Deployment) -> Project | None:
+    if project is not None and project.vercel_team_id and deployment.team_id != project.vercel_team_id:
+        return None  # same project id under another team is not ours
+    return project
+
+
+def _event_time(created_at: int | None) -> datetime | None:
+    return datetime.fromtimestamp(created_at / 1000, UTC) if created_at else None
+
+
+def _release_defaults(project: Project, deployment: Deployment, created_at: int | None) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "project": project,
+        "deployment_url": deployment.url[:300],
+        "inspector_url": deployment.inspector_url,
+        "target": deployment.target,
+        "meta": deployment.meta,
+        "deployment_created_at": _event_time(created_at),
+    }
+    try:
+        defaults["version"] = render_release(
+            project.release_template,
+            {
+                "id": deployment.id,
+                "url": deployment.url,
+                "name": deployment.name,
+                "project_id": deployment.project_id,
+                "target": deployment.target,
+                "meta": deployment.meta,
+            },
+        )[:200]
+    except (KeyError, IndexError, ValueError):
+        defaults["version"] = ""
+    return defaults
+
+
+def _release_for(project: Project, deployment: Deployment, created_at: int | None) -> tuple[Release, bool]:
+    defaults = _release_defaults(project, deployment, created_at)
+    return Release.objects.get_or_create(deployment_id=deployment.id, defaults=defaults)
+
+
+def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
+    """Record the delivery and act on it, all in one transaction; None when it is a repeat (the
+    same delivery id already recorded), and nothing is written then."""
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                source=VERCEL,
+                delivery_id=event.id,
+                event_type=event.type,
+                outcome=DELIVERY.IGNORED,
+                payload=payload,
+            )
+            return handle(event, delivery)
+    except IntegrityError:
+        # The unique (source, delivery_id) constraint: Vercel retried a delivery we already took.
+        if WebhookDelivery.objects.filter(source=VERCEL, delivery_id=event.id).exists():
+            return None
+        raise
+
+
+def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None) -> Outcome:
+    delivery.note = note
+    delivery.project = project
+    delivery.save(update_fields=["note", "project"])
+    return Outcome("ignored", note)
+
+
+def on_ready(event: Event, delivery: WebhookDelivery) -> Outcome:
+    deployment = read_deployment(event.payload)
+    return _ready(event, delivery, deployment, _project_for(deployment))
+
+
+def _ready(
+    event: Event, delivery: WebhookDelivery, deployment: Deployment, project: Project | None
+) -> Outcome:
+    if project is None:
+        return _ignore(delivery, f"unknown project {deployment.project_id}")
+    if deployment.target != "production":
+        return _ignore(delivery, f"{deployment.target or 'preview'} deployment: not gated", project)
+    if event.type != project.start_on:
+        return _ignore(delivery, f"{project.name} starts gates on {project.start_on}", project)
+    release, created = _release_for(project, deployment, event.created_at)
+    delivery.project, delivery.release = project, release
+    if not created:
+        delivery.note = f"release already known ({release.state})"
+        delivery.save(update_fields=["project", "release", "note"])
+        return Outcome("ignored", delivery.note)
+    delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "gate started"
+    delivery.save(update_fields=["project", "release", "outcome", "note"])
+    if not release.version:
+        transition(
+            release,
+            S.HELD,
+            actor=VERCEL,
+            reason=(
+                f"cannot name the Sentry release: template {project.release_template!r} does not match "
+                "this deployment's fields; a human decides"
+            ),
+        )
+        return Outcome("accepted", "held: no release name", accepted=True)
+    if project.canary and start_ramp(release):
+        return Outcome("accepted", f"ramping {release.version}", accepted=True)
+    start_gate(release)
+    return Outcome("accepted", f"gating {release.version}", accepted=True)
+
+
+def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
+    deployment = read_deployment(event.payload)
+    project = _project_for(deployment)
+    if project is None:
+        return _ignore(delivery, f"unknown project {deployment.project_id}")
+    lock_project(project.pk)  # before the release's rows (its history row locks it): mark_live's order
+    release, _ = _release_for(project, deployment, event.created_at)
+    ReleaseEvent.objects.create(
+        release=release,
+        kind=ReleaseEvent.Kind.WEBHOOK,
+        actor=VERCEL,
+        reason="Vercel says this deployment serves production",
+        data={"event": event.id},
+    )
+    watch_if_new(
+        mark_live(
+            project,
+            deployment.id,
+            actor=VERCEL,
+            reason="deployment.promoted: serves production",
+            since=_event_time(event.created_at),
+        )
+    )
+    delivery.project, delivery.release = project, release
+    delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "recorded as live"
+    delivery.save(update_fields=["project", "release", "outcome", "note"])
+    return Outcome("accepted", "recorded as live", accepted=True)
+
+
+def on_failed(event: Event, delivery: WebhookDelivery) -> Outcome:
+    deployment = read_deployment(event.payload)
+    project = _project_for(deployment)
+    release = Release.objects.filter(deployment_id=deployment.id).first()
+    if project is None or release is None:
+        return _ignore(delivery, "no gate for this deployment", project)
+    delivery.project, delivery.release = project, release
+    lock_project(project.pk)  # before the release's row: mark_live's order
+    if release.state in FINAL or S.CANCELLED not in ALLOWED[release.state]:
+        return _ignore(delivery, f"release is {release.state}: nothing to cancel", project)
+    transition(
+        release,
+        S.CANCELLED,
+        actor=VERCEL,
+        reason=f"{event.type}: the deployment will not serve",
+        fields={"next_poll_at": None},
+    )
+    delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "gate cancelled"
+    delivery.save(update_fields=["project", "release", "outcome", "note"])
+    return Outcome("accepted", "gate cancelled", accepted=True)
+
+
+HANDLERS: dict[str, Callable[[Event, WebhookDelivery], Outcome]] = {
+    "deployment.succeeded": on_ready,
+    "deployment.ready": on_ready,
+    "deployment.promoted": on_promoted,
+    "deployment.error": on_failed,
+    "deployment.canceled": on_failed,
+}
+
+
+def handle(event: Event, delivery: WebhookDelivery) -> Outcome:
+    handler = HANDLERS.get(event.type)
+    if handler is None:
+        return _ignore(delivery, f"{event.type}: not used by Gatekeeper")
+    return handler(event, delivery)

@@ -1,0 +1,289 @@
+"""The operators' view: releases with their checks, history and actions, and the overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
+
+from notifications.messages import percent, sentry_release_url
+from releases.models import (
+    Action,
+    GateCheck,
+    Incident,
+    Project,
+    RampCheck,
+    Release,
+    ReleaseEvent,
+    WebhookDelivery,
+)
+from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
+
+EXTEND_BY = timedelta(minutes=30)
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class GateCheckInline(ReadOnlyInline):
+    model = GateCheck
+    fields = (
+        "checked_at",
+        "phase",
+        "sessions",
+        "crashed",
+        "rate",
+        "outcome",
+        "rule",
+        "reasons",
+        "error",
+        "duration_ms",
+    )
+    readonly_fields = fields
+    ordering = ("-checked_at",)
+
+    @admin.display(description="crash-free")
+    def rate(self, obj: GateCheck) -> str:
+        return percent(obj.crash_free_rate)
+
+
+class RampCheckInline(ReadOnlyInline):
+    """Each SLO check of a ramping canary: at which stage, and every signal's figures."""
+
+    model = RampCheck
+    verbose_name = "canary check"
+    fields = ("checked_at", "stage", "percent", "confirmation", "ok", "signals", "reasons", "duration_ms")
+    readonly_fields = fields
+    ordering = ("-checked_at",)
+
+    @admin.display(description="signals")
+    def signals(self, obj: RampCheck) -> str:
+        rows = []
+        for check in obj.checks:
+            value = "—" if check.get("value") is None else f"{check['value']:.6g}"
+            baseline = "" if check.get("baseline") is None else f" (previous {check['baseline']:.6g})"
+            mark = "ok" if check.get("ok") else "FAIL"
+            rows.append(f"{mark} {check.get('name')}: {value}{baseline} {check.get('threshold', '')}")
+        return format_html_join("\n", "<div>{}</div>", ((row,) for row in rows)) or "—"
+
+
+class ReleaseEventInline(ReadOnlyInline):
+    model = ReleaseEvent
+    fields = ("created_at", "kind", "from_state", "to_state", "actor", "reason")
+    readonly_fields = fields
+
+
+class ActionInline(ReadOnlyInline):
+    model = Action
+    fields = (
+        "created_at",
+        "kind",
+        "key",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "result",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+
+def _override(label: str, run: Callable[[Release, str], Any], name: str = "") -> Callable[..., None]:
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Release]) -> None:
+        for release in queryset:
+            try:
+                run(release, request.user.get_username())
+            except OverrideRefused as exc:
+                modeladmin.message_user(request, f"{release}: {exc}", messages.WARNING)
+            else:
+                modeladmin.message_user(request, f"{release}: {label.lower()} recorded", messages.SUCCESS)
+
+    action.short_description = label  # type: ignore[attr-defined]
+    action.__name__ = name or label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    return action
+
+
+@admin.register(Release)
+class ReleaseAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "project",
+        "version_short",
+        "state",
+        "age",
+        "crash_free",
+        "sessions",
+        "verdict_rule",
+    )
+    list_filter = ("state", "project", "verdict")
+    search_fields = ("deployment_id", "version")
+    list_select_related = ("project",)
+    date_hierarchy = "created_at"
+    inlines = [GateCheckInline, RampCheckInline, ReleaseEventInline, ActionInline]
+    readonly_fields = [f.name for f in Release._meta.fields] + ["links", "traffic_share"]
+    actions = [
+        _override(
+            "Approve (promote now; a canary: advance now)",
+            lambda r, u: approve(r.pk, u),
+            "approve_promote_now",
+        ),
+        _override(
+            "Reject (roll back now; a canary: abort now)",
+            lambda r, u: reject(r.pk, u),
+            "reject_roll_back_now",
+        ),
+        _override("Pause", lambda r, u: pause(r.pk, u)),
+        _override("Resume", lambda r, u: resume(r.pk, u)),
+        _override("Extend wait by 30 minutes", lambda r, u: extend_wait(r.pk, u, EXTEND_BY)),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="release", ordering="version")
+    def version_short(self, obj: Release) -> str:
+        version = obj.version or obj.deployment_id
+        return version if len(version) <= 16 else version[:12] + "…"
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: Release) -> str:
+        return timesince(obj.created_at, timezone.now())
+
+    @admin.display(description="crash-free", ordering="crash_free_rate")
+    def crash_free(self, obj: Release) -> str:
+        return f"{percent(obj.crash_free_rate)} / {percent(obj.project.crash_free_threshold)}"
+
+    @admin.display(description="canary traffic over time")
+    def traffic_share(self, obj: Release) -> str:
+        """The canary's share of production traffic, move by move, and the stages of its policy."""
+        moves = ReleaseEvent.objects.filter(release=obj, kind=ReleaseEvent.Kind.TRAFFIC).order_by(
+            "created_at"
+        )
+        stages = (obj.ramp_policy or {}).get("stages", [])
+        if not stages and not moves:
+            return "—"
+        plan = " → ".join(
+            f"[{s['percent']:g}%]" if i == obj.ramp_stage else f"{s['percent']:g}%"
+            for i, s in enumerate(stages)
+        )
+        rows = [(f"{e.created_at:%Y-%m-%d %H:%M:%S} UTC", f"{e.data.get('percent', 0):g}%") for e in moves]
+        history = format_html_join("", "<div>{}: {}</div>", rows)
+        paused = " (paused)" if obj.ramp_paused else ""
+        return format_html("<div>stages: {}{}</div>{}", plan, paused, history)
+
+    @admin.display(description="links")
+    def links(self, obj: Release) -> str:
+        sentry = sentry_release_url(obj.project.sentry_org, obj.version, obj.project.sentry_project)
+        return format_html(
+            '<a href="{}">Sentry release</a> · <a href="{}">Vercel deployment</a>',
+            sentry or "#",
+            obj.inspector_url or "#",
+        )
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "vercel_project_id",
+        "sentry_org",
+        "sentry_project",
+        "min_sessions",
+        "crash_free_threshold",
+        "dry_run",
+        "live_deployment_id",
+    )
+    search_fields = ("name", "vercel_project_id")
+    readonly_fields = ("live_deployment_id", "live_since", "synced_from", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "synced_from")}),
+        (
+            "Vercel",
+            {
+                "fields": (
+                    "vercel_project_id",
+                    "vercel_team_id",
+                    "production_domains",
+                    "start_on",
+                    "live_deployment_id",
+                    "live_since",
+                )
+            },
+        ),
+        ("Sentry", {"fields": ("sentry_org", "sentry_project", "sentry_environment", "release_template")}),
+        ("Notifications", {"fields": ("slack_channel", "pagerduty_routing_key_env")}),
+        (
+            "Gate",
+            {
+                "fields": (
+                    "min_sessions",
+                    "crash_free_threshold",
+                    "poll_interval",
+                    "max_wait",
+                    "on_timeout",
+                    "max_consecutive_errors",
+                    "fail_fast",
+                    "early_fail_confidence",
+                    "early_fail_min_sessions",
+                    "watch_after_promotion",
+                    "dry_run",
+                )
+            },
+        ),
+        ("Canary", {"fields": ("canary",)}),
+    )
+
+
+@admin.register(Action)
+class ActionAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "release", "status", "attempts", "next_attempt_at", "last_error")
+    list_filter = ("status", "kind")
+    readonly_fields = [f.name for f in Action._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "source", "event_type", "outcome", "project", "release", "note")
+    list_filter = ("source", "outcome", "event_type")
+    search_fields = ("delivery_id",)
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "project", "identifier", "severity", "status", "release", "paged", "reason")
+    list_filter = ("status", "severity", "project")
+    search_fields = ("sentry_id", "identifier", "title")
+    readonly_fields = [f.name for f in Incident._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,0 +1,218 @@
+"""REST API: releases with their figures and decisions, and the same overrides as the admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from releases.inbound.schema import CONFLICT, INVALID, NOT_FOUND, REFUSED, UNSUPPORTED
+from releases.models import Action, GateCheck, RampCheck, Release, ReleaseEvent
+from releases.ops.config import parse_duration
+from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
+
+
+class GateCheckSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GateCheck
+        fields = (
+            "checked_at",
+            "phase",
+            "sessions",
+            "crashed",
+            "crash_free_rate",
+            "upper_bound",
+            "outcome",
+            "rule",
+            "reasons",
+            "error",
+            "duration_ms",
+        )
+
+
+class RampCheckSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RampCheck
+        fields = ("checked_at", "stage", "percent", "confirmation", "ok", "checks", "reasons", "duration_ms")
+
+
+class ReleaseEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ReleaseEvent
+        fields = ("created_at", "kind", "from_state", "to_state", "actor", "reason", "data")
+
+
+class ActionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Action
+        fields = (
+            "kind",
+            "key",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "result",
+            "created_at",
+            "finished_at",
+        )
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.name")
+    threshold = serializers.FloatField(source="project.crash_free_threshold")
+
+    class Meta:
+        model = Release
+        fields: tuple[str, ...] = (
+            "id",
+            "project",
+            "deployment_id",
+            "version",
+            "state",
+            "target",
+            "deployment_url",
+            "inspector_url",
+            "sessions",
+            "crashed",
+            "crash_free_rate",
+            "threshold",
+            "verdict",
+            "verdict_rule",
+            "verdict_reasons",
+            "decided_at",
+            "gating_started_at",
+            "next_poll_at",
+            "promoted_at",
+            "rolled_back_at",
+            "rollback_target",
+            "ramp_stage",
+            "ramp_stage_since",
+            "ramp_paused",
+            "created_at",
+            "updated_at",
+        )
+
+
+class ReleaseDetailSerializer(ReleaseSerializer):
+    checks = GateCheckSerializer(many=True, read_only=True)
+    events = ReleaseEventSerializer(many=True, read_only=True)
+    actions = ActionSerializer(many=True, read_only=True)
+    ramp_checks = RampCheckSerializer(many=True, read_only=True)
+
+    class Meta(ReleaseSerializer.Meta):
+        fields = (*ReleaseSerializer.Meta.fields, "checks", "ramp_checks", "events", "actions")
+
+
+class OverrideSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class ExtendSerializer(serializers.Serializer):
+    by = serializers.CharField(help_text="a duration such as 30m or 2h")
+
+    def validate_by(self, value: str) -> Any:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+
+OVERRIDE_RESPONSES = {
+    200: ReleaseSerializer,
+    400: INVALID,
+    **REFUSED,
+    **NOT_FOUND,
+    **CONFLICT,
+    **UNSUPPORTED,
+}
+
+
+class ReleasePagination(LimitOffsetPagination):
+    # Without a cap, ?limit=10**30 reached PostgreSQL as a LIMIT beyond bigint: a 500.
+    max_limit = 500
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("project", str, description="project name"),
+        OpenApiParameter("state", str, description="release state"),
+        OpenApiParameter("deployment", str, description="Vercel deployment id"),
+    ]
+)
+@extend_schema_view(
+    list=extend_schema(responses={200: ReleaseSerializer(many=True), 400: INVALID, **REFUSED}),
+    retrieve=extend_schema(responses={200: ReleaseDetailSerializer, 400: INVALID, **REFUSED, **NOT_FOUND}),
+)
+class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Release.objects.select_related("project").order_by("-created_at", "-id")
+    pagination_class = ReleasePagination
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return ReleaseDetailSerializer if self.action == "retrieve" else ReleaseSerializer
+
+    def get_queryset(self) -> QuerySet[Release]:
+        queryset = super().get_queryset()
+        params = self.request.query_params
+        for name in ("project", "state", "deployment"):
+            if "\x00" in params.get(name, ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
+                raise serializers.ValidationError({name: "must not contain a NUL character"})
+        if params.get("project"):
+            queryset = queryset.filter(project__name=params["project"])
+        if params.get("state"):
+            queryset = queryset.filter(state=params["state"])
+        if params.get("deployment"):
+            queryset = queryset.filter(deployment_id=params["deployment"])
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related("checks", "ramp_checks", "events", "actions")
+        return queryset
+
+    def _override(self, request: Request, run: Any) -> Response:
+        release = self.get_object()
+        body = OverrideSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run(release.pk, request.user.get_username(), body.validated_data["note"])
+        except OverrideRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        release.refresh_from_db()
+        return Response(ReleaseSerializer(release).data)
+
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        return self._override(request, approve)
+
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        return self._override(request, reject)
+
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        return self._override(request, pause)
+
+    @extend_schema(request=OverrideSerializer, responses=OVERRIDE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        return self._override(request, resume)
+
+    @extend_schema(request=ExtendSerializer, responses=OVERRIDE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def extend(self, request: Request, pk: str | None = None) -> Response:
+        release = self.get_object()
+        body = ExtendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            extend_wait(release.pk, request.user.get_username(), body.validated_data["by"])
+        except OverrideRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        release.refresh_from_db()
+        return Response(ReleaseSerializer(release).data)

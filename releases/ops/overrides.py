@@ -1,0 +1,154 @@
+"""What a human may do to a release, from the admin or the REST API: each a recorded transition."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from releases.core.transitions import transition
+from releases.domain.lifecycle import ReleaseState
+from releases.models import Action, Release, ReleaseEvent
+from releases.workflows.canary import ramp
+from releases.workflows.gate import start_gate
+from releases.workflows.promotion import start_promotion, start_rollback
+
+S = ReleaseState
+
+
+class OverrideRefused(Exception):
+    """The release is not in a state where this override makes sense."""
+
+
+def _actor(username: str) -> str:
+    return f"user:{username}"
+
+
+def _locked(release_id: int) -> Release:
+    return Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=release_id)
+
+
+def approve(release_id: int, username: str, note: str = "") -> Release:
+    """Promote now, whatever the gate would say; for a ramping canary, advance it one stage now."""
+    with transaction.atomic():
+        release = _locked(release_id)
+        reason = f"approved by {username}" + (f": {note}" if note else "")
+        if release.state == S.RAMPING:
+            if release.ramp_stage is None or _moving(release):
+                raise OverrideRefused("the canary's traffic is moving; approve once it is at its stage")
+            _note(release, username, f"advance now: {reason}")
+            ramp.advance(release, actor=_actor(username), reason=reason)
+            return release
+        if release.state == S.GATING:
+            transition(
+                release,
+                S.PASSED,
+                actor=_actor(username),
+                reason=reason,
+                fields={"next_poll_at": None, "decided_at": timezone.now(), "verdict": "approved"},
+            )
+        if release.state not in (S.PASSED, S.HELD, S.FAILED):
+            raise OverrideRefused(f"cannot approve a release that is {release.state}")
+        start_promotion(release, actor=_actor(username), reason=reason, outcome="info")
+    return release
+
+
+def reject(release_id: int, username: str, note: str = "") -> Release:
+    """Keep or restore the previous known-good deployment now; a ramping canary is aborted."""
+    with transaction.atomic():
+        release = _locked(release_id)
+        reason = f"rejected by {username}" + (f": {note}" if note else "")
+        if release.state == S.RAMPING:
+            ramp.abort(release, actor=_actor(username), reason=f"canary aborted: {reason}")
+            return release
+        if release.state == S.GATING:
+            transition(
+                release,
+                S.FAILED,
+                actor=_actor(username),
+                reason=reason,
+                fields={"next_poll_at": None, "decided_at": timezone.now(), "verdict": "rejected"},
+            )
+        if release.state not in (S.FAILED, S.HELD, S.PROMOTED, S.SUPERSEDED):
+            raise OverrideRefused(f"cannot reject a release that is {release.state}")
+        if not start_rollback(release, actor=_actor(username), reason=reason, outcome="fail"):
+            if release.state == S.FAILED:
+                return release  # no known-good target: Slack says so; nothing else to do
+            raise OverrideRefused("no known-good deployment to roll back to")
+    return release
+
+
+def pause(release_id: int, username: str, note: str = "") -> Release:
+    with transaction.atomic():
+        release = _locked(release_id)
+        if release.state == S.RAMPING:
+            # Traffic stays where it is; no checks run and nothing moves until resumed.
+            Release.objects.filter(pk=release.pk).update(ramp_paused=True, next_poll_at=None)
+            release.ramp_paused = True
+            _note(release, username, f"ramp paused by {username}" + (f": {note}" if note else ""))
+            return release
+        if release.state != S.GATING:
+            raise OverrideRefused(f"only a gating release can be paused; this one is {release.state}")
+        transition(
+            release,
+            S.HELD,
+            actor=_actor(username),
+            reason=f"paused by {username}" + (f": {note}" if note else ""),
+            fields={"next_poll_at": None},
+        )
+    return release
+
+
+def resume(release_id: int, username: str, note: str = "") -> Release:
+    with transaction.atomic():
+        release = _locked(release_id)
+        if release.state == S.RAMPING:
+            if not release.ramp_paused:
+                raise OverrideRefused("the ramp is not paused")
+            _note(release, username, f"ramp resumed by {username}" + (f": {note}" if note else ""))
+            ramp.resume(release)
+            return release
+        if release.state != S.HELD:
+            raise OverrideRefused(f"only a held release can be resumed; this one is {release.state}")
+        if not release.version:
+            raise OverrideRefused("this release has no Sentry release name; approve or reject it")
+        start_gate(release, reason=f"resumed by {username}" + (f": {note}" if note else ""))
+    return release
+
+
+def _note(release: Release, username: str, reason: str) -> None:
+    ReleaseEvent.objects.create(
+        release=release, kind=ReleaseEvent.Kind.OVERRIDE, actor=_actor(username), reason=reason
+    )
+
+
+def _moving(release: Release) -> bool:
+    return Action.objects.filter(
+        release=release,
+        kind=Action.Kind.TRAFFIC,
+        status__in=[Action.Status.PENDING, Action.Status.RUNNING, Action.Status.CONFIRMING],
+    ).exists()
+
+
+def extend_wait(release_id: int, username: str, by: timedelta) -> Release:
+    """Give the gate more time; a release held for lack of a verdict goes back to gating."""
+    if by <= timedelta(0):
+        raise OverrideRefused("extend by a positive duration")
+    with transaction.atomic():
+        release = _locked(release_id)
+        if release.state not in (S.GATING, S.HELD):
+            raise OverrideRefused(f"cannot extend the wait of a release that is {release.state}")
+        extra = release.extra_wait + by
+        Release.objects.filter(pk=release.pk).update(extra_wait=extra)
+        release.extra_wait = extra
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.OVERRIDE,
+            actor=_actor(username),
+            reason=f"wait extended by {by} by {username}",
+            data={"extra_wait_seconds": extra.total_seconds()},
+        )
+        if release.state == S.HELD and release.version:
+            start_gate(release, reason=f"resumed by {username} with {by} more to wait")
+    return release
