@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -25,12 +26,39 @@ def _schedule_watchdog(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         interval, sender.signature("releases.watchdog"), name="watchdog", expires=interval
     )
-    # The poll scheduler (releases.polling.dispatch_due). A run that waited longer than the
+    # The poll scheduler (releases/scheduling/dispatcher.py). A run that waited longer than the
     # interval in the queue is dropped: the next one sends the same due polls.
     dispatch = float(settings.DISPATCH_INTERVAL)
     sender.add_periodic_task(
         dispatch, sender.signature("releases.dispatch_due"), name="dispatch", expires=dispatch
     )
+
+
+# Beat's own schedule, the dispatcher every second and the watchdog every 15 s: their sends,
+# receipts and successes are routine, not news. What they do that matters is logged by them.
+ROUTINE_TASKS = frozenset({"releases.dispatch_due", "releases.watchdog"})
+
+
+class RoutineAtDebug(logging.Filter):
+    """Logs the schedule's routine lines at DEBUG instead of INFO (settings.LOGGING).
+
+    Beat logs each send ("Scheduler: Sending due task ...") and the worker each receipt and
+    success at INFO; once a second, they bury everything else in the logs. Such a record is
+    turned into a DEBUG one and kept only when DEBUG is on (``--loglevel DEBUG``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and self._routine(record):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+    @staticmethod
+    def _routine(record: logging.LogRecord) -> bool:
+        args = record.args
+        if str(record.msg).startswith("Scheduler: Sending due task"):  # args: entry name, task name
+            return isinstance(args, tuple) and len(args) > 1 and args[1] in ROUTINE_TASKS
+        return isinstance(args, dict) and args.get("name") in ROUTINE_TASKS
 
 
 @task_prerun.connect

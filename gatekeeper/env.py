@@ -2,11 +2,18 @@
 
 A typo in an environment variable should stop the process at start-up with the variable's
 name and what was wrong, not surface an hour later as a gate that never decides.
+
+`load_dotenv` first fills the environment from the project's ``.env`` (written by the first
+``make run``), so ``manage.py`` commands typed later reach the same database with no secret
+exported by hand. The environment always wins over the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -15,6 +22,82 @@ from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+_DOTENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
+_SINGLE_QUOTED = re.compile(r"'([^']*)'\s*(?:#.*)?")
+_DOUBLE_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"\s*(?:#.*)?')
+
+
+def parse_dotenv(text: str, source: str = ".env") -> dict[str, str]:
+    """``KEY=VALUE`` lines, the subset of docker compose's .env format that we write and need.
+
+    Blank lines and ``#`` comments are skipped; ``export`` in front is allowed. A value is bare
+    (a `` #`` starts a comment), 'single-quoted' (literal) or "double-quoted" (a backslash
+    escapes the next character, ``\\n`` is a newline). Nothing is expanded. Any other line is
+    refused with its line number, like a bad setting.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _DOTENV_LINE.fullmatch(line)
+        if match is None:
+            raise ImproperlyConfigured(f"{source}:{number}: expected KEY=VALUE, got {raw!r}")
+        key, value = match.groups()
+        quote = value[:1]
+        if quote in ("'", '"'):
+            quoted = (_SINGLE_QUOTED if quote == "'" else _DOUBLE_QUOTED).fullmatch(value)
+            if quoted is None:
+                raise ImproperlyConfigured(f"{source}:{number}: {key}: unbalanced quotes in {value!r}")
+            value = quoted[1]
+            if quote == '"':
+                value = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], value)
+        else:
+            value = re.split(r"\s#", value, maxsplit=1)[0].strip()
+        values[key] = value
+    return values
+
+
+def dotenv_path(base_dir: Path) -> Path:
+    """``GATEKEEPER_ENV_FILE`` (relative to the project) or the project's ``.env``."""
+    return base_dir / os.environ.get("GATEKEEPER_ENV_FILE", ".env")
+
+
+def dotenv_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """``GATEKEEPER_DOTENV=0`` turns the file off; so does running under pytest.
+
+    The suite must see only what it sets itself: a developer's ``.env`` (demo URLs, tokens) must
+    never change what a test talks to. pytest sets PYTEST_VERSION for the whole session, before
+    pytest-django loads the settings, and every process a test starts inherits it.
+    ``GATEKEEPER_DOTENV=1`` reads the file anyway (a test of `make run` itself does).
+    """
+    flag = environ.get("GATEKEEPER_DOTENV", "").strip()
+    if flag:
+        return flag != "0"
+    return "PYTEST_VERSION" not in environ
+
+
+def load_dotenv(base_dir: Path) -> dict[str, str]:
+    """Copy the ``.env`` settings the environment does not already have into it; return those."""
+    path = dotenv_path(base_dir)
+    if not dotenv_enabled() or not path.is_file():
+        return {}
+    missing = {
+        key: value
+        for key, value in parse_dotenv(path.read_text(), str(path)).items()
+        if key not in os.environ  # set, even to "", is the caller's choice: never overwritten
+    }
+    os.environ.update(missing)
+    return missing
+
+
+def dotenv_exports(path: Path) -> str:
+    """Shell ``export`` lines for what `load_dotenv` would add: how scripts/run.sh reads .env."""
+    values = parse_dotenv(path.read_text(), str(path))
+    return "".join(
+        f"export {key}={shlex.quote(value)}\n" for key, value in values.items() if key not in os.environ
+    )
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -74,12 +157,12 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, Any]:
     if parts.scheme == "sqlite":
         # sqlite:///relative.db and sqlite:////absolute/path.db, as dj-database-url reads them
         path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
-        name = Path(path) if Path(path).is_absolute() else base_dir / (path or "db.sqlite3")
+        db_file = Path(path) if Path(path).is_absolute() else base_dir / (path or "db.sqlite3")
         # Web, worker and beat share the file in `make run`: wait for locks instead of failing,
         # and take the write lock up front so two writers never deadlock upgrading a read lock.
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(name),
+            "NAME": str(db_file),
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     if parts.scheme in ("postgres", "postgresql", "pgsql"):
@@ -87,21 +170,18 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, Any]:
         if not name:
             raise ImproperlyConfigured(f"DATABASE_URL {url!r} names no database")
         options: dict[str, Any] = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        # Parameters bound by the server, not quoted in Python: our rows carry JSON (payloads,
-        # messages), and quoting it client-side was the largest cost of a webhook request.
-        options.setdefault("server_side_binding", True)
-        # Prepared statements: planning the hot queries (a claim joins three wide tables) costs
-        # PostgreSQL more than running them. Django turns them off for transaction-mode poolers;
-        # behind PgBouncer < 1.21 set ?prepare_threshold=none in DATABASE_URL.
-        threshold = str(options.get("prepare_threshold", "2")).strip().lower()
-        if threshold in ("", "none"):
-            options["prepare_threshold"] = None
-        elif threshold.isdigit():
-            options["prepare_threshold"] = int(threshold)
-        else:
-            raise ImproperlyConfigured(
-                f"DATABASE_URL prepare_threshold must be a number or none, not {threshold!r}"
-            )
+        # Connection options ride in the URL's query string (e.g. ?sslmode=require). psycopg
+        # wants prepare_threshold as a number, or None behind a transaction-mode pooler.
+        if "prepare_threshold" in options:
+            threshold = str(options["prepare_threshold"]).strip().lower()
+            if threshold in ("", "none"):
+                options["prepare_threshold"] = None
+            elif threshold.isdigit():
+                options["prepare_threshold"] = int(threshold)
+            else:
+                raise ImproperlyConfigured(
+                    f"DATABASE_URL prepare_threshold must be a number or none, not {threshold!r}"
+                )
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,

@@ -15,9 +15,15 @@ from gatekeeper.env import (
     env_list,
     env_str,
     env_url,
+    load_dotenv,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The .env the first `make run` wrote (generated secrets, the database and broker it used), so
+# manage.py, celery and gunicorn started later by hand find the same ones. Read before any
+# setting; a variable already in the environment wins. Skipped under pytest and with
+# GATEKEEPER_DOTENV=0 (gatekeeper/env.py, dotenv_enabled).
+load_dotenv(BASE_DIR)
 
 DEBUG = env_bool("DEBUG", False)
 # The development key lets `make run` and the tests start; the system check
@@ -174,7 +180,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("GATEKEEPER_INLINE_TASKS", False)
 # health checks, so a connection broken by a database restart is still replaced.
 CELERY_DB_REUSE_MAX = 10**9
 WATCHDOG_INTERVAL = env_float("WATCHDOG_INTERVAL", 15.0)
-# Polls are scheduled in PostgreSQL, not with broker countdowns (see releases/polling.py): beat
+# Polls are scheduled in PostgreSQL, not with broker countdowns (see releases/workflows/polls.py): beat
 # runs the dispatcher this often, so a due poll waits at most this long for its message.
 DISPATCH_INTERVAL = env_float("GATEKEEPER_DISPATCH_INTERVAL", 1.0)
 # A dispatched poll is not sent again for this long; if its message was lost, it is due again after.
@@ -235,7 +241,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # The dispatcher's per-second lines (beat's send, the worker's receipt and success) are
+    # DEBUG, not INFO (gatekeeper/celery.py, RoutineAtDebug).
+    "filters": {"routine_at_debug": {"()": "gatekeeper.celery.RoutineAtDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "celery.beat": {"filters": ["routine_at_debug"]},
+        "celery.worker.strategy": {"filters": ["routine_at_debug"]},
+        "celery.app.trace": {"filters": ["routine_at_debug"]},
+        # Django's default config already gave this logger a console handler; one is enough.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }

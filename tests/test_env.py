@@ -21,8 +21,7 @@ def test_postgres_url_with_the_defaults() -> None:
         "db.internal",
         "6543",
     )
-    assert db["OPTIONS"]["server_side_binding"] is True
-    assert db["OPTIONS"]["prepare_threshold"] == 2
+    assert db["OPTIONS"] == {}  # psycopg's own defaults
     assert db["CONN_HEALTH_CHECKS"] is True
 
 
