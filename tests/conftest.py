@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,8 +18,31 @@ import pytest
 from django.conf import settings as django_settings
 
 from tests.factories import SENTRY_SECRET, VERCEL_SECRET
+from tests.processes import started_with
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every process a test starts (workers, simulators, scripts/run.sh and its children) inherits
+# this, so the end of the session can tell whether any is still running.
+SESSION_MARKER = f"GATEKEEPER_TEST_SESSION={os.getpid()}"
+os.environ["GATEKEEPER_TEST_SESSION"] = str(os.getpid())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """`make test` leaves no process running: a leftover fails the session, and is stopped."""
+    deadline = time.monotonic() + 5  # a process told to stop by a fixture may still be exiting
+    while (left := started_with(SESSION_MARKER)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not left:
+        return
+    commands = []
+    for pid in left:
+        with contextlib.suppress(OSError):
+            commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120].decode())
+            os.kill(pid, signal.SIGKILL)
+    session.config.get_terminal_writer().line(f"\nprocesses left running by the tests (killed): {commands}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 PD_KEY_ENV = "E2E_PAGERDUTY_ROUTING_KEY"
 PD_KEY = "e2e0routing0key00000000000000abc"  # 32 characters, as PagerDuty requires
 
@@ -145,16 +169,23 @@ class Worker:
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=None,
+            # Its own process group: the embedded beat is a child process, which a kill of the
+            # worker alone would leave running, sending the dispatcher into the test broker.
+            start_new_session=True,
         )
 
     def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost machine would: the worker and its beat."""
         assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
+        if self.process is None:
+            return
+        stop(self.process)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def worker_env(simulator: Simulator, database_name: str, **extra: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 
 from gatekeeper.env import dotenv_enabled, load_dotenv, parse_dotenv
+from tests.processes import started_with
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER = "redis://127.0.0.1:6379/14"  # the suite uses /15, `make run` /0
@@ -38,21 +39,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def started_by(marker: str) -> list[int]:
-    """Live processes whose environment holds `marker`: everything the script started, inherited."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        if marker.encode() in environ:
-            found.append(int(entry.name))
-    return found
 
 
 def default_sigint() -> None:
@@ -169,15 +155,15 @@ def test_make_run_plays_the_demo_on_sqlite_and_stops_on_ctrl_c(tmp_path: Path, b
         assert script.wait(timeout=30) == 0
         assert "stopped" in output().splitlines()
         deadline = time.monotonic() + 5
-        while started_by(marker) and time.monotonic() < deadline:
+        while started_with(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert started_by(marker) == [], "processes the script started are still running"
+        assert started_with(marker) == [], "processes the script started are still running"
     finally:
         sim.close()
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)
             script.wait()
-        for pid in started_by(marker):
+        for pid in started_with(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         print(f"--- scripts/run.sh output (exit {script.returncode}) ---\n{output()}")
