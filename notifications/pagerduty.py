@@ -22,30 +22,15 @@ from releases.core.errors import ProviderError
 from releases.integrations.http import DEFAULT_TIMEOUT, HttpClient, as_dict, opt_str
 
 EVENTS_PATH = "/v2/enqueue"
-
-
 ROUTING_KEY_LENGTH = 32
-
-
 SEVERITIES = ("critical", "error", "warning", "info")
-
-
 MAX_SUMMARY = 1024
-
-
 MAX_DEDUP_KEY = 255
-
-
 MAX_BODY_BYTES = 512 * 1024
-
 
 # Error text is capped *after* the routing key is scrubbed, so a cut can never leave half a key.
 MAX_ERROR_TEXT = 500
-
-
 REDACTED = "[redacted]"
-
-
 ELLIPSIS = "…"
 
 

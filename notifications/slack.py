@@ -27,7 +27,6 @@ from releases.integrations.http import (
 
 API_ROOT = "/api"
 
-
 # Slack's refusals that a later attempt can get past; every other code (channel_not_found,
 # invalid_auth, invalid_blocks, msg_too_long, missing_scope, ...) needs a person to fix
 # configuration or content, so retrying would only repeat it.
@@ -35,11 +34,8 @@ TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
 
-
 # What the official SDK waits when a 429 has no Retry-After (§5.1).
 DEFAULT_RETRY_AFTER = 1.0
-
-
 REDACTED = "[redacted]"
 
 

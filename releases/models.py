@@ -16,8 +16,6 @@ from releases.domain.release_names import template_problems
 from releases.domain.verdict import OnTimeout, Policy, validate_policy
 
 DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
-
-
 _POLICY_FIELDS = {
     "min_sessions",
     "crash_free_threshold",

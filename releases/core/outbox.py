@@ -29,11 +29,7 @@ from releases.core.publish import task
 from releases.models import Action, Release
 
 logger = logging.getLogger(__name__)
-
-
 BACKOFF_BASE = 2.0
-
-
 BACKOFF_CAP = 300.0
 
 
@@ -73,12 +69,10 @@ class Handler:
 
 HANDLERS: dict[str, Handler] = {}
 
-
 # Kinds whose request is the reason for the decision (production rolled back): when written
 # with others, this one is published alone and the others follow once its request has gone out,
 # so their publishing and running never compete with it for the machine.
 LEADS = frozenset({Action.Kind.ROLLBACK, Action.Kind.TRAFFIC})
-
 
 # The actions waiting for the running lead's request to go out (see LEADS and sent()).
 _followers: ContextVar[list[int] | None] = ContextVar("outbox_followers", default=None)

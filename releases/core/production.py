@@ -16,7 +16,6 @@ from releases.models import Project, Release, ReleaseEvent
 
 S = ReleaseState
 
-
 # States from which "now serves production" makes a release promoted.
 LIVE_FROM = frozenset({S.PROMOTING, S.PASSED, S.HELD, S.RECEIVED, S.SUPERSEDED, S.RAMPING})
 

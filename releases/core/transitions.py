@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from releases.core.outbox import ActionSpec, enqueue_actions, write_actions
-from releases.domain.lifecycle import check_allowed
+from releases.domain.lifecycle import ReleaseState, check_allowed
 from releases.models import Action, Release, ReleaseEvent
 
 
@@ -59,6 +59,30 @@ def transition(
         written = write_actions(release, actions)
         enqueue_actions(written)
     return written
+
+
+def enter(
+    release: Release, new: str, *, actor: str, reason: str, fields: dict[str, Any] | None = None
+) -> None:
+    """Write a new release straight into ``new``, a state a received release may move to, with
+    the history row of that first move: what ``transition`` from received would write, less the
+    update of a row written a moment before."""
+    check_allowed(ReleaseState.RECEIVED, new)
+    now = timezone.now()
+    for name, value in {"state": new, "updated_at": now, **(fields or {})}.items():
+        setattr(release, name, value)
+    with transaction.atomic(savepoint=False):
+        release.save(force_insert=True)
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.TRANSITION,
+            from_state=ReleaseState.RECEIVED,
+            to_state=new,
+            actor=actor,
+            reason=reason,
+            data={},
+            created_at=now,
+        )
 
 
 GATEKEEPER = "gatekeeper"

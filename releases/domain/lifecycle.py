@@ -29,8 +29,6 @@ class ReleaseState(StrEnum):
 
 
 S = ReleaseState
-
-
 ALLOWED: dict[str, frozenset[str]] = {
     S.RECEIVED: frozenset({S.GATING, S.RAMPING, S.HELD, S.PROMOTED, S.CANCELLED}),
     # gating -> promoted: someone promoted the build in Vercel while we were still judging.
@@ -50,8 +48,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     S.RAMPING: frozenset({S.PROMOTED, S.ROLLING_BACK, S.HELD, S.CANCELLED}),
     S.CANCELLED: frozenset(),
 }
-
-
 FINAL = frozenset(state for state, nexts in ALLOWED.items() if not nexts)
 
 

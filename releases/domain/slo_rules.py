@@ -30,29 +30,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 KINDS = ("sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http")
-
-
 PLACEHOLDERS = ("$DEPLOYMENT_ID", "$DEPLOYMENT_URL", "$RELEASE")
-
-
 DEFAULT_WINDOW = 300.0
-
-
 DEFAULT_TIMEOUT = 10.0
-
-
 MIN_WINDOW, MAX_WINDOW = 60.0, 86400.0
-
-
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 60.0
-
-
 POSTHOG_PROPERTY = re.compile(r"^\$?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
 COMMON_KEYS = {"kind", "name", "window", "timeout", "max", "min", "relative_to_previous", "floor"}
-
-
 KIND_KEYS: dict[str, set[str]] = {
     "sentry_error_rate": {"min_sessions"},
     "sentry_crash_free": {"min_sessions"},
@@ -61,12 +45,9 @@ KIND_KEYS: dict[str, set[str]] = {
     "http": {"url"},
 }
 
-
 # A ratio to the previous deployment means something for counts and rates of bad things; for a
 # crash-free rate (higher is better) or an HTTP status it does not.
 NO_RELATIVE = {"sentry_crash_free", "http"}
-
-
 FRACTIONS = {"sentry_error_rate", "sentry_crash_free"}
 
 

@@ -27,19 +27,12 @@ def detail(description: str) -> OpenApiResponse:
 
 
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="the body or a query parameter is invalid")
-
-
 REFUSED = {
     401: detail("no credentials, or a wrong token"),
     403: detail("authenticated by session without a CSRF token"),
 }
-
-
 NOT_FOUND = {404: detail("no such release")}
-
-
 CONFLICT = {409: detail("the override is not allowed in the release's current state")}
-
 
 # DRF answers a body it has no parser for (a missing or unknown Content-Type) with a 415.
 UNSUPPORTED = {415: detail("the body is not JSON, a form or multipart")}

@@ -121,8 +121,6 @@ class SentryWebhookView(WebhookView):
 IGNORED_RESOURCES = frozenset(
     {"installation", "event_alert", "issue", "error", "comment", "seer", "preprod_artifact"}
 )
-
-
 ACTIONS = frozenset({"critical", "warning", "resolved"})
 
 
@@ -181,6 +179,4 @@ def read_metric_alert(data: dict[str, Any]) -> Alert:
 
 
 HANDLERS: dict[str, Callable[[Alert, WebhookDelivery], Outcome]] = {"metric_alert": on_metric_alert}
-
-
 READERS: dict[str, Callable[[dict[str, Any]], Alert]] = {"metric_alert": read_metric_alert}

@@ -2,7 +2,8 @@
 
 What each event means is the table at the bottom: a production deployment of a gated project
 starts its gate (or its canary ramp), ``deployment.promoted`` records what serves production,
-an error or a cancel cancels the gate. Other types are acknowledged and ignored. Every delivery
+an error or a cancel cancels the gate. The types on the ignore list (``vercel_payload.IGNORED``)
+are acknowledged and ignored; any other type is refused with a 400. Every delivery
 is recorded once, unique on its envelope id, in the same transaction as what it led to; actions
 are dispatched on commit.
 """
@@ -34,9 +35,12 @@ from releases.inbound.vercel_payload import Deployment, Event, read_deployment, 
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.workflows.bake import watch_if_new
 from releases.workflows.canary.ramp import start_ramp
-from releases.workflows.gate import start_gate
+from releases.workflows.gate import open_gate, start_gate
 
 logger = logging.getLogger(__name__)
+S = ReleaseState
+DELIVERY = WebhookDelivery.Outcome
+VERCEL = "vercel"
 
 
 class VercelSignature(HmacSignature):
@@ -61,20 +65,12 @@ class VercelWebhookView(WebhookView):
             raise Malformed(str(exc)) from exc
         if outcome is None:
             return Response({"status": "duplicate", "id": event.id}, status=status.HTTP_200_OK)
-        logger.info(
+        # DEBUG: every delivery is a WebhookDelivery row (admin, API) and an access-log line already.
+        logger.debug(
             "vercel.webhook.received", extra={"event": event.type, "id": event.id, "outcome": outcome.status}
         )
         code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
         return Response({"status": outcome.status, "detail": outcome.detail, "id": event.id}, status=code)
-
-
-S = ReleaseState
-
-
-DELIVERY = WebhookDelivery.Outcome
-
-
-VERCEL = "vercel"
 
 
 def _project_for(deployment: Deployment) -> Project | None:
@@ -124,29 +120,37 @@ def _release_for(project: Project, deployment: Deployment, created_at: int | Non
 
 
 def record(event: Event, payload: dict[str, Any]) -> Outcome | None:
-    """Record the delivery and act on it, all in one transaction; None when it is a repeat (the
-    same delivery id already recorded), and nothing is written then."""
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                source=VERCEL,
-                delivery_id=event.id,
-                event_type=event.type,
-                outcome=DELIVERY.IGNORED,
-                payload=payload,
-            )
-            return handle(event, delivery)
-    except IntegrityError:
-        # The unique (source, delivery_id) constraint: Vercel retried a delivery we already took.
-        if WebhookDelivery.objects.filter(source=VERCEL, delivery_id=event.id).exists():
-            return None
-        raise
+    """Act on the delivery and record it, all in one transaction; None when it is a repeat (the
+    same delivery id already recorded), and nothing is written then.
+
+    The delivery's row is written last, with what it led to: its unique id refuses a repeat and
+    undoes the whole transaction with it. A second delivery for the same new deployment that
+    lost the race for its release is taken again, and then finds the release known.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                delivery = WebhookDelivery(
+                    source=VERCEL,
+                    delivery_id=event.id,
+                    event_type=event.type,
+                    outcome=DELIVERY.IGNORED,
+                    payload=payload,
+                )
+                outcome = handle(event, delivery)
+                delivery.save(force_insert=True)
+                return outcome
+        except IntegrityError:
+            if WebhookDelivery.objects.filter(source=VERCEL, delivery_id=event.id).exists():
+                return None  # Vercel retried a delivery already taken
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _ignore(delivery: WebhookDelivery, note: str, project: Project | None = None) -> Outcome:
     delivery.note = note
-    delivery.project = project
-    delivery.save(update_fields=["note", "project"])
+    delivery.project = project or delivery.project
     return Outcome("ignored", note)
 
 
@@ -164,14 +168,19 @@ def _ready(
         return _ignore(delivery, f"{deployment.target or 'preview'} deployment: not gated", project)
     if event.type != project.start_on:
         return _ignore(delivery, f"{project.name} starts gates on {project.start_on}", project)
-    release, created = _release_for(project, deployment, event.created_at)
-    delivery.project, delivery.release = project, release
-    if not created:
-        delivery.note = f"release already known ({release.state})"
-        delivery.save(update_fields=["project", "release", "note"])
-        return Outcome("ignored", delivery.note)
+    known = Release.objects.filter(deployment_id=deployment.id).first()
+    delivery.project = project
+    if known is not None:
+        delivery.release = known
+        return _ignore(delivery, f"release already known ({known.state})")
+    release = Release(deployment_id=deployment.id, **_release_defaults(project, deployment, event.created_at))
     delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "gate started"
-    delivery.save(update_fields=["project", "release", "outcome", "note"])
+    if release.version and not project.canary:
+        open_gate(release)
+        delivery.release = release
+        return Outcome("accepted", f"gating {release.version}", accepted=True)
+    release.save(force_insert=True)
+    delivery.release = release
     if not release.version:
         transition(
             release,
@@ -183,9 +192,9 @@ def _ready(
             ),
         )
         return Outcome("accepted", "held: no release name", accepted=True)
-    if project.canary and start_ramp(release):
+    if start_ramp(release):
         return Outcome("accepted", f"ramping {release.version}", accepted=True)
-    start_gate(release)
+    start_gate(release)  # nothing to ramp from: gate the build as a staged one
     return Outcome("accepted", f"gating {release.version}", accepted=True)
 
 
@@ -214,7 +223,6 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
     )
     delivery.project, delivery.release = project, release
     delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "recorded as live"
-    delivery.save(update_fields=["project", "release", "outcome", "note"])
     return Outcome("accepted", "recorded as live", accepted=True)
 
 
@@ -236,7 +244,6 @@ def on_failed(event: Event, delivery: WebhookDelivery) -> Outcome:
         fields={"next_poll_at": None},
     )
     delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "gate cancelled"
-    delivery.save(update_fields=["project", "release", "outcome", "note"])
     return Outcome("accepted", "gate cancelled", accepted=True)
 
 

@@ -50,8 +50,6 @@ IGNORED = frozenset(
         "observability.anomaly",
     }
 )
-
-
 MAX_EPOCH_MS = 32503680000000  # the year 3000: anything later is not a Vercel timestamp
 
 

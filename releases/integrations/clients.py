@@ -21,11 +21,7 @@ from releases.integrations.vercel.client import VercelClient
 from releases.models import Project
 
 C = TypeVar("C", bound=HttpClient)
-
-
 _clients: dict[tuple[object, ...], HttpClient] = {}
-
-
 _lock = threading.Lock()
 
 

@@ -32,29 +32,17 @@ import httpx
 from releases.core.errors import ProviderError, ProviderTimeout
 
 logger = logging.getLogger(__name__)
-
-
 DEFAULT_TIMEOUT = 10.0
-
 
 # Headers whose values are credentials: kept out of every error message (see HttpClient.scrub).
 SECRET_HEADERS = frozenset({"authorization", "dd-api-key", "dd-application-key", "x-api-key"})
-
-
 REDACTED = "[redacted]"
-
-
 MAX_ERROR_BODY = 300
-
-
 MIN_SECRET = 6
-
 
 # A vendor asking us to wait longer than this is treated as "retry much later"; the caller's
 # scheduler (outbox next_attempt_at) handles long waits, never a sleeping worker.
 MAX_RETRY_AFTER = 3600.0
-
-
 T = TypeVar("T")
 
 

@@ -23,22 +23,13 @@ from releases.models import Project
 from releases.workflows.canary.traffic import ROUTERS
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-
-
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
 
 # A PagerDuty routing key is 32 letters and digits; a long run of them with a digit and no
 # underscore is a pasted key, not the name of the variable that holds one.
 KEY_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9]{20,}$")
-
-
 ON_WARNING = ("notify", "page", "rollback", "ignore")
-
-
 SCHEMA: dict[str, set[str]] = {
     "": {"name", "vercel", "sentry", "slack", "pagerduty", "gate", "canary"},
     "vercel": {"project_id", "team_id", "production_domains", "start_on"},

@@ -21,11 +21,7 @@ from releases.models import Release
 from releases.workflows.polls import batch_size, enqueue_poll
 
 logger = logging.getLogger(__name__)
-
-
 S = ReleaseState
-
-
 GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
 
 

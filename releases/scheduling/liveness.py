@@ -23,11 +23,7 @@ from django.conf import settings
 from releases.core.publish import task
 
 ALIVE_PREFIX = "gatekeeper:alive:"
-
-
 DISPATCH_KEY = "gatekeeper:dispatch:last"
-
-
 _clients: dict[str, redis.Redis] = {}
 
 

@@ -16,14 +16,8 @@ from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Release
 
 logger = logging.getLogger(__name__)
-
-
 S = ReleaseState
-
-
 WATCHDOG_GRACE = timedelta(seconds=15)
-
-
 WATCHDOG_BATCH = 1000
 
 

@@ -25,15 +25,11 @@ from releases.workflows.rollback import links_for, rollback_live
 
 SENTRY = "sentry"
 
-
 # Sentry's, Vercel's and our clocks differ a little; an incident within this of go-live is not stale.
 CLOCK_SKEW = timedelta(seconds=5)
 
-
 # `release:x` names a release; `!release:x` excludes one, and `latest` is Sentry's alias, not a name.
 RELEASE_IN_QUERY = re.compile(r"""(?<![!\w])release:(?:"([^"]+)"|(\S+))""")
-
-
 RELEASE_ALIASES = frozenset({"latest"})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.utils import timezone
 
 from notifications.intents import facts_for, slack_spec
-from releases.core.transitions import GATEKEEPER, transition
+from releases.core.transitions import GATEKEEPER, enter, transition
 from releases.domain.lifecycle import ReleaseState
 from releases.domain.verdict import OnTimeout, Outcome, Verdict
 from releases.models import Release
@@ -45,6 +45,12 @@ def start_gate(release: Release, *, reason: str = "") -> bool:
         transition(release, S.GATING, actor=GATEKEEPER, reason=reason or default_reason, fields=fields)
         is not None
     )
+
+
+def open_gate(release: Release) -> None:
+    """A new release (not yet saved) written already gating, due for its first poll now."""
+    fields, reason = gate_start(release, timezone.now())
+    enter(release, S.GATING, actor=GATEKEEPER, reason=reason, fields=fields)
 
 
 def decide(release: Release, verdict: Verdict) -> None:

@@ -40,8 +40,6 @@ from releases.workflows.gate import decide
 from releases.workflows.rollback import rollback_live
 
 logger = logging.getLogger(__name__)
-
-
 S = ReleaseState
 
 

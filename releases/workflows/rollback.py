@@ -22,7 +22,6 @@ from releases.models import Action, Incident, Release
 
 S = ReleaseState
 
-
 # A live release in one of these states can be rolled back from an alert or a breach.
 ROLLABLE = frozenset({S.PROMOTED, S.GATING, S.HELD})
 

@@ -33,23 +33,16 @@ from releases.integrations.http import (
 )
 
 logger = logging.getLogger(__name__)
-
-
 API_ROOT = "/api"
-
 
 # First wait between polls, doubling up to the cap: a blocking query that spilled over into
 # async mode usually finishes within a second, and the query endpoint allows 240 calls a minute.
 POLL_FIRST = 0.1
-
-
 POLL_MAX = 1.0
-
 
 # A property path as HogQL reads it after `properties.`: `$app_version`, `release`, `a.b`.
 # Anything else (spaces, quotes, brackets) could change the query, so it is refused.
 PROPERTY = re.compile(r"\$?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-
 
 # DRF's throttled text (§6.2), the fallback when a 429 has no Retry-After.
 THROTTLED_WAIT = re.compile(r"available in (\d+(?:\.\d+)?) seconds?")

@@ -31,20 +31,10 @@ from releases.integrations.http import (
 )
 
 API_ROOT = "/api/0"
-
-
 MAX_RELEASES_PER_QUERY = 100  # keeps the query string and the group count modest
-
-
 MAX_PAGES = 50  # a cursor loop or a runaway answer must end in an error, not a hung worker
-
-
 SUM_SESSION = "sum(session)"
-
-
 CRASH_RATE = "crash_rate(session)"
-
-
 COUNT = "count()"
 
 

@@ -21,23 +21,11 @@ from releases.integrations.vercel.client import ProjectState, VercelClient
 from releases.models import Action, Project, Release
 
 logger = logging.getLogger(__name__)
-
-
 IN_FLIGHT = frozenset({"pending", "in-progress"})
-
-
 CONFIRM_WINDOW = 4.0  # seconds spent watching the alias job inside one task run
-
-
 CONFIRM_POLL = 0.25  # the Vercel CLI polls every 250 ms
-
-
 CONFIRM_GIVE_UP = timedelta(minutes=3)  # as the CLI: a job not done by then is retried
-
-
 NO_JOB_GRACE = timedelta(seconds=15)
-
-
 FIRST_TRY_FRESH = timedelta(seconds=10)
 
 

@@ -38,7 +38,6 @@ from releases.integrations.http import (
 
 logger = logging.getLogger(__name__)
 
-
 # `GET /v4/aliases` accepts at most 20 `domain` values per call (§2.6).
 MAX_DOMAINS_PER_QUERY = 20
 

@@ -28,12 +28,9 @@ from releases.models import Project, Release
 
 logger = logging.getLogger(__name__)
 
-
 # Past a check's own timeout, how long the runner waits for the thread that measures it; the
 # clients enforce the timeout themselves, this only bounds a measurement stuck elsewhere.
 GRACE = 2.0
-
-
 MAX_THREADS = 8
 
 

@@ -32,11 +32,7 @@ from releases.workflows.canary.traffic import router_for
 from releases.workflows.promotion import held_after_failure
 
 S = ReleaseState
-
-
 ABORT_GIVE_UP = timedelta(minutes=3)
-
-
 ABORT_LANDS_WITHIN = timedelta(seconds=15)
 
 

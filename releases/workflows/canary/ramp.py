@@ -33,15 +33,11 @@ from releases.workflows.canary.measuring import SloResult, run_checks, specs_fro
 from releases.workflows.rollback import links_for
 
 logger = logging.getLogger(__name__)
-
-
 S = ReleaseState
-
 
 # Longer than the slowest tick: checks run side by side, each at most twice its timeout (a
 # relative check measures the previous deployment too), timeouts at most 60 s.
 TICK_LEASE = timedelta(seconds=180)
-
 
 # What a tick spends besides its checks (the claim, the record, a slow database), on top of them.
 TICK_MARGIN = 20.0
