@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -99,7 +99,7 @@ def _from_database(plan: Plan, figures: Figures) -> None:
             figures.lost.append(f"{gate.version}: {where} (staged: {gate.deploy_status or '-'})")
     checks: dict[str, list[tuple[str, datetime, int | None]]] = defaultdict(list)
     for deployment, phase, at, lag in GateCheck.objects.filter(release__deployment_id__in=by_id).values_list(
-        "release__deployment_id", "phase", "checked_at", "lag_ms"
+        "release__deployment_id", "analysis__kind", "checked_at", "lag_ms"
     ):
         checks[deployment].append((phase, at, lag))
         if lag is not None:
@@ -139,12 +139,15 @@ def _overdue(
         gaps += [(b - a).total_seconds() - interval for a, b in itertools.pairwise(gate_times)]
     bake = sorted(at for phase, at, _ in checks if phase == "bake")
     gaps += [(b - a).total_seconds() - interval for a, b in itertools.pairwise(bake)]
-    confirm = float((release.ramp_policy or {}).get("confirmation_interval", 30))
+    stage = release.latest_analysis("canary")
+    confirm = float((stage.policy if stage else {}).get("confirmation_interval", 30))
     gaps += [(b - a).total_seconds() - confirm for a, b in itertools.pairwise(ramps)]
     if gaps and max(gaps) > figures.longest_overdue_s:
         figures.longest_overdue_s, figures.longest_overdue_where = max(gaps), gate.version
     if release.verdict_rule == "timeout" and release.decided_at and release.gating_started_at:
-        deadline = release.gating_started_at + release.project.max_wait + release.extra_wait
+        gate_analysis = release.latest_analysis("gate")
+        extra = gate_analysis.extra_wait if gate_analysis else timedelta(0)
+        deadline = release.gating_started_at + release.project.max_wait + extra
         figures.longest_past_deadline_s = max(
             figures.longest_past_deadline_s, (release.decided_at - deadline).total_seconds()
         )

@@ -273,7 +273,9 @@ def verify(webhook: Pool, bare: Pool) -> tuple[bool, str]:
     releases = int(psql("SELECT count(*) FROM releases_release"))
     gates = int(
         psql(
-            "SELECT count(*) FROM releases_release r WHERE r.state = 'gating' AND r.next_poll_at IS NOT NULL"
+            "SELECT count(*) FROM releases_release r WHERE r.state = 'gating' AND EXISTS (SELECT 1"
+            "  FROM releases_analysis a WHERE a.release_id = r.id AND a.phase = 'running'"
+            "  AND a.next_check_at IS NOT NULL)"
             " AND (SELECT count(*) FROM releases_releaseevent e"
             "      WHERE e.release_id = r.id AND e.to_state = 'gating') = 1"
         )

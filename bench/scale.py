@@ -93,9 +93,10 @@ class Run:
 
     def setup(self) -> None:
         """Projects, and releases gating, first due over the first interval."""
-        from releases.models import GateCheck, Project, Release, ReleaseEvent
+        from releases.models import Analysis, GateCheck, Project, Release, ReleaseEvent
 
         GateCheck.objects.all().delete()
+        Analysis.objects.all().delete()
         ReleaseEvent.objects.all().delete()
         Release.objects.all().delete()
         self.sim.post("/_sim/reset").raise_for_status()
@@ -132,10 +133,23 @@ class Run:
                     target="production",
                     gating_started_at=now,
                     deployment_created_at=now - timedelta(minutes=5),
-                    next_poll_at=now + timedelta(seconds=rng.uniform(0, self.args.interval)),
                 )
             )
         Release.objects.bulk_create(rows, batch_size=2000)
+        Analysis.objects.bulk_create(
+            [
+                Analysis(
+                    release=release,
+                    kind="gate",
+                    policy=release.project.policy().to_json(),
+                    generation=1,
+                    started_at=now,
+                    next_check_at=now + timedelta(seconds=rng.uniform(0, self.args.interval)),
+                )
+                for release in rows
+            ],
+            batch_size=2000,
+        )
         # A tenth get traffic that reaches min_sessions at some point of the run: decisions.
         span = self.args.interval * (self.args.minutes * 60 / self.args.interval + 1)
         for i in range(0, self.args.releases, 10):

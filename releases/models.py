@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -150,13 +151,11 @@ class Release(models.Model):
     deployment_created_at = models.DateTimeField(null=True, blank=True)
 
     state = models.CharField(max_length=20, choices=ReleaseState.choices(), default=ReleaseState.RECEIVED)
-    # Bumped by every poll claim: a poll message for an older generation is a stale duplicate.
-    generation = models.PositiveIntegerField(default=0)
-    next_poll_at = models.DateTimeField(null=True, blank=True)
+    # When Gatekeeper began judging the release (its gate or its ramp): the release's timeline.
+    # Each analysis keeps its own clock (Analysis.started_at).
     gating_started_at = models.DateTimeField(null=True, blank=True)
-    extra_wait = models.DurationField(default=timedelta(0))
-    consecutive_errors = models.PositiveIntegerField(default=0)
 
+    # The latest figures Sentry gave for the release, whichever analysis asked.
     sessions = models.PositiveIntegerField(null=True, blank=True)
     crashed = models.PositiveIntegerField(null=True, blank=True)
     crash_free_rate = models.FloatField(null=True, blank=True)
@@ -168,31 +167,15 @@ class Release(models.Model):
 
     promoted_at = models.DateTimeField(null=True, blank=True)
     rolled_back_at = models.DateTimeField(null=True, blank=True)
+    # The deployment to fall back to; for a canary also the baseline its checks compare with.
     rollback_target = models.CharField(max_length=100, blank=True)
-    # While set and in the future, a live release is still polled (the bake watch).
-    watch_until = models.DateTimeField(null=True, blank=True)
-
-    # The canary ramp (state ramping). The previous deployment, the ramp's baseline and abort
-    # target, is rollback_target. The policy is copied at the start so a config sync mid-ramp
-    # cannot change the stages under it.
-    ramp_policy = models.JSONField(null=True, blank=True)
-    ramp_stage = models.SmallIntegerField(null=True, blank=True, help_text="index of the stage traffic is at")
-    ramp_stage_since = models.DateTimeField(null=True, blank=True)
-    ramp_passes = models.PositiveSmallIntegerField(
-        default=0, help_text="passing checks in a row at this stage"
-    )
-    ramp_failures = models.PositiveSmallIntegerField(default=0, help_text="failed checks in a row")
-    ramp_paused = models.BooleanField(default=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [
-            models.Index(fields=["state", "next_poll_at"], name="release_due_polls"),
-            models.Index(fields=["project", "-promoted_at"], name="release_known_good"),
-        ]
+        indexes = [models.Index(fields=["project", "-promoted_at"], name="release_known_good")]
         constraints = [models.UniqueConstraint(fields=["deployment_id"], name="unique_release_deployment")]
 
     def __str__(self) -> str:
@@ -202,22 +185,103 @@ class Release(models.Model):
     def is_final(self) -> bool:
         return self.state in FINAL
 
-    def policy(self) -> Policy:
-        return self.project.policy(extra_wait=self.extra_wait)
-
     def elapsed(self, now: Any = None) -> float:
+        """Seconds since Gatekeeper began judging the release."""
         if self.gating_started_at is None:
             return 0.0
         return ((now or timezone.now()) - self.gating_started_at).total_seconds()
+
+    def open_analysis(self) -> Analysis | None:
+        """The analysis judging the release now, if any (at most one: a constraint says so)."""
+        return self.analyses.filter(phase__in=Analysis.OPEN).first()
+
+    def latest_analysis(self, kind: str) -> Analysis | None:
+        return self.analyses.filter(kind=kind).order_by("-pk").first()
+
+
+class Analysis(models.Model):
+    """One analysis of a release: its promotion gate, its bake watch once live, or one canary stage.
+
+    Each has its own clock, schedule and counters, so no workflow reads another's, and its phase
+    is stored. A release has at most one open analysis at a time; leaving the state an analysis
+    belongs to closes it (``releases/core/transitions.py``). Rows are written under their
+    release's row lock, after it: the one lock order (project, release, analysis) every writer keeps.
+    """
+
+    class Kind(models.TextChoices):
+        GATE = "gate", "gate"
+        BAKE = "bake", "bake watch"
+        CANARY = "canary", "canary stage"
+
+    class Phase(models.TextChoices):
+        WAITING = "waiting", "waiting for its traffic"  # a canary stage whose move is in flight
+        RUNNING = "running", "running"  # checked whenever next_check_at comes
+        PAUSED = "paused", "paused"  # by a human: no checks until resumed
+        PASSED = "passed", "passed"
+        FAILED = "failed", "failed"
+        INCONCLUSIVE = "inconclusive", "inconclusive"
+        STOPPED = "stopped", "stopped"  # ended from outside: an override, an alert, a newer release
+
+    OPEN = (Phase.WAITING, Phase.RUNNING, Phase.PAUSED)
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="analyses")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    stage = models.SmallIntegerField(null=True, blank=True, help_text="canary: the stage's index")
+    phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.RUNNING)
+    # What it is judged by, copied at its start: a config sync cannot change the bar under it.
+    policy = models.JSONField(default=dict, blank=True)
+    # Bumped by every claim of a check: a message for an older generation is a stale duplicate.
+    generation = models.PositiveIntegerField(default=0)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    # When its evidence began: the gate's start, the watch's start, the stage's traffic in place.
+    started_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="bake: when the watch ends")
+    extra_wait = models.DurationField(default=timedelta(0), help_text="gate: added by a human")
+    consecutive_errors = models.PositiveIntegerField(default=0)
+    passes = models.PositiveSmallIntegerField(default=0, help_text="canary: passing checks in a row")
+    failures = models.PositiveSmallIntegerField(default=0, help_text="canary: failed checks in a row")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "analyses"
+        indexes = [models.Index(fields=["phase", "next_check_at"], name="analysis_due")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["release"],
+                condition=models.Q(phase__in=["waiting", "running", "paused"]),
+                name="one_open_analysis_per_release",
+            )
+        ]
+
+    def __str__(self) -> str:
+        what = f"canary stage {self.stage}" if self.kind == self.Kind.CANARY else self.get_kind_display()
+        return f"{what}: {self.phase}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.phase in self.OPEN
+
+    def verdict_policy(self) -> Policy:
+        """The gate's or the watch's policy as snapshotted, with any wait a human added."""
+        policy = Policy.from_json(self.policy)
+        return replace(policy, max_wait=policy.max_wait + self.extra_wait.total_seconds())
+
+    def elapsed(self, now: Any = None) -> float:
+        if self.started_at is None:
+            return 0.0
+        return ((now or timezone.now()) - self.started_at).total_seconds()
 
 
 class GateCheck(models.Model):
     """One poll of Sentry for one release: every number it saw, every error, and the verdict."""
 
     release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="checks")
+    analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, related_name="checks")
     generation = models.PositiveIntegerField()
     checked_at = models.DateTimeField(default=timezone.now)
-    phase = models.CharField(max_length=20, default="gate")
     sessions = models.PositiveIntegerField(null=True, blank=True)
     crashed = models.PositiveIntegerField(null=True, blank=True)
     crash_free_rate = models.FloatField(null=True, blank=True)
@@ -254,6 +318,7 @@ class RampCheck(models.Model):
     """One SLO check of a ramping deployment: every signal's value, baseline, threshold and reason."""
 
     release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="ramp_checks")
+    analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, related_name="ramp_checks")
     stage = models.SmallIntegerField()
     percent = models.FloatField()
     confirmation = models.PositiveSmallIntegerField(help_text="which check in a row at this stage")

@@ -20,8 +20,8 @@ from releases.workflows import polls
 # The limits leave room for a canary tick (its checks may take up to two minutes; see
 # releases/workflows/canary/ramp.py, TICK_LEASE).
 @shared_task(name="releases.poll_release", acks_late=True, soft_time_limit=150, time_limit=170)
-def poll_release(release_id: int, generation: int) -> str:
-    return polls.poll_once(release_id, generation)
+def poll_release(analysis_id: int, generation: int) -> str:
+    return polls.poll_once(analysis_id, generation)
 
 
 # acks_late is safe here too: an action is claimed by compare-and-set, and its handler checks
@@ -31,7 +31,7 @@ def run_action(action_id: int, then: list[int] | None = None) -> str:
     return outbox.run(action_id, then or ())
 
 
-# acks_late: a batch redelivered after a worker died is claimed by generation, release by release.
+# acks_late: a batch redelivered after a worker died is claimed by generation, analysis by analysis.
 @shared_task(name="releases.poll_batch", acks_late=True, soft_time_limit=150, time_limit=170)
 def poll_batch(items: list[list[float]], scheduled_at: str | None = None) -> dict[int, str]:
     when = datetime.fromisoformat(scheduled_at) if scheduled_at else None

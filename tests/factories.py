@@ -10,7 +10,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from releases.models import Project, Release
+from django.utils import timezone
+
+from releases.models import Analysis, Project, Release
 
 VERCEL_SECRET = "test-vercel-secret"
 SENTRY_SECRET = "test-sentry-secret"
@@ -43,6 +45,41 @@ def make_release(project: Project, **overrides: Any) -> Release:
     }
     values.update(overrides)
     return Release.objects.create(**values)
+
+
+def make_analysis(release: Release, kind: str = Analysis.Kind.GATE, **overrides: Any) -> Analysis:
+    """An analysis of ``release``, running and due now unless told otherwise, judged by the
+    project's policy for its kind as the workflow that starts it would snapshot it."""
+    from releases.workflows.bake import watch_policy
+
+    project = release.project
+    now = timezone.now()
+    if kind == Analysis.Kind.GATE:
+        policy: dict[str, Any] = project.policy().to_json()
+    elif kind == Analysis.Kind.BAKE:
+        policy = watch_policy(project).to_json()
+    else:
+        policy = dict(project.canary or {})
+    values: dict[str, Any] = {
+        "release": release,
+        "kind": kind,
+        "policy": policy,
+        "generation": 1,
+        "next_check_at": now,
+        "started_at": release.gating_started_at or now,
+    }
+    if kind == Analysis.Kind.BAKE:
+        values["ends_at"] = now + project.watch_after_promotion
+    values.update(overrides)
+    return Analysis.objects.create(**values)
+
+
+def gating_release(project: Project, **overrides: Any) -> Release:
+    """A release being gated, its gate analysis due now."""
+    now = timezone.now()
+    release = make_release(project, **{"state": "gating", "gating_started_at": now, **overrides})
+    make_analysis(release)
+    return release
 
 
 def deployment_event(

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     from releases.scheduling import dispatcher
     from releases.workflows import alert_rollback, polls
     from releases import tasks
-    from releases.models import Action, Project, Release
+    from releases.models import Action, Analysis, Project, Release
     from releases.core.outbox import ActionSpec
 
     assert connection.vendor == "sqlite"
@@ -64,12 +64,15 @@ SCRIPT = textwrap.dedent(
 
     sent = []
     tasks.poll_batch.apply_async = lambda args, **kwargs: sent.append(args)
-    gating = Release.objects.create(project=project, deployment_id="dpl_new", version="v3",
-                                    state="gating", next_poll_at=now)
-    soon = Release.objects.create(project=project, deployment_id="dpl_soon", version="v4",
-                                  state="gating", next_poll_at=now + timedelta(seconds=3))
-    Release.objects.create(project=project, deployment_id="dpl_later", version="v5",
-                           state="gating", next_poll_at=now + timedelta(minutes=5))
+    def gate(deployment_id, version, due):
+        release = Release.objects.create(project=project, deployment_id=deployment_id, version=version,
+                                         state="gating")
+        return Analysis.objects.create(release=release, kind="gate", policy=project.policy().to_json(),
+                                       generation=0, next_check_at=due, started_at=now)
+
+    gating = gate("dpl_new", "v3", now)
+    soon = gate("dpl_soon", "v4", now + timedelta(seconds=3))
+    gate("dpl_later", "v5", now + timedelta(minutes=5))
     assert dispatcher.dispatch_due(now)["due"] == 2  # topped up with the one due next
     assert [[item[:2] for item in args[0]] for args in sent] == [
         [(gating.pk, gating.generation), (soon.pk, soon.generation)]
@@ -87,7 +90,7 @@ SCRIPT = textwrap.dedent(
     assert polls.poll_batch([(gating.pk, gating.generation)], now) == {gating.pk: "wait"}
     assert polls.poll_batch([(gating.pk, gating.generation)], now) == {}  # claimed once
     gating.refresh_from_db()
-    assert (gating.generation, gating.sessions) == (1, 5)
+    assert (gating.generation, gating.release.sessions) == (1, 5)
     print("sqlite ok")
     """
 )

@@ -15,7 +15,15 @@ from django.utils import timezone
 
 from releases.core.outbox import ActionSpec, enqueue_actions, write_actions
 from releases.domain.lifecycle import ReleaseState, check_allowed
-from releases.models import Action, Release, ReleaseEvent
+from releases.models import Action, Analysis, Release, ReleaseEvent
+
+S = ReleaseState
+# The analysis each state keeps running; leaving the state stops it.
+ANALYSED_IN: dict[str, str] = {
+    S.GATING: Analysis.Kind.GATE,
+    S.PROMOTED: Analysis.Kind.BAKE,
+    S.RAMPING: Analysis.Kind.CANARY,
+}
 
 
 def transition(
@@ -47,6 +55,7 @@ def transition(
             return None  # another worker decided first; nothing to do
         for name, value in updates.items():
             setattr(release, name, value)
+        stop_analyses(release, keep=ANALYSED_IN.get(new), now=now)
         ReleaseEvent.objects.create(
             release=release,
             kind=ReleaseEvent.Kind.TRANSITION,
@@ -59,6 +68,17 @@ def transition(
         written = write_actions(release, actions)
         enqueue_actions(written)
     return written
+
+
+def stop_analyses(release: Release, *, keep: str | None = None, now: Any = None) -> int:
+    """Stop the release's open analysis unless it is of kind ``keep``: one that decided closed
+    itself with its own phase first, so what is left was ended from outside (an override, an
+    alert, a newer release)."""
+    open_ = Analysis.objects.filter(release=release, phase__in=Analysis.OPEN)
+    if keep is not None:
+        open_ = open_.exclude(kind=keep)
+    now = now or timezone.now()
+    return open_.update(phase=Analysis.Phase.STOPPED, next_check_at=None, ended_at=now, updated_at=now)
 
 
 def enter(

@@ -18,6 +18,7 @@ from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 from statistics import NormalDist
+from typing import Any
 
 from releases.domain.policy import GATE
 
@@ -62,6 +63,18 @@ class Policy:
     fail_fast: bool = GATE.fail_fast
     early_fail_confidence: float | None = None  # e.g. 0.99: Wilson upper bound test; None = off
     early_fail_min_sessions: int = GATE.early_fail_min_sessions  # floor before the statistical test may fail
+
+    def to_json(self) -> dict[str, object]:
+        """The policy as an analysis stores it: what it was judged by, whatever the config says later."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Policy:
+        known = {field.name for field in fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        if "on_timeout" in values:
+            values["on_timeout"] = OnTimeout(values["on_timeout"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,6 @@ def on_failed(event: Event, delivery: WebhookDelivery) -> Outcome:
         S.CANCELLED,
         actor=VERCEL,
         reason=f"{event.type}: the deployment will not serve",
-        fields={"next_poll_at": None},
     )
     delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "gate cancelled"
     return Outcome("accepted", "gate cancelled", accepted=True)

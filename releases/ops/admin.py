@@ -16,6 +16,7 @@ from django.utils.timesince import timesince
 from notifications.messages import percent, sentry_release_url
 from releases.models import (
     Action,
+    Analysis,
     GateCheck,
     Incident,
     Project,
@@ -41,11 +42,32 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+class AnalysisInline(ReadOnlyInline):
+    """The release's analyses: its gate, its bake watch, each canary stage, with their schedule."""
+
+    model = Analysis
+    fields = (
+        "kind",
+        "stage",
+        "phase",
+        "started_at",
+        "ends_at",
+        "next_check_at",
+        "consecutive_errors",
+        "passes",
+        "failures",
+        "extra_wait",
+        "ended_at",
+    )
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+
+
 class GateCheckInline(ReadOnlyInline):
     model = GateCheck
     fields = (
         "checked_at",
-        "phase",
+        "analysis",
         "sessions",
         "crashed",
         "rate",
@@ -136,7 +158,7 @@ class ReleaseAdmin(admin.ModelAdmin):
     search_fields = ("deployment_id", "version")
     list_select_related = ("project",)
     date_hierarchy = "created_at"
-    inlines = [GateCheckInline, RampCheckInline, ReleaseEventInline, ActionInline]
+    inlines = [AnalysisInline, GateCheckInline, RampCheckInline, ReleaseEventInline, ActionInline]
     readonly_fields = [f.name for f in Release._meta.fields] + ["links", "traffic_share"]
     actions = [
         _override(
@@ -179,16 +201,19 @@ class ReleaseAdmin(admin.ModelAdmin):
         moves = ReleaseEvent.objects.filter(release=obj, kind=ReleaseEvent.Kind.TRAFFIC).order_by(
             "created_at"
         )
-        stages = (obj.ramp_policy or {}).get("stages", [])
+        canary = list(obj.analyses.filter(kind=Analysis.Kind.CANARY).order_by("pk"))
+        stage = canary[-1] if canary else None
+        stages = stage.policy.get("stages", []) if stage is not None else []
         if not stages and not moves:
             return "—"
+        placed = [a.stage for a in canary if a.started_at is not None]
+        in_place = placed[-1] if placed else None
         plan = " → ".join(
-            f"[{s['percent']:g}%]" if i == obj.ramp_stage else f"{s['percent']:g}%"
-            for i, s in enumerate(stages)
+            f"[{s['percent']:g}%]" if i == in_place else f"{s['percent']:g}%" for i, s in enumerate(stages)
         )
         rows = [(f"{e.created_at:%Y-%m-%d %H:%M:%S} UTC", f"{e.data.get('percent', 0):g}%") for e in moves]
         history = format_html_join("", "<div>{}: {}</div>", rows)
-        paused = " (paused)" if obj.ramp_paused else ""
+        paused = " (paused)" if stage is not None and stage.phase == Analysis.Phase.PAUSED else ""
         return format_html("<div>stages: {}{}</div>{}", plan, paused, history)
 
     @admin.display(description="links")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import LimitOffsetPagination
@@ -13,12 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from releases.inbound.schema import CONFLICT, INVALID, NOT_FOUND, REFUSED, UNSUPPORTED
-from releases.models import Action, GateCheck, RampCheck, Release, ReleaseEvent
+from releases.models import Action, Analysis, GateCheck, RampCheck, Release, ReleaseEvent
 from releases.ops.config import parse_duration
 from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
 
 
 class GateCheckSerializer(serializers.ModelSerializer):
+    phase = serializers.CharField(source="analysis.kind", help_text="gate or bake: the analysis it was for")
+
     class Meta:
         model = GateCheck
         fields = (
@@ -40,6 +42,26 @@ class RampCheckSerializer(serializers.ModelSerializer):
     class Meta:
         model = RampCheck
         fields = ("checked_at", "stage", "percent", "confirmation", "ok", "checks", "reasons", "duration_ms")
+
+
+class AnalysisSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Analysis
+        fields = (
+            "id",
+            "kind",
+            "stage",
+            "phase",
+            "policy",
+            "started_at",
+            "ends_at",
+            "next_check_at",
+            "consecutive_errors",
+            "passes",
+            "failures",
+            "extra_wait",
+            "ended_at",
+        )
 
 
 class ReleaseEventSerializer(serializers.ModelSerializer):
@@ -67,6 +89,48 @@ class ActionSerializer(serializers.ModelSerializer):
 class ReleaseSerializer(serializers.ModelSerializer):
     project = serializers.CharField(source="project.name")
     threshold = serializers.FloatField(source="project.crash_free_threshold")
+    # From the release's analyses (prefetched): when it is next checked and where a ramp is.
+    next_poll_at = serializers.SerializerMethodField()
+    ramp_stage = serializers.SerializerMethodField()
+    ramp_stage_since = serializers.SerializerMethodField()
+    ramp_paused = serializers.SerializerMethodField()
+
+    @staticmethod
+    def _open(obj: Release) -> Analysis | None:
+        return next((a for a in obj.analyses.all() if a.is_open), None)
+
+    @staticmethod
+    def _in_place(obj: Release) -> Analysis | None:
+        stages = [a for a in obj.analyses.all() if a.kind == Analysis.Kind.CANARY and a.started_at]
+        return max(stages, key=lambda a: a.pk, default=None)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_poll_at(self, obj: Release) -> Any:
+        analysis = self._open(obj)
+        return (
+            serializers.DateTimeField().to_representation(analysis.next_check_at)
+            if analysis and analysis.next_check_at
+            else None
+        )
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_ramp_stage(self, obj: Release) -> int | None:
+        analysis = self._in_place(obj)
+        return analysis.stage if analysis else None
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_ramp_stage_since(self, obj: Release) -> Any:
+        analysis = self._in_place(obj)
+        return (
+            serializers.DateTimeField().to_representation(analysis.started_at)
+            if analysis and analysis.started_at
+            else None
+        )
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_ramp_paused(self, obj: Release) -> bool:
+        analysis = self._open(obj)
+        return analysis is not None and analysis.phase == Analysis.Phase.PAUSED
 
     class Meta:
         model = Release
@@ -101,13 +165,14 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
 
 class ReleaseDetailSerializer(ReleaseSerializer):
+    analyses = AnalysisSerializer(many=True, read_only=True)
     checks = GateCheckSerializer(many=True, read_only=True)
     events = ReleaseEventSerializer(many=True, read_only=True)
     actions = ActionSerializer(many=True, read_only=True)
     ramp_checks = RampCheckSerializer(many=True, read_only=True)
 
     class Meta(ReleaseSerializer.Meta):
-        fields = (*ReleaseSerializer.Meta.fields, "checks", "ramp_checks", "events", "actions")
+        fields = (*ReleaseSerializer.Meta.fields, "analyses", "checks", "ramp_checks", "events", "actions")
 
 
 class OverrideSerializer(serializers.Serializer):
@@ -151,7 +216,9 @@ class ReleasePagination(LimitOffsetPagination):
     retrieve=extend_schema(responses={200: ReleaseDetailSerializer, 400: INVALID, **REFUSED, **NOT_FOUND}),
 )
 class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Release.objects.select_related("project").order_by("-created_at", "-id")
+    queryset = (
+        Release.objects.select_related("project").prefetch_related("analyses").order_by("-created_at", "-id")
+    )
     pagination_class = ReleasePagination
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:
@@ -170,7 +237,8 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
         if params.get("deployment"):
             queryset = queryset.filter(deployment_id=params["deployment"])
         if self.action == "retrieve":
-            queryset = queryset.prefetch_related("checks", "ramp_checks", "events", "actions")
+            checks = Prefetch("checks", GateCheck.objects.select_related("analysis"))
+            queryset = queryset.prefetch_related(checks, "ramp_checks", "events", "actions")
         return queryset
 
     def _override(self, request: Request, run: Any) -> Response:

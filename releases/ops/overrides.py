@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from releases.core.transitions import transition
 from releases.domain.lifecycle import ReleaseState
-from releases.models import Action, Release, ReleaseEvent
+from releases.models import Action, Analysis, Release, ReleaseEvent
 from releases.workflows.canary import ramp
 from releases.workflows.gate import start_gate
 from releases.workflows.promotion import start_promotion, start_rollback
@@ -35,10 +35,11 @@ def approve(release_id: int, username: str, note: str = "") -> Release:
         release = _locked(release_id)
         reason = f"approved by {username}" + (f": {note}" if note else "")
         if release.state == S.RAMPING:
-            if release.ramp_stage is None or _moving(release):
+            stage = release.open_analysis()
+            if stage is None or stage.phase == Analysis.Phase.WAITING or _moving(release):
                 raise OverrideRefused("the canary's traffic is moving; approve once it is at its stage")
             _note(release, username, f"advance now: {reason}")
-            ramp.advance(release, actor=_actor(username), reason=reason)
+            ramp.advance(release, actor=_actor(username), reason=reason, stage=stage)
             return release
         if release.state == S.GATING:
             transition(
@@ -46,7 +47,7 @@ def approve(release_id: int, username: str, note: str = "") -> Release:
                 S.PASSED,
                 actor=_actor(username),
                 reason=reason,
-                fields={"next_poll_at": None, "decided_at": timezone.now(), "verdict": "approved"},
+                fields={"decided_at": timezone.now(), "verdict": "approved"},
             )
         if release.state not in (S.PASSED, S.HELD, S.FAILED):
             raise OverrideRefused(f"cannot approve a release that is {release.state}")
@@ -68,7 +69,7 @@ def reject(release_id: int, username: str, note: str = "") -> Release:
                 S.FAILED,
                 actor=_actor(username),
                 reason=reason,
-                fields={"next_poll_at": None, "decided_at": timezone.now(), "verdict": "rejected"},
+                fields={"decided_at": timezone.now(), "verdict": "rejected"},
             )
         if release.state not in (S.FAILED, S.HELD, S.PROMOTED, S.SUPERSEDED):
             raise OverrideRefused(f"cannot reject a release that is {release.state}")
@@ -84,8 +85,12 @@ def pause(release_id: int, username: str, note: str = "") -> Release:
         release = _locked(release_id)
         if release.state == S.RAMPING:
             # Traffic stays where it is; no checks run and nothing moves until resumed.
-            Release.objects.filter(pk=release.pk).update(ramp_paused=True, next_poll_at=None)
-            release.ramp_paused = True
+            stage = release.open_analysis()
+            if stage is None or stage.phase == Analysis.Phase.PAUSED:
+                raise OverrideRefused("the ramp is already paused")
+            Analysis.objects.filter(pk=stage.pk).update(
+                phase=Analysis.Phase.PAUSED, next_check_at=None, updated_at=timezone.now()
+            )
             _note(release, username, f"ramp paused by {username}" + (f": {note}" if note else ""))
             return release
         if release.state != S.GATING:
@@ -95,7 +100,6 @@ def pause(release_id: int, username: str, note: str = "") -> Release:
             S.HELD,
             actor=_actor(username),
             reason=f"paused by {username}" + (f": {note}" if note else ""),
-            fields={"next_poll_at": None},
         )
     return release
 
@@ -104,10 +108,11 @@ def resume(release_id: int, username: str, note: str = "") -> Release:
     with transaction.atomic():
         release = _locked(release_id)
         if release.state == S.RAMPING:
-            if not release.ramp_paused:
+            stage = release.open_analysis()
+            if stage is None or stage.phase != Analysis.Phase.PAUSED:
                 raise OverrideRefused("the ramp is not paused")
             _note(release, username, f"ramp resumed by {username}" + (f": {note}" if note else ""))
-            ramp.resume(release)
+            ramp.resume(stage)
             return release
         if release.state != S.HELD:
             raise OverrideRefused(f"only a held release can be resumed; this one is {release.state}")
@@ -139,9 +144,11 @@ def extend_wait(release_id: int, username: str, by: timedelta) -> Release:
         release = _locked(release_id)
         if release.state not in (S.GATING, S.HELD):
             raise OverrideRefused(f"cannot extend the wait of a release that is {release.state}")
-        extra = release.extra_wait + by
-        Release.objects.filter(pk=release.pk).update(extra_wait=extra)
-        release.extra_wait = extra
+        gate = release.latest_analysis(Analysis.Kind.GATE)
+        if gate is None:
+            raise OverrideRefused("this release has no gate to extend")
+        extra = gate.extra_wait + by
+        Analysis.objects.filter(pk=gate.pk).update(extra_wait=extra)
         ReleaseEvent.objects.create(
             release=release,
             kind=ReleaseEvent.Kind.OVERRIDE,

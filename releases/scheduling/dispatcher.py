@@ -1,8 +1,8 @@
 """The dispatcher, run by beat every second: send the polls (and canary ticks) that are due.
 
-When a release is next polled lives in PostgreSQL (``next_poll_at``), never in a broker
-countdown (see releases/workflows/polls.py for why). The dispatcher takes the due releases in
-one transaction, leasing them, and sends one ``poll_batch`` per project for up to 100 releases.
+When an analysis is next checked lives in PostgreSQL (``Analysis.next_check_at``), never in a
+broker countdown (see releases/workflows/polls.py for why). The dispatcher takes the due analyses
+in one transaction, leasing them, and sends one ``poll_batch`` per project for up to 100 releases.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from releases.core.publish import task
-from releases.domain.lifecycle import ReleaseState
-from releases.models import Release
-from releases.workflows.polls import batch_size, enqueue_poll
+from releases.models import Analysis
+from releases.workflows.polls import POLLED, batch_size, enqueue_poll
 
 logger = logging.getLogger(__name__)
-S = ReleaseState
-GATE_OR_BAKE = Q(state=S.GATING) | Q(state=S.PROMOTED, watch_until__isnull=False)
+RUNNING = Q(phase=Analysis.Phase.RUNNING)
+GATE_OR_BAKE = Q(RUNNING, kind__in=POLLED)
 
 
 def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime]]:
-    """(id, generation, state, project, when due) of up to ``limit`` due releases, leased.
+    """(id, generation, kind, project, when due) of up to ``limit`` due analyses, leased.
 
     A project's due gate and bake polls are topped up with its polls due next (within
     POLL_COALESCE seconds) to fill whole batches: 120 due take 200 if 80 more are due soon, so
@@ -39,28 +38,28 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
     """
     soon = now + timedelta(seconds=settings.POLL_COALESCE)
     size = batch_size()
-    fields = ("pk", "generation", "state", "project_id", "next_poll_at")
+    fields = ("pk", "generation", "kind", "release__project_id", "next_check_at")
     with transaction.atomic():
         due = dict(
-            Release.objects.filter(GATE_OR_BAKE, next_poll_at__lte=now)
-            .values("project_id")
+            Analysis.objects.filter(GATE_OR_BAKE, next_check_at__lte=now)
+            .values("release__project_id")
             .annotate(n=Count("pk"))
-            .values_list("project_id", "n")
+            .values_list("release__project_id", "n")
         )
         candidates = (
-            Release.objects.select_for_update(skip_locked=True)
+            Analysis.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(
-                Q(GATE_OR_BAKE, next_poll_at__lte=soon, project_id__in=due)
-                | Q(state=S.RAMPING, ramp_paused=False, next_poll_at__lte=now)
+                Q(GATE_OR_BAKE, next_check_at__lte=soon, release__project_id__in=due)
+                | Q(RUNNING, kind=Analysis.Kind.CANARY, next_check_at__lte=now)
             )
-            .order_by("next_poll_at", "pk")
+            .order_by("next_check_at", "pk")
             .values_list(*fields)
         )
         taken: dict[int, int] = {}
         rows = []
         for row in candidates:
-            _, _, state, project_id, _ = row
-            if state != S.RAMPING:
+            _, _, kind, project_id, _ = row
+            if kind != Analysis.Kind.CANARY:
                 whole_batches = -(-due.get(project_id, 0) // size) * size
                 if taken.get(project_id, 0) >= whole_batches:
                     continue
@@ -68,14 +67,14 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
             rows.append(row)
             if len(rows) >= limit:
                 break
-        Release.objects.filter(pk__in=[row[0] for row in rows]).update(next_poll_at=lease)
+        Analysis.objects.filter(pk__in=[row[0] for row in rows]).update(next_check_at=lease)
     return rows
 
 
 def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[str, int]:
     """Publish the polls (and canary ticks) that are due: the scheduler, run by beat every second.
 
-    One statement takes up to ``limit`` due releases and pushes their ``next_poll_at`` out by the
+    One transaction takes up to ``limit`` due analyses and pushes their ``next_check_at`` out by the
     dispatch lease, so the next run does not send them again while their message waits in the
     queue; a lost message is simply due again when the lease ends. Gate and bake polls go out as
     one ``poll_batch`` per Sentry project and environment (up to 100 releases each).
@@ -84,12 +83,12 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
     rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
     by_project: dict[int, list[tuple[int, int, float]]] = {}
     ticks, size = 0, batch_size()
-    for release_id, generation, state, project_id, due_at in rows:
-        if state == S.RAMPING:
-            enqueue_poll(release_id, generation)
+    for analysis_id, generation, kind, project_id, due_at in rows:
+        if kind == Analysis.Kind.CANARY:
+            enqueue_poll(analysis_id, generation)
             ticks += 1
         else:
-            by_project.setdefault(project_id, []).append((release_id, generation, due_at.timestamp()))
+            by_project.setdefault(project_id, []).append((analysis_id, generation, due_at.timestamp()))
     batches = 0
     for items in by_project.values():
         for first in range(0, len(items), size):

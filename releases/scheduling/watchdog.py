@@ -12,11 +12,9 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from releases.core.outbox import dispatch, recover_expired
-from releases.domain.lifecycle import ReleaseState
-from releases.models import Action, Release
+from releases.models import Action, Analysis
 
 logger = logging.getLogger(__name__)
-S = ReleaseState
 WATCHDOG_GRACE = timedelta(seconds=15)
 WATCHDOG_BATCH = 1000
 
@@ -30,8 +28,12 @@ def redrive(now: datetime | None = None) -> dict[str, int]:
     """
     now = now or timezone.now()
     cutoff = now - WATCHDOG_GRACE
-    # A gating release with no next poll at all would never be judged: give it one.
-    orphans = Release.objects.filter(state=S.GATING, next_poll_at__isnull=True).update(next_poll_at=now)
+    # A running gate or bake watch with no next check at all would never be judged: give it one.
+    orphans = Analysis.objects.filter(
+        phase=Analysis.Phase.RUNNING,
+        kind__in=(Analysis.Kind.GATE, Analysis.Kind.BAKE),
+        next_check_at__isnull=True,
+    ).update(next_check_at=now)
     redriven, given_up = recover_expired(now)
     actions = list(
         Action.objects.filter(

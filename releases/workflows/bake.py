@@ -14,38 +14,39 @@ from django.db import transaction
 from django.utils import timezone
 
 from releases.core.transitions import GATEKEEPER
-from releases.domain.lifecycle import ReleaseState
 from releases.domain.verdict import Policy
-from releases.models import Release, ReleaseEvent
-
-S = ReleaseState
+from releases.models import Analysis, Project, Release, ReleaseEvent
 
 
-def watch_policy(release: Release) -> Policy:
+def watch_policy(project: Project) -> Policy:
     """The gate's policy with the post-promotion bar and no deadline of its own (the watch has one)."""
-    policy = release.policy()
-    project = release.project
+    policy = project.policy()
     return replace(
         policy,
         crash_free_threshold=project.watch_threshold or project.crash_free_threshold,
-        max_wait=project.watch_after_promotion.total_seconds() + release.elapsed() + 86400.0,
+        max_wait=project.watch_after_promotion.total_seconds() + 86400.0,
     )
 
 
-def start_watch(release: Release) -> None:
+def start_watch(release: Release) -> Analysis | None:
     """Keep polling a release that just went live, for the project's watch_after_promotion."""
     project = release.project
     if not release.version or project.watch_after_promotion <= timedelta(0) or project.dry_run:
-        return
+        return None
+    if release.analyses.filter(phase__in=Analysis.OPEN).exists():
+        return None  # already watched: mark_live said "new" twice
     now = timezone.now()
-    generation = release.generation + 1
-    Release.objects.filter(pk=release.pk).update(
-        watch_until=now + project.watch_after_promotion,
-        next_poll_at=now + project.poll_interval,
-        generation=generation,
-        consecutive_errors=0,
+    return Analysis.objects.create(
+        release=release,
+        kind=Analysis.Kind.BAKE,
+        policy=watch_policy(project).to_json(),
+        generation=1,
+        next_check_at=now + project.poll_interval,
+        started_at=now,
+        ends_at=now + project.watch_after_promotion,
+        created_at=now,
+        updated_at=now,
     )
-    release.generation, release.watch_until = generation, now + project.watch_after_promotion
 
 
 def watch_if_new(release: Release | None) -> None:
@@ -54,10 +55,19 @@ def watch_if_new(release: Release | None) -> None:
         start_watch(release)
 
 
-def end_watch(release: Release, generation: int) -> str:
+def end_watch(analysis: Analysis) -> str:
+    """The watch ran its course without a breach: it passed."""
+    release = analysis.release
     with transaction.atomic():
-        ended = Release.objects.filter(pk=release.pk, state=S.PROMOTED, generation=generation).update(
-            watch_until=None, next_poll_at=None, generation=generation + 1
+        now = timezone.now()
+        ended = Analysis.objects.filter(
+            pk=analysis.pk, phase=Analysis.Phase.RUNNING, generation=analysis.generation
+        ).update(
+            phase=Analysis.Phase.PASSED,
+            next_check_at=None,
+            ended_at=now,
+            updated_at=now,
+            generation=analysis.generation + 1,
         )
         if ended:
             ReleaseEvent.objects.create(

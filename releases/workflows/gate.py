@@ -7,50 +7,74 @@ pure ``releases/domain/verdict.py``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from notifications.intents import facts_for, slack_spec
 from releases.core.transitions import GATEKEEPER, enter, transition
 from releases.domain.lifecycle import ReleaseState
 from releases.domain.verdict import OnTimeout, Outcome, Verdict
-from releases.models import Release
+from releases.models import Analysis, Release
 from releases.workflows.promotion import start_promotion, start_rollback
 
 S = ReleaseState
 
 
-def gate_start(release: Release, now: datetime) -> tuple[dict[str, Any], str]:
-    """What starting the gate writes: the release's fields, and the reason its history gives.
-
-    Due now: the next dispatch (within DISPATCH_INTERVAL) sends the first poll, so the webhook
-    request that started the gate publishes nothing.
-    """
+def _reason(release: Release) -> str:
     project = release.project
-    reason = (
+    return (
         f"gating: waiting for {project.min_sessions} sessions at a crash-free rate of at least "
         f"{project.crash_free_threshold * 100:.2f}%"
     )
-    fields = {"next_poll_at": now, "consecutive_errors": 0, "generation": release.generation + 1}
-    if release.gating_started_at is None:
-        fields["gating_started_at"] = now
-    return fields, reason
+
+
+def _open_analysis(release: Release, now: datetime, *, resumed: bool) -> Analysis:
+    """The gate's analysis, due for its first check now: the next dispatch (within
+    DISPATCH_INTERVAL) sends it, so the webhook request that started the gate publishes nothing.
+
+    A gate a human resumes carries on with its own clock and extra wait; the policy is the one
+    it started with."""
+    gate = release.latest_analysis(Analysis.Kind.GATE) if resumed else None
+    if gate is None:
+        return Analysis.objects.create(
+            release=release,
+            kind=Analysis.Kind.GATE,
+            policy=release.project.policy().to_json(),
+            generation=1,
+            next_check_at=now,
+            started_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    gate.phase, gate.generation, gate.next_check_at = Analysis.Phase.RUNNING, gate.generation + 1, now
+    gate.consecutive_errors, gate.ended_at, gate.updated_at = 0, None, now
+    gate.save(
+        update_fields=["phase", "generation", "next_check_at", "consecutive_errors", "ended_at", "updated_at"]
+    )
+    return gate
 
 
 def start_gate(release: Release, *, reason: str = "") -> bool:
-    """received/held -> gating, due for its first poll now."""
-    fields, default_reason = gate_start(release, timezone.now())
-    return (
-        transition(release, S.GATING, actor=GATEKEEPER, reason=reason or default_reason, fields=fields)
-        is not None
-    )
+    """received/held -> gating, with its gate analysis due for a first check now."""
+    now = timezone.now()
+    resumed = release.gating_started_at is not None
+    fields = {} if resumed else {"gating_started_at": now}
+    with transaction.atomic():
+        moved = transition(
+            release, S.GATING, actor=GATEKEEPER, reason=reason or _reason(release), fields=fields
+        )
+        if moved is None:
+            return False
+        _open_analysis(release, now, resumed=resumed)
+    return True
 
 
 def open_gate(release: Release) -> None:
-    """A new release (not yet saved) written already gating, due for its first poll now."""
-    fields, reason = gate_start(release, timezone.now())
-    enter(release, S.GATING, actor=GATEKEEPER, reason=reason, fields=fields)
+    """A new release (not yet saved) written already gating, its gate analysis due now."""
+    now = timezone.now()
+    enter(release, S.GATING, actor=GATEKEEPER, reason=_reason(release), fields={"gating_started_at": now})
+    _open_analysis(release, now, resumed=False)
 
 
 def decide(release: Release, verdict: Verdict) -> None:

@@ -16,7 +16,7 @@ from notifications.intents import facts_for, page_spec, slack_spec
 from notifications.messages import admin_url, percent, sentry_release_url
 from releases.core.outbox import ActionSpec, enqueue_actions, write_actions
 from releases.core.production import known_good
-from releases.core.transitions import GATEKEEPER, transition
+from releases.core.transitions import GATEKEEPER, stop_analyses, transition
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Incident, Release
 
@@ -47,7 +47,6 @@ def rollback_live(
             "verdict_rule": "alert" if incident else "breach",
             "verdict_reasons": [cause],
             "decided_at": timezone.now(),
-            "next_poll_at": None,
         }
         if transition(release, S.FAILED, actor=actor, reason=cause, fields=decided) is None:
             return "already"
@@ -93,9 +92,7 @@ def rollback_live(
         ]
         enqueue_actions(write_actions(release, specs))
         # Reported once: a watch that kept polling would only find the same breach again.
-        Release.objects.filter(pk=release.pk, watch_until__isnull=False).update(
-            watch_until=None, next_poll_at=None
-        )
+        stop_analyses(release)
         return "no-target"
     # Keys named by the alert (or the breach): one rollback per release is the compare-and-set's
     # job, and naming them saves the decision a query on the way to the rollback.
@@ -133,7 +130,7 @@ def rollback_live(
         actor=actor,
         reason=cause,
         actions=specs,
-        fields={"rollback_target": target.deployment_id, "watch_until": None, "next_poll_at": None},
+        fields={"rollback_target": target.deployment_id},
     )
     if moved is None:
         return "already"

@@ -161,8 +161,9 @@ def test_the_bake_watch_rolls_back_a_crashing_release_without_any_alert(
         what="the bake watch to roll it back",
     )
     assert [r["path"].rsplit("/", 1)[-1] for r in rollbacks(e2e)] == [BASELINE]
-    check = release.checks.filter(phase="bake").order_by("-checked_at").first()
+    check = release.checks.filter(analysis__kind="bake").order_by("-checked_at").first()
     assert check is not None and check.outcome == "fail"
+    assert check.analysis.phase == "failed"
     assert (
         "bake watch"
         in wait_for(lambda: incidents(e2e), what="the page")[0]["events"][0]["payload"]["custom_details"][

@@ -203,7 +203,9 @@ def test_an_unreachable_provider_never_advances(project: Project, e2e: Simulator
     deploy_canary(e2e, errors_per_minute=0)
     wait_for(lambda: RampCheck.objects.filter(release__deployment_id=CANARY).count() >= 4, what="four checks")
     release = Release.objects.get(deployment_id=CANARY)
-    assert release.state == S.RAMPING and release.ramp_stage == 0
+    stage = release.open_analysis()
+    assert release.state == S.RAMPING and stage is not None and (stage.kind, stage.stage) == ("canary", 0)
+    assert stage.failures >= 4 and stage.passes == 0
     assert not RampCheck.objects.filter(release=release, ok=True).exists()
     assert "could not measure" in RampCheck.objects.filter(release=release).first().reasons[0]
     assert vercel_posts(e2e, "/rolling-release/approve-stage") == []

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
 from releases.domain.lifecycle import ReleaseState
-from tests.factories import make_project, make_release
+from tests.factories import gating_release, make_project, make_release
 from tests.fuzz import strategies as hs
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest
 
@@ -54,7 +54,7 @@ def scene(settings: Any, no_broker: list[Any]) -> Scene:
     project = make_project()
     now = timezone.now()
     releases = [
-        make_release(project, state=S.GATING, next_poll_at=now, gating_started_at=now),
+        gating_release(project),
         make_release(project, state=S.HELD),
         make_release(project, state=S.FAILED),
         make_release(project, state=S.PROMOTED, promoted_at=now),

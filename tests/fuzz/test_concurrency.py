@@ -116,7 +116,7 @@ def test_fifty_identical_vercel_deliveries_start_one_gate(web: str) -> None:
 
     assert Counter(codes) == {202: 1, 200: COPIES - 1}, Counter(codes)
     release = Release.objects.get()
-    assert release.state == S.GATING and release.next_poll_at is not None
+    assert release.state == S.GATING and release.analyses.get().next_check_at is not None
     assert WebhookDelivery.objects.count() == 1
     assert ReleaseEvent.objects.filter(to_state=S.GATING).count() == 1
 

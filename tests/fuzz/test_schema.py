@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from releases.domain.lifecycle import ReleaseState
-from tests.factories import make_project, make_release
+from tests.factories import gating_release, make_project, make_release
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest
 
 S = ReleaseState
@@ -61,7 +61,7 @@ def releases(db: Any, settings: Any, no_broker: list[Any]) -> list[int]:
     project = make_project()
     now = timezone.now()
     made = [
-        make_release(project, state=S.GATING, next_poll_at=now, gating_started_at=now),
+        gating_release(project),
         make_release(project, state=S.HELD),
         make_release(project, state=S.PROMOTED, promoted_at=now),
     ]

@@ -28,9 +28,9 @@ from releases.integrations.http import HttpClient
 from releases.integrations.posthog.client import PostHogClient
 from releases.integrations.sentry.client import SentryClient
 from releases.integrations.vercel.client import VercelClient
-from releases.models import Action, Project, Release
+from releases.models import Action, Project
 from releases.workflows import polls
-from tests.factories import make_project, make_release
+from tests.factories import gating_release, make_project, make_release
 from tests.fuzz.leaks import admin_pages, captured_logs, distinctive, leaks, stored_text
 from tests.releases.inbound.test_sentry import alert, compact, signature
 
@@ -182,11 +182,11 @@ def test_echoed_credentials_reach_no_log_message_admin_page_or_api_answer(
     Project.objects.filter(pk=project.pk).update(
         live_deployment_id=live.deployment_id, live_since=now - timedelta(hours=1)
     )
-    gating = make_release(project, state=S.GATING, next_poll_at=now, gating_started_at=now)
+    gating = gating_release(project).analyses.get()
 
     with captured_logs() as logs:
         # Sentry answers 500 to the gate's poll, quoting the token: the error is kept on the check.
-        polls.poll_once(gating.pk, gating.generation + 0)
+        polls.poll_once(gating.pk, gating.generation)
         # A critical alert: Vercel refuses the rollback (401, quoted), PagerDuty refuses the page
         # (400, quoting the event with its routing key), Slack is told about both.
         body = compact(alert())
@@ -204,7 +204,7 @@ def test_echoed_credentials_reach_no_log_message_admin_page_or_api_answer(
     failed = dict(Action.objects.filter(status="failed").values_list("kind", "last_error"))
     assert {"rollback", "pagerduty"} <= failed.keys(), failed
     assert "[redacted]" in failed["rollback"] and "HTTP 401" in failed["rollback"]
-    assert Release.objects.get(pk=gating.pk).checks.exclude(error="").exists()
+    assert gating.checks.exclude(error="").exists()
     assert echo.slack, "Slack was never told"
     assert "HTTP Request: POST" in logs.getvalue()  # httpx's own lines, URLs included, were captured
     texts = {
@@ -213,7 +213,7 @@ def test_echoed_credentials_reach_no_log_message_admin_page_or_api_answer(
         **stored_text(),
         **admin_pages(client),  # logs the superuser in, so the API answers below as well
         "api": client.get(f"/api/releases/{live.pk}/").content.decode(),
-        "api (gating)": client.get(f"/api/releases/{gating.pk}/").content.decode(),
+        "api (gating)": client.get(f"/api/releases/{gating.release_id}/").content.decode(),
     }
     assert live.deployment_id in texts["api"]  # the API did show the release
     assert leaks(values, texts) == []

@@ -26,8 +26,9 @@ from releases.core.outbox import (
 from releases.core.production import lock_project, mark_live
 from releases.core.transitions import GATEKEEPER, transition
 from releases.domain.lifecycle import ReleaseState
-from releases.models import Action, Project, Release, ReleaseEvent
+from releases.models import Action, Analysis, Project, Release, ReleaseEvent
 from releases.workflows.bake import watch_if_new
+from releases.workflows.canary.ramp import current_stage
 from releases.workflows.canary.traffic import router_for
 from releases.workflows.promotion import held_after_failure
 
@@ -90,7 +91,8 @@ def _check_stages(release: Release, now_stages: tuple[float, ...] | None) -> Non
     release already started; a mismatch stops the ramp for a human (held), saying both lists."""
     if not now_stages:
         return
-    wanted = tuple(float(s["percent"]) for s in (release.ramp_policy or {}).get("stages", []))
+    stage = current_stage(release)
+    wanted = tuple(float(s["percent"]) for s in (stage.policy if stage else {}).get("stages", []))
     have = tuple(float(p) for p in now_stages)
     if wanted and have != wanted:
         raise ProviderError(
@@ -182,16 +184,20 @@ def _moved(action: Action, done: Done) -> None:
         return
     if release.state != S.RAMPING:
         return
+    analysis = current_stage(release)
+    if analysis is None or analysis.stage != stage or not analysis.is_open:
+        return
+    # The stage's traffic is in place: its analysis starts now, checked once its hold is over.
     now = timezone.now()
-    hold = float((release.ramp_policy or {})["stages"][stage].get("hold", 0))
-    generation = release.generation + 1
-    Release.objects.filter(pk=release.pk).update(
-        ramp_stage=stage,
-        ramp_stage_since=now,
-        ramp_passes=0,
-        ramp_failures=0,
-        generation=generation,
-        next_poll_at=now + timedelta(seconds=hold),
+    hold = float(analysis.policy["stages"][stage].get("hold", 0))
+    Analysis.objects.filter(pk=analysis.pk).update(
+        phase=Analysis.Phase.RUNNING if analysis.phase == Analysis.Phase.WAITING else analysis.phase,
+        started_at=now,
+        passes=0,
+        failures=0,
+        generation=analysis.generation + 1,
+        next_check_at=now + timedelta(seconds=hold),
+        updated_at=now,
     )
 
 
@@ -215,7 +221,7 @@ def _move_failed(action: Action, error: str) -> None:
     if not Release.objects.filter(pk=action.release_id, state__in=(S.RAMPING, S.ROLLING_BACK)).exists():
         return
     what = "canary abort" if action.payload.get("op") == "abort" else "canary traffic move"
-    held_after_failure(action, error, what, fields={"next_poll_at": None})
+    held_after_failure(action, error, what)
 
 
 def _on_success(action: Action, done: Done) -> None:

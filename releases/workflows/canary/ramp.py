@@ -7,9 +7,11 @@ move on. A failed check, an error or a timeout never moves traffic; ``failures_t
 checks in a row abort the ramp when ``abort_on_failure`` is set: all traffic back to the previous
 deployment, the on-call paged, the channel told.
 
-The ramp's tick rides the gate's poll chain: the same task, the same claim by generation, the
-same ``next_poll_at`` the watchdog re-drives. Every traffic move is an outbox action keyed by its
-stage, so it happens at most once per stage, and is checked against the router before it is sent.
+Each stage is an analysis of its own (``Analysis`` of kind canary): its checks, its counters of
+passes and failures, its schedule. Its tick rides the gate's poll chain: the same task, the same
+claim by generation, the same ``next_check_at`` the dispatcher sends when due. Every traffic move
+is an outbox action keyed by its stage, so it happens at most once per stage, and is checked
+against the router before it is sent.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from releases.core.production import known_good
 from releases.core.transitions import GATEKEEPER, transition
 from releases.domain.lifecycle import ReleaseState
 from releases.domain.policy import CanaryPolicy
-from releases.models import Action, Project, RampCheck, Release, ReleaseEvent
+from releases.models import Action, Analysis, Project, RampCheck, Release, ReleaseEvent
 from releases.workflows.canary.measuring import SloResult, run_checks, specs_from
 from releases.workflows.rollback import links_for
 
@@ -69,34 +71,53 @@ def start_ramp(release: Release) -> bool:
         ),
     )
     specs = [
-        _move(release, "start", 0, previous),
+        _move(release, policy, "start", 0, previous),
         *slack_spec(release, facts, key=f"slack:{release.pk}:ramp-start"),
     ]
-    moved = transition(
-        release,
-        S.RAMPING,
-        actor=GATEKEEPER,
-        reason=f"ramping: {first:g}% first, checks before every step",
-        actions=specs,
-        fields={
-            "rollback_target": previous,
-            "ramp_policy": policy,
-            "ramp_stage": None,
-            "ramp_stage_since": None,
-            "ramp_passes": 0,
-            "ramp_failures": 0,
-            "ramp_paused": False,
-            "gating_started_at": timezone.now(),
-            "next_poll_at": None,
-            "generation": release.generation + 1,
-        },
+    now = timezone.now()
+    with transaction.atomic():
+        moved = transition(
+            release,
+            S.RAMPING,
+            actor=GATEKEEPER,
+            reason=f"ramping: {first:g}% first, checks before every step",
+            actions=specs,
+            fields={"rollback_target": previous, "gating_started_at": now},
+        )
+        if moved is None:
+            return False
+        open_stage(release, policy, 0)
+    return True
+
+
+def open_stage(release: Release, policy: dict[str, Any], stage: int) -> Analysis:
+    """A stage's analysis, waiting until its traffic is in place (the move's success starts it)."""
+    now = timezone.now()
+    return Analysis.objects.create(
+        release=release,
+        kind=Analysis.Kind.CANARY,
+        stage=stage,
+        phase=Analysis.Phase.WAITING,
+        policy=policy,
+        created_at=now,
+        updated_at=now,
     )
-    return moved is not None
 
 
-def _move(release: Release, op: str, stage: int, previous: str) -> ActionSpec:
+def current_stage(release: Release) -> Analysis | None:
+    """The ramp's latest stage analysis: the one open, or the last one that ended."""
+    return release.latest_analysis(Analysis.Kind.CANARY)
+
+
+def stage_in_place(release: Release) -> Analysis | None:
+    """The latest stage whose traffic was in place (a stage waiting for its move is not)."""
+    return (
+        release.analyses.filter(kind=Analysis.Kind.CANARY, started_at__isnull=False).order_by("-pk").first()
+    )
+
+
+def _move(release: Release, policy: dict[str, Any], op: str, stage: int, previous: str) -> ActionSpec:
     """One traffic move, keyed by its stage: at most once per stage."""
-    policy = release.ramp_policy or release.project.canary or {}
     stages = policy.get("stages", [])
     percent = 100 if op == "complete" else stages[stage]["percent"] if stage < len(stages) else None
     key = f"traffic:{release.pk}:{'stage-' + str(stage) if op in ('start', 'stage') else op}"
@@ -114,34 +135,26 @@ def _move(release: Release, op: str, stage: int, previous: str) -> ActionSpec:
     )
 
 
-def tick(release: Release, generation: int) -> str:
-    """One look at a ramping release: wait out the hold, check, and advance, wait or abort."""
+def tick(analysis: Analysis, generation: int) -> str:
+    """One look at a canary stage: wait out its hold, check, and advance, wait or abort."""
     now = timezone.now()
-    if release.ramp_paused:
-        return "paused"
-    if release.ramp_stage is None:
-        return "waiting-for-traffic"  # the start's success makes the first tick due
-    stages = (release.ramp_policy or {})["stages"]
-    hold_end = (release.ramp_stage_since or now) + timedelta(
-        seconds=stages[release.ramp_stage].get("hold", 0)
-    )
+    release = analysis.release
+    if release.state != S.RAMPING or analysis.started_at is None:
+        return "not-running"
+    stages = analysis.policy["stages"]
+    hold_end = analysis.started_at + timedelta(seconds=stages[analysis.stage or 0].get("hold", 0))
+    running = Analysis.objects.filter(pk=analysis.pk, phase=Analysis.Phase.RUNNING, generation=generation)
     if hold_end > now + timedelta(seconds=1):
-        # Due again when the hold ends; dispatch_due sends the tick then.
-        Release.objects.filter(pk=release.pk, generation=generation, state=S.RAMPING).update(
-            next_poll_at=hold_end
-        )
+        running.update(next_check_at=hold_end)  # due again when the hold ends
         return "holding"
-    specs = specs_for_policy(release)
-    claimed = Release.objects.filter(pk=release.pk, state=S.RAMPING, generation=generation).update(
-        generation=generation + 1, next_poll_at=now + tick_lease(specs)
-    )
-    if claimed != 1:
+    specs = specs_for_policy(release, analysis.policy)
+    if running.update(generation=generation + 1, next_check_at=now + tick_lease(specs)) != 1:
         return "lost-claim"
     previous = Release.objects.filter(deployment_id=release.rollback_target).first()
     started = time.monotonic()
     result = run_checks(release.project, release, previous, specs=specs)
     duration_ms = int((time.monotonic() - started) * 1000)
-    return _record(release.pk, generation + 1, result, duration_ms)
+    return _record(analysis.pk, generation + 1, result, duration_ms)
 
 
 def tick_lease(specs: list[Any]) -> timedelta:
@@ -152,24 +165,32 @@ def tick_lease(specs: list[Any]) -> timedelta:
     return min(TICK_LEASE, timedelta(seconds=2 * slowest + TICK_MARGIN))
 
 
-def specs_for_policy(release: Release) -> list[Any]:
+def specs_for_policy(release: Release, policy: dict[str, Any]) -> list[Any]:
     """The checks of the policy the ramp started with."""
-    return specs_from(release.ramp_policy, release.project.name)
+    return specs_from(policy, release.project.name)
 
 
-def _record(release_id: int, generation: int, result: SloResult, duration_ms: int) -> str:
-    """Store the check and decide, in one transaction; the next check is due at next_poll_at."""
+def _record(analysis_id: int, generation: int, result: SloResult, duration_ms: int) -> str:
+    """Store the check and decide, in one transaction; the next check is due at next_check_at."""
     with transaction.atomic():
+        release_id = Analysis.objects.values_list("release_id", flat=True).get(pk=analysis_id)
         release = Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=release_id)
-        if release.state != S.RAMPING or release.generation != generation:
+        analysis = Analysis.objects.select_for_update().get(pk=analysis_id)
+        analysis.release = release
+        if (
+            release.state != S.RAMPING
+            or analysis.phase != Analysis.Phase.RUNNING
+            or analysis.generation != generation
+        ):
             return "moved-on"
-        policy = CanaryPolicy.from_json(release.ramp_policy)
-        stage = release.ramp_stage or 0
+        policy = CanaryPolicy.from_json(analysis.policy)
+        stage = analysis.stage or 0
         percent = policy.stages[stage].percent
-        passes = release.ramp_passes + 1 if result.ok else 0
-        failures = 0 if result.ok else release.ramp_failures + 1
+        passes = analysis.passes + 1 if result.ok else 0
+        failures = 0 if result.ok else analysis.failures + 1
         RampCheck.objects.create(
             release=release,
+            analysis=analysis,
             stage=stage,
             percent=percent,
             confirmation=passes if result.ok else failures,
@@ -179,54 +200,83 @@ def _record(release_id: int, generation: int, result: SloResult, duration_ms: in
             duration_ms=duration_ms,
         )
         now = timezone.now()
-        interval = policy.confirmation_interval
+        analysis.passes, analysis.failures, analysis.updated_at = passes, failures, now
         if result.ok and passes >= policy.confirmations:
-            advance(release, actor=GATEKEEPER, reason=f"{passes} passing checks at {percent:g}%")
+            advance(
+                release, actor=GATEKEEPER, reason=f"{passes} passing checks at {percent:g}%", stage=analysis
+            )
             return "advancing"
         if not result.ok and policy.abort_on_failure and failures >= policy.failures_to_abort:
-            abort(release, actor=GATEKEEPER, reason=f"SLO check failed at {percent:g}%", result=result)
+            abort(
+                release,
+                actor=GATEKEEPER,
+                reason=f"SLO check failed at {percent:g}%",
+                result=result,
+                stage=analysis,
+            )
             return "aborting"
-        Release.objects.filter(pk=release.pk).update(
-            ramp_passes=passes, ramp_failures=failures, next_poll_at=now + timedelta(seconds=interval)
-        )
+        analysis.next_check_at = now + timedelta(seconds=policy.confirmation_interval)
+        analysis.save(update_fields=["passes", "failures", "next_check_at", "updated_at"])
         return "confirming" if result.ok else "failed-check"
 
 
-def resume(release: Release) -> None:
-    """A paused ramp checks again now (its confirmations start over)."""
-    Release.objects.filter(pk=release.pk).update(
-        ramp_paused=False, ramp_passes=0, generation=release.generation + 1, next_poll_at=timezone.now()
+def resume(analysis: Analysis) -> None:
+    """A paused stage checks again now (its confirmations start over)."""
+    now = timezone.now()
+    Analysis.objects.filter(pk=analysis.pk).update(
+        phase=Analysis.Phase.RUNNING if analysis.started_at else Analysis.Phase.WAITING,
+        passes=0,
+        generation=analysis.generation + 1,
+        next_check_at=now if analysis.started_at else None,
+        updated_at=now,
     )
 
 
-def advance(release: Release, *, actor: str, reason: str) -> None:
-    """Write the move to the next stage (or completion); the move's success schedules the next tick."""
-    stages = (release.ramp_policy or {})["stages"]
-    nxt = (release.ramp_stage or 0) + 1
+def advance(release: Release, *, actor: str, reason: str, stage: Analysis | None = None) -> None:
+    """End this stage and write the move to the next one (or completion); the move's success
+    starts the next stage's analysis."""
+    current = stage or current_stage(release)
+    assert current is not None  # a ramping release has a stage
+    stages = current.policy["stages"]
+    nxt = (current.stage or 0) + 1
     op = "complete" if nxt >= len(stages) - 1 or stages[nxt]["percent"] >= 100 else "stage"
-    stage = len(stages) - 1 if op == "complete" else nxt
-    specs = [_move(release, op, stage, release.rollback_target)]
+    index = len(stages) - 1 if op == "complete" else nxt
+    specs = [_move(release, current.policy, op, index, release.rollback_target)]
     written = write_actions(release, specs)
-    Release.objects.filter(pk=release.pk).update(next_poll_at=None, ramp_passes=0)
+    now = timezone.now()
+    current.phase = Analysis.Phase.PASSED if actor == GATEKEEPER else Analysis.Phase.STOPPED
+    current.next_check_at, current.ended_at, current.updated_at = None, now, now
+    current.save(update_fields=["phase", "passes", "failures", "next_check_at", "ended_at", "updated_at"])
+    if op == "stage":
+        open_stage(release, current.policy, index)
     ReleaseEvent.objects.create(
         release=release,
         kind=ReleaseEvent.Kind.NOTE,
         actor=actor,
-        reason=f"{reason}: moving to {stages[stage]['percent']:g}%"
+        reason=f"{reason}: moving to {stages[index]['percent']:g}%"
         if op == "stage"
         else f"{reason}: completing",
-        data={"op": op, "stage": stage},
+        data={"op": op, "stage": index},
     )
     enqueue_actions(written)
 
 
-def abort(release: Release, *, actor: str, reason: str, result: SloResult | None = None) -> bool:
+def abort(
+    release: Release,
+    *,
+    actor: str,
+    reason: str,
+    result: SloResult | None = None,
+    stage: Analysis | None = None,
+) -> bool:
     """ramping -> rolling_back: all traffic to the previous deployment, then page and tell."""
     project = release.project
+    current = stage or current_stage(release)
+    placed = stage_in_place(release) if stage is None else stage
     previous = release.rollback_target
     reasons = tuple(result.reasons) if result is not None else ()
     name = release.version or release.deployment_id
-    percent = _percent(release)
+    percent = _percent(placed)
     summary = f"{project.name} {name}: canary aborted at {percent}; traffic back to {previous}"
     details = {
         "project": project.name,
@@ -244,7 +294,14 @@ def abort(release: Release, *, actor: str, reason: str, result: SloResult | None
         reasons=(reason, *reasons),
     )
     specs = [
-        _move(release, "abort", release.ramp_stage or 0, previous),  # first: its request leads
+        # First: its request leads.
+        _move(
+            release,
+            current.policy if current else {},
+            "abort",
+            (placed.stage or 0) if placed else 0,
+            previous,
+        ),
         *page_spec(
             release,
             summary=summary,
@@ -255,6 +312,11 @@ def abort(release: Release, *, actor: str, reason: str, result: SloResult | None
         ),
         *slack_spec(release, facts, key=f"slack:{release.pk}:ramp-abort"),
     ]
+    if current is not None and current.is_open and result is not None:
+        now = timezone.now()
+        current.phase, current.next_check_at, current.ended_at = Analysis.Phase.FAILED, None, now
+        current.updated_at = now
+        current.save(update_fields=["phase", "passes", "failures", "next_check_at", "ended_at", "updated_at"])
     moved = transition(
         release,
         S.ROLLING_BACK,
@@ -263,7 +325,6 @@ def abort(release: Release, *, actor: str, reason: str, result: SloResult | None
         actions=specs,
         data={"failed_checks": details["failed_checks"]},
         fields={
-            "next_poll_at": None,
             "verdict": "fail",
             "verdict_rule": "slo",
             "verdict_reasons": list((reason, *reasons)),
@@ -273,8 +334,9 @@ def abort(release: Release, *, actor: str, reason: str, result: SloResult | None
     return moved is not None
 
 
-def _percent(release: Release) -> str:
-    stages = (release.ramp_policy or {}).get("stages", [])
-    if release.ramp_stage is None or release.ramp_stage >= len(stages):
+def _percent(placed: Analysis | None) -> str:
+    """The traffic in place, as a message says it."""
+    stages = placed.policy.get("stages", []) if placed is not None else []
+    if placed is None or placed.stage is None or placed.stage >= len(stages):
         return "its first stage"
-    return f"{stages[release.ramp_stage]['percent']:g}%"
+    return f"{stages[placed.stage]['percent']:g}%"

@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from releases.core.outbox import ActionSpec
 from releases.core.transitions import transition
 from releases.domain.lifecycle import ALLOWED, FINAL, IllegalTransition, ReleaseState, check_allowed
 from releases.models import Action, Project, Release, ReleaseEvent
-from tests.factories import make_project, make_release
+from tests.factories import make_analysis, make_project, make_release
 
 pytestmark = pytest.mark.django_db
 
@@ -161,13 +162,43 @@ def test_expected_state_is_what_the_compare_and_set_checks(project: Project) -> 
 
 
 def test_fields_are_written_with_the_move(project: Project) -> None:
-    release = make_release(project, state=S.GATING, generation=3)
+    release = make_release(project, state=S.GATING)
 
     transition(release, S.HELD, actor="gatekeeper", reason="x", fields={"verdict": "inconclusive"})
 
     row = Release.objects.get(pk=release.pk)
-    assert (row.state, row.verdict, row.generation) == (S.HELD, "inconclusive", 3)
+    assert (row.state, row.verdict) == (S.HELD, "inconclusive")
     assert row.updated_at == release.updated_at
+
+
+def test_leaving_a_state_stops_its_open_analysis_and_no_other(project: Project) -> None:
+    gated = make_release(project, state=S.GATING, gating_started_at=timezone.now())
+    gate = make_analysis(gated)
+    transition(gated, S.HELD, actor="user:bob", reason="paused")
+    gate.refresh_from_db()
+    assert (gate.phase, gate.next_check_at) == ("stopped", None) and gate.ended_at is not None
+
+    # Promoted -> ... the bake watch stops; held -> gating keeps (reopens) the gate's own.
+    live = make_release(project, state=S.PROMOTED, promoted_at=timezone.now())
+    watch = make_analysis(live, "bake")
+    transition(live, S.SUPERSEDED, actor="vercel", reason="newer release live")
+    watch.refresh_from_db()
+    assert watch.phase == "stopped"
+    resumed = make_release(project, state=S.HELD)
+    decided = make_analysis(resumed, phase="inconclusive", next_check_at=None)
+    transition(resumed, S.GATING, actor="user:bob", reason="resume")
+    decided.refresh_from_db()
+    assert decided.phase == "inconclusive"  # ended before: a workflow reopens it, not the move
+
+
+def test_a_release_has_at_most_one_open_analysis(project: Project) -> None:
+    from django.db import IntegrityError, transaction
+
+    release = make_release(project, state=S.GATING)
+    make_analysis(release)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_analysis(release, "bake")
+    make_analysis(release, "bake", phase="passed")  # a closed one beside it is fine
 
 
 def test_a_saved_event_cannot_be_changed(project: Project) -> None:

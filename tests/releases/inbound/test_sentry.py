@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Incident, Project, Release, ReleaseEvent, WebhookDelivery
-from tests.factories import SENTRY_SECRET, make_project, make_release
+from tests.factories import SENTRY_SECRET, make_analysis, make_project, make_release
 
 URL = "/webhooks/sentry/"
 PAYLOADS = Path(__file__).resolve().parents[2] / "payloads" / "sentry"
@@ -354,13 +354,17 @@ def test_a_critical_for_a_live_release_still_gating_fails_it_and_rolls_back(
     client: Client, scene: Scene
 ) -> None:
     Release.objects.filter(pk=scene.live.pk).update(
-        state=S.GATING, gating_started_at=timezone.now() - LIVE_FOR, next_poll_at=timezone.now()
+        state=S.GATING, gating_started_at=timezone.now() - LIVE_FOR
     )
+    scene.live.refresh_from_db()
+    make_analysis(scene.live)
     response = post(client, alert())
     assert response.status_code == 202
     live = Release.objects.get(pk=scene.live.pk)
     assert live.state == S.ROLLING_BACK
-    assert (live.verdict, live.verdict_rule, live.next_poll_at) == ("fail", "alert", None)
+    gate = live.analyses.get()
+    assert (live.verdict, live.verdict_rule) == ("fail", "alert")
+    assert (gate.phase, gate.next_check_at) == ("stopped", None)
     assert list(live.events.filter(kind="transition").values_list("from_state", "to_state")) == [
         ("gating", "failed"),
         ("failed", "rolling_back"),

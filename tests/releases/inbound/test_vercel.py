@@ -49,10 +49,14 @@ def test_succeeded_for_production_starts_a_gate_due_for_its_first_poll(
     assert release.version == "4e1b9c07d2a35f68e0b7c1d9a2f3e4b5c6d7e8f9"
     assert release.deployment_url == "shop-web-k3x9p2a7-acme.vercel.app"
     assert release.inspector_url.startswith("https://vercel.com/acme/shop-web/")
-    assert release.next_poll_at is not None and release.gating_started_at is not None
+    gate = release.analyses.get()
+    assert (gate.kind, gate.phase, gate.generation) == ("gate", "running", 1)
+    assert gate.started_at == release.gating_started_at is not None
     assert release.deployment_created_at is not None
     # Due now, and nothing published from the request: the next dispatch sends the first poll.
-    assert release.next_poll_at <= timezone.now()
+    assert gate.next_check_at is not None and gate.next_check_at <= timezone.now()
+    # Judged by the policy as it was when the gate started.
+    assert gate.policy["min_sessions"] == project.min_sessions
     assert no_broker == []
     delivery = WebhookDelivery.objects.get()
     assert (delivery.outcome, delivery.release_id) == ("accepted", release.pk)

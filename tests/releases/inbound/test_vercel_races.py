@@ -60,7 +60,7 @@ def test_a_production_deployment_starts_its_gate_with_one_history_row(client: Cl
     assert response.status_code == 202, response.content
     assert response.json() == {"status": "accepted", "detail": f"gating {'a' * 40}", "id": event["id"]}
     release = Release.objects.get(deployment_id="dpl_Gated00000000000000001")
-    assert release.state == ReleaseState.GATING and release.next_poll_at is not None
+    assert release.state == ReleaseState.GATING and release.analyses.get().next_check_at is not None
     history = list(release.events.values_list("from_state", "to_state"))
     assert history == [(ReleaseState.RECEIVED, ReleaseState.GATING)]
     delivery = WebhookDelivery.objects.get(delivery_id=event["id"])

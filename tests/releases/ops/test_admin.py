@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -12,8 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from releases.domain.lifecycle import ReleaseState
-from releases.models import Action, GateCheck, Project, RampCheck, Release, ReleaseEvent
-from tests.factories import make_project, make_release
+from releases.models import Action, Analysis, GateCheck, Project, RampCheck, Release, ReleaseEvent
+from tests.factories import gating_release, make_analysis, make_project, make_release
 
 pytestmark = pytest.mark.django_db
 
@@ -81,9 +82,10 @@ def test_the_changelist_filters_by_state(staff: Client, project: Project) -> Non
 
 
 def test_the_change_page_shows_checks_events_and_actions(staff: Client, project: Project) -> None:
-    release = make_release(project, state=S.GATING, version="v-detail-1")
+    release = gating_release(project, version="v-detail-1")
     GateCheck.objects.create(
         release=release,
+        analysis=release.analyses.get(),
         generation=1,
         sessions=321,
         crashed=1,
@@ -104,16 +106,20 @@ def test_the_change_page_shows_checks_events_and_actions(staff: Client, project:
     assert "user:carol" in html
     assert "Sentry release" in html  # the links
     formsets = {f.opts.model for f in response.context["inline_admin_formsets"]}
-    assert formsets == {GateCheck, RampCheck, ReleaseEvent, Action}
+    assert formsets == {Analysis, GateCheck, RampCheck, ReleaseEvent, Action}
+    assert re.search(r'class="field-phase">\s*<p>stopped</p>', html)  # the paused gate's analysis
 
 
 def test_a_ramping_release_shows_its_stages_checks_and_traffic_over_time(
     staff: Client, project: Project
 ) -> None:
     policy = {"stages": [{"percent": 5, "hold": 0}, {"percent": 25, "hold": 0}, {"percent": 100, "hold": 0}]}
-    release = make_release(project, state=S.RAMPING, ramp_policy=policy, ramp_stage=1)
+    release = make_release(project, state=S.RAMPING)
+    make_analysis(release, "canary", stage=0, policy=policy, phase="passed")
+    stage = make_analysis(release, "canary", stage=1, policy=policy)
     RampCheck.objects.create(
         release=release,
+        analysis=stage,
         stage=1,
         percent=25,
         confirmation=1,
@@ -181,7 +187,8 @@ def test_reject_from_the_admin_rolls_back_and_records_the_user(staff: Client, pr
 def test_pause_and_resume_from_the_admin_record_the_user(
     staff: Client, project: Project, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    release = make_release(project, state=S.GATING, generation=2)
+    release = gating_release(project)
+    Analysis.objects.filter(release=release).update(generation=2)
 
     act(staff, "pause", release)
     assert Release.objects.get(pk=release.pk).state == S.HELD
@@ -189,21 +196,22 @@ def test_pause_and_resume_from_the_admin_record_the_user(
         act(staff, "resume", release)
 
     fresh = Release.objects.get(pk=release.pk)
-    assert (fresh.state, fresh.generation) == (S.GATING, 3)
+    gate = fresh.analyses.get()  # the same gate, carrying on
+    assert (fresh.state, gate.phase, gate.generation) == (S.GATING, "running", 3)
     events = list(ReleaseEvent.objects.filter(release=release).values_list("to_state", "actor"))
     assert events == [(S.HELD, "user:carol"), (S.GATING, "gatekeeper")]
     assert ReleaseEvent.objects.filter(release=release, reason="resumed by carol").exists()
-    assert fresh.next_poll_at <= timezone.now() and no_broker == []  # due; dispatch_due sends it
+    assert gate.next_check_at <= timezone.now() and no_broker == []  # due; dispatch_due sends it
 
 
 def test_extend_from_the_admin_adds_thirty_minutes_and_records_the_user(
     staff: Client, project: Project
 ) -> None:
-    release = make_release(project, state=S.GATING)
+    release = gating_release(project)
 
     act(staff, "extend_wait_by_30_minutes", release)
 
-    assert Release.objects.get(pk=release.pk).extra_wait == timedelta(minutes=30)
+    assert release.analyses.get().extra_wait == timedelta(minutes=30)
     event = ReleaseEvent.objects.get(release=release)
     assert (event.kind, event.actor) == (ReleaseEvent.Kind.OVERRIDE, "user:carol")
 

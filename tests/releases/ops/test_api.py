@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, GateCheck, Project, RampCheck, Release, ReleaseEvent
-from tests.factories import make_project, make_release
+from tests.factories import gating_release, make_analysis, make_project, make_release
 
 pytestmark = pytest.mark.django_db
 
@@ -130,16 +130,26 @@ def test_the_list_shows_state_figures_and_decision(api: APIClient, project: Proj
 
 
 def test_the_detail_includes_checks_events_and_actions(api: APIClient, project: Project) -> None:
-    release = make_release(project, state=S.GATING)
+    release = gating_release(project)
     GateCheck.objects.create(
-        release=release, generation=1, sessions=120, crashed=0, outcome="wait", rule="waiting"
+        release=release,
+        analysis=release.analyses.get(),
+        generation=1,
+        sessions=120,
+        crashed=0,
+        outcome="wait",
+        rule="waiting",
     )
     api.post(url(release, "approve"))
 
     body = api.get(url(release)).json()
 
     assert body["id"] == release.pk
-    assert [(c["sessions"], c["rule"]) for c in body["checks"]] == [(120, "waiting")]
+    assert [(c["phase"], c["sessions"], c["rule"]) for c in body["checks"]] == [("gate", 120, "waiting")]
+    # The gate's analysis, ended by the approval: with the bar it was judged by.
+    (gate,) = body["analyses"]
+    assert (gate["kind"], gate["phase"], gate["next_check_at"]) == ("gate", "stopped", None)
+    assert gate["policy"]["crash_free_threshold"] == project.crash_free_threshold
     assert [(e["from_state"], e["to_state"]) for e in body["events"]] == [
         ("gating", "passed"),
         ("passed", "promoting"),
@@ -153,9 +163,12 @@ def test_the_detail_includes_checks_events_and_actions(api: APIClient, project: 
 def test_the_detail_of_a_ramping_release_has_its_stage_and_canary_checks(
     api: APIClient, project: Project
 ) -> None:
-    release = make_release(project, state=S.RAMPING, ramp_stage=1)
+    release = make_release(project, state=S.RAMPING)
+    make_analysis(release, "canary", stage=0, phase="passed")
+    stage = make_analysis(release, "canary", stage=1)
     RampCheck.objects.create(
         release=release,
+        analysis=stage,
         stage=1,
         percent=25,
         confirmation=1,
@@ -181,7 +194,7 @@ def test_an_unknown_release_is_404(api: APIClient) -> None:
 def test_approve_promotes_a_gating_release_and_records_the_user(
     api: APIClient, project: Project, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    release = make_release(project, state=S.GATING, next_poll_at=timezone.now())
+    release = gating_release(project)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(url(release, "approve"), {"note": "hotfix"}, format="json")
@@ -189,7 +202,14 @@ def test_approve_promotes_a_gating_release_and_records_the_user(
     assert response.status_code == 200, response.content
     assert response.json()["state"] == "promoting"
     fresh = row(release)
-    assert (fresh.state, fresh.verdict, fresh.next_poll_at) == (S.PROMOTING, "approved", None)
+    gate = fresh.analyses.get()
+    assert (fresh.state, fresh.verdict, gate.phase, gate.next_check_at) == (
+        S.PROMOTING,
+        "approved",
+        "stopped",
+        None,
+    )
+    assert response.json()["next_poll_at"] is None
     promote = Action.objects.get(release=release, kind=Action.Kind.PROMOTE)
     assert promote.status == Action.Status.PENDING
     assert promote.payload == {"deployment_id": release.deployment_id}
@@ -240,13 +260,15 @@ def test_reject_without_a_known_good_release_stays_failed_and_says_so_in_slack(
 
 
 def test_pause_holds_a_gating_release(api: APIClient, project: Project) -> None:
-    release = make_release(project, state=S.GATING, next_poll_at=timezone.now())
+    release = gating_release(project)
+    assert api.get(url(release)).json()["next_poll_at"] is not None
 
     response = api.post(url(release, "pause"), {"note": "checking logs"}, format="json")
 
     assert response.status_code == 200
     fresh = row(release)
-    assert (fresh.state, fresh.next_poll_at) == (S.HELD, None)
+    assert (fresh.state, fresh.analyses.get().next_check_at) == (S.HELD, None)
+    assert response.json()["next_poll_at"] is None
     event = ReleaseEvent.objects.get(release=release)
     assert (event.actor, event.reason) == ("user:alice", "paused by alice: checking logs")
 
@@ -254,41 +276,44 @@ def test_pause_holds_a_gating_release(api: APIClient, project: Project) -> None:
 def test_resume_restarts_the_gate_with_a_new_generation_and_a_poll(
     api: APIClient, project: Project, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    release = make_release(project, state=S.HELD, generation=4)
+    release = make_release(project, state=S.HELD, gating_started_at=timezone.now())
+    make_analysis(release, phase="inconclusive", generation=4, next_check_at=None)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(url(release, "resume"))
 
     assert response.status_code == 200, response.content
     fresh = row(release)
-    assert (fresh.state, fresh.generation) == (S.GATING, 5)
-    assert fresh.next_poll_at is not None
-    assert fresh.next_poll_at <= timezone.now()  # due: the next dispatch sends its poll
+    gate = fresh.analyses.get()  # the same gate, carrying on with its own clock
+    assert (fresh.state, gate.phase, gate.generation) == (S.GATING, "running", 5)
+    assert gate.next_check_at is not None
+    assert gate.next_check_at <= timezone.now()  # due: the next dispatch sends its poll
     assert no_broker == []
     assert ReleaseEvent.objects.get(release=release).reason == "resumed by alice"
 
 
 def test_extend_adds_to_the_wait_of_a_gating_release(api: APIClient, project: Project) -> None:
-    release = make_release(project, state=S.GATING)
+    release = gating_release(project)
 
     response = api.post(url(release, "extend"), {"by": "30m"}, format="json")
 
     assert response.status_code == 200, response.content
     fresh = row(release)
-    assert (fresh.state, fresh.extra_wait) == (S.GATING, timedelta(minutes=30))
+    gate = fresh.analyses.get()
+    assert (fresh.state, gate.extra_wait) == (S.GATING, timedelta(minutes=30))
     event = ReleaseEvent.objects.get(release=release)
     assert (event.kind, event.actor) == ("override", "user:alice")
-    assert fresh.policy().max_wait == (project.max_wait + timedelta(minutes=30)).total_seconds()
+    assert gate.verdict_policy().max_wait == (project.max_wait + timedelta(minutes=30)).total_seconds()
 
 
 def test_extend_refuses_a_duration_without_a_unit(api: APIClient, project: Project) -> None:
-    release = make_release(project, state=S.GATING)
+    release = gating_release(project)
 
     response = api.post(url(release, "extend"), {"by": "30"}, format="json")
 
     assert response.status_code == 400
     assert "by" in response.json()
-    assert row(release).extra_wait == timedelta(0)
+    assert release.analyses.get().extra_wait == timedelta(0)
 
 
 @pytest.mark.parametrize(

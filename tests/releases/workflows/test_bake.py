@@ -22,10 +22,10 @@ from releases.domain.lifecycle import ReleaseState
 from releases.integrations import clients
 from releases.integrations.sentry.client import SentryClient
 from releases.integrations.vercel import aliasing
-from releases.models import Action, GateCheck, Project, Release, ReleaseEvent
+from releases.models import Action, Analysis, GateCheck, Project, Release, ReleaseEvent
 from releases.scheduling import dispatcher
 from releases.workflows import polls
-from tests.factories import SENTRY_SECRET, make_project, make_release
+from tests.factories import SENTRY_SECRET, make_analysis, make_project, make_release
 from tests.fakes import Fakes, install
 
 pytestmark = pytest.mark.django_db
@@ -65,19 +65,25 @@ def known_good(project: Project) -> Release:
 
 
 def watching(project: Project, **fields: Any) -> Release:
-    """A live release ten minutes into its watch, its next poll due now."""
+    """A live release ten minutes into its watch (fields of the release or of its bake
+    analysis), its next poll due now."""
     now = timezone.now()
+    watch: dict[str, Any] = {
+        "generation": 3,
+        "started_at": now - timedelta(minutes=10),
+        "ends_at": now + WATCH - timedelta(minutes=10),
+        "next_check_at": now,
+    }
+    watch.update({name: fields.pop(name) for name in (*watch, "phase") if name in fields})
     values: dict[str, Any] = {
         "state": S.PROMOTED,
-        "generation": 3,
         "deployment_created_at": now - timedelta(minutes=40),
         "gating_started_at": now - timedelta(minutes=38),
         "promoted_at": now - timedelta(minutes=10),
-        "watch_until": now + WATCH - timedelta(minutes=10),
-        "next_poll_at": now,
     }
     values.update(fields)
     release = make_release(project, **values)
+    make_analysis(release, Analysis.Kind.BAKE, **watch)
     Project.objects.filter(pk=project.pk).update(
         live_deployment_id=release.deployment_id, live_since=values["promoted_at"]
     )
@@ -85,10 +91,15 @@ def watching(project: Project, **fields: Any) -> Release:
     return release
 
 
+def watch_of(release: Release) -> Analysis | None:
+    return release.latest_analysis(Analysis.Kind.BAKE)
+
+
 def poll(release: Release, captured: Any) -> str:
-    release.refresh_from_db()
+    watch = watch_of(release)
+    assert watch is not None
     with captured(execute=True):
-        outcome = polls.poll_once(release.pk, release.generation)
+        outcome = polls.poll_once(watch.pk, watch.generation)
     release.refresh_from_db()
     return outcome
 
@@ -123,7 +134,7 @@ def test_a_completed_promote_starts_the_watch_and_schedules_its_first_poll(
 ) -> None:
     make_release(project, deployment_id="dpl_old", state=S.PROMOTED, promoted_at=timezone.now())
     Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_old")
-    release = make_release(project, state=S.PROMOTING, generation=4)
+    release = make_release(project, state=S.PROMOTING)
     action = Action.objects.create(
         release=release, kind="promote", key="promote:x:1", payload={"deployment_id": release.deployment_id}
     )
@@ -132,10 +143,12 @@ def test_a_completed_promote_starts_the_watch_and_schedules_its_first_poll(
     release.refresh_from_db()
     now = timezone.now()
     assert release.state == S.PROMOTED
-    assert abs(release.watch_until - (now + WATCH)) < timedelta(seconds=5)
-    assert abs(release.next_poll_at - (now + timedelta(seconds=60))) < timedelta(seconds=5)
-    assert release.generation == 5
-    assert polls.phase_of(release) == "bake"
+    watch = watch_of(release)
+    assert watch is not None and watch.phase == "running"
+    assert abs(watch.ends_at - (now + WATCH)) < timedelta(seconds=5)
+    assert abs(watch.next_check_at - (now + timedelta(seconds=60))) < timedelta(seconds=5)
+    assert watch.generation == 1
+    assert watch.policy["crash_free_threshold"] == 0.99  # the watch's bar, snapshotted
     assert sent_polls(no_broker) == []  # no countdown message: due in 60 s, dispatch_due sends it
 
 
@@ -143,7 +156,7 @@ def test_a_rollback_target_serving_again_is_not_watched_again(
     project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     good = known_good(project)
-    bad = watching(project, state=S.ROLLING_BACK, watch_until=None, rollback_target=good.deployment_id)
+    bad = watching(project, state=S.ROLLING_BACK, phase="stopped", rollback_target=good.deployment_id)
     fakes.vercel.production = bad.deployment_id
     action = Action.objects.create(
         release=bad,
@@ -157,7 +170,7 @@ def test_a_rollback_target_serving_again_is_not_watched_again(
     bad.refresh_from_db()
     assert bad.state == S.ROLLED_BACK
     assert good.state == S.PROMOTED
-    assert good.watch_until is None and polls.phase_of(good) is None
+    assert watch_of(good) is None
     assert sent_polls(no_broker) == []
 
 
@@ -170,7 +183,7 @@ def test_a_dry_run_project_never_watches(
         mark_live(project, release.deployment_id, actor="vercel", reason="promoted in Vercel")
     release.refresh_from_db()
     assert release.state == S.PROMOTED
-    assert release.watch_until is None and polls.phase_of(release) is None
+    assert watch_of(release) is None
     assert sent_polls(no_broker) == []
 
 
@@ -184,7 +197,7 @@ def test_a_bake_poll_records_its_check_as_the_bake_phase(
     fakes.sentry.totals[release.version] = (2000, 4)
     poll(release, django_capture_on_commit_callbacks)
     check = GateCheck.objects.get()
-    assert (check.phase, check.sessions, check.crashed) == ("bake", 2000, 4)
+    assert (check.analysis.kind, check.sessions, check.crashed) == ("bake", 2000, 4)
     assert check.figures["threshold"] == 0.99  # the watch's bar, not the gate's
     assert check.generation == 4
 
@@ -193,13 +206,14 @@ def test_a_healthy_sample_keeps_watching_and_schedules_the_next_poll(
     project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     release = watching(project)
-    watch_until = release.watch_until
+    ends_at = watch_of(release).ends_at
     fakes.sentry.totals[release.version] = (2000, 4)
     assert poll(release, django_capture_on_commit_callbacks) == "wait"
-    assert release.state == S.PROMOTED and release.watch_until == watch_until
-    assert release.next_poll_at > timezone.now() + timedelta(seconds=55)
+    watch = watch_of(release)
+    assert release.state == S.PROMOTED and (watch.phase, watch.ends_at) == ("running", ends_at)
+    assert watch.next_check_at > timezone.now() + timedelta(seconds=55)
     assert (release.sessions, release.crash_free_rate) == (2000, 0.998)
-    assert release.generation == 4 and sent_polls(no_broker) == []  # due again at next_poll_at
+    assert watch.generation == 4 and sent_polls(no_broker) == []  # due again at next_check_at
     assert not Action.objects.exists()
 
 
@@ -230,13 +244,15 @@ def test_a_breach_rolls_back_pages_and_tells_slack(
 ) -> None:
     watch_threshold, sample = case
     Project.objects.filter(pk=project.pk).update(watch_threshold=watch_threshold)
+    project.refresh_from_db()  # the watch snapshots the project's policy as it starts
     good = known_good(project)
     release = watching(project)
     fakes.sentry.totals[release.version] = sample
     assert poll(release, django_capture_on_commit_callbacks) == "breach"
     assert release.state == S.ROLLING_BACK
     assert release.rollback_target == good.deployment_id
-    assert release.watch_until is None and release.next_poll_at is None
+    watch = watch_of(release)
+    assert (watch.phase, watch.next_check_at) == ("failed", None)
     actions = list(Action.objects.order_by("id"))
     assert [a.kind for a in actions] == ["rollback", "pagerduty", "slack"]
     rollback, page, slack = actions
@@ -265,30 +281,31 @@ def test_provider_errors_never_roll_back_and_the_watch_goes_on(
     fakes.sentry.errors = [httpx.Response(503, json={"detail": "down"}) for _ in range(4)]
     outcomes = []
     for _ in range(4):  # twice max_consecutive_errors
-        Release.objects.filter(pk=release.pk).update(next_poll_at=timezone.now())
+        Analysis.objects.filter(release=release).update(next_check_at=timezone.now())
         outcomes.append(poll(release, django_capture_on_commit_callbacks))
     assert outcomes == ["wait"] * 4
-    assert release.state == S.PROMOTED and release.watch_until is not None
-    assert release.consecutive_errors == 4
-    assert GateCheck.objects.filter(phase="bake").exclude(error="").count() == 4
+    watch = watch_of(release)
+    assert release.state == S.PROMOTED and watch.phase == "running"
+    assert watch.consecutive_errors == 4
+    assert GateCheck.objects.filter(analysis__kind="bake").exclude(error="").count() == 4
     assert GateCheck.objects.order_by("id").last().rule == "errors_exhausted"
     assert not Action.objects.exists()
-    assert release.next_poll_at > timezone.now()  # still scheduled: the watch goes on
+    assert watch.next_check_at > timezone.now()  # still scheduled: the watch goes on
 
 
 def test_the_first_poll_after_the_watch_ends_it(
     project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    release = watching(project, watch_until=timezone.now() - timedelta(seconds=1), sessions=3000)
+    release = watching(project, ends_at=timezone.now() - timedelta(seconds=1), sessions=3000)
     assert poll(release, django_capture_on_commit_callbacks) == "watch-ended"
     assert fakes.sentry.requests == []
     assert release.state == S.PROMOTED
-    assert (release.watch_until, release.next_poll_at) == (None, None)
-    assert polls.phase_of(release) is None
+    watch = watch_of(release)
+    assert (watch.phase, watch.next_check_at) == ("passed", None)
     note = ReleaseEvent.objects.get(release=release)
     assert note.kind == "note" and "bake watch ended" in note.reason
     assert sent_polls(no_broker) == []
-    assert polls.poll_once(release.pk, release.generation) == "not-gating"
+    assert polls.poll_once(watch.pk, watch.generation) == "not-running"
 
 
 # --- an alert and a breach --------------------------------------------------------------------
@@ -349,16 +366,19 @@ def test_an_alert_while_a_bake_poll_asks_sentry_wins_and_the_poll_stands_down(
 def test_the_dispatcher_sends_an_overdue_bake_poll(
     project: Project, fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    overdue = watching(project, next_poll_at=timezone.now() - timedelta(minutes=2), generation=9)
-    make_release(  # live once, no longer watched: nothing to poll
-        project, state=S.PROMOTED, next_poll_at=timezone.now() - timedelta(minutes=2), watch_until=None
+    overdue = watching(project, next_check_at=timezone.now() - timedelta(minutes=2), generation=9)
+    make_analysis(  # live once, no longer watched: nothing to poll
+        make_release(project, state=S.PROMOTED),
+        Analysis.Kind.BAKE,
+        phase="passed",
+        next_check_at=timezone.now() - timedelta(minutes=2),
     )
     assert dispatcher.dispatch_due()["due"] == 1
     (batch,) = [args[0] for name, args, _ in no_broker if name == "releases.poll_batch"]
-    assert [item[:2] for item in batch] == [(overdue.pk, 9)]
+    assert [item[:2] for item in batch] == [(watch_of(overdue).pk, 9)]
     fakes.sentry.totals[overdue.version] = (2000, 2)
     assert poll(overdue, django_capture_on_commit_callbacks) == "wait"
-    assert GateCheck.objects.get().phase == "bake"
+    assert GateCheck.objects.get().analysis.kind == "bake"
 
 
 def test_a_breach_with_no_known_good_deployment_pages_once_and_ends_the_watch(
@@ -368,6 +388,7 @@ def test_a_breach_with_no_known_good_deployment_pages_once_and_ends_the_watch(
     fakes.sentry.totals[release.version] = (800, 40)
     assert poll(release, django_capture_on_commit_callbacks) == "breach"
     assert release.state == S.PROMOTED
-    assert release.watch_until is None and release.next_poll_at is None
+    watch = watch_of(release)
+    assert (watch.phase, watch.next_check_at) == ("failed", None)
     assert sorted(Action.objects.values_list("kind", flat=True)) == ["pagerduty", "slack"]
     assert "NOT rolled back" in Action.objects.get(kind="pagerduty").payload["summary"]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from releases.core import outbox
 from releases.domain.lifecycle import ReleaseState
-from releases.models import Action, Project, RampCheck, Release, ReleaseEvent
+from releases.models import Action, Analysis, Project, RampCheck, Release, ReleaseEvent
 from releases.ops import overrides
 from releases.scheduling import dispatcher
 from releases.workflows import polls
@@ -148,10 +148,17 @@ def run_traffic(release: Release) -> list[str]:
     return done
 
 
+def stage_of(release: Release) -> Analysis:
+    """The ramp's open stage analysis."""
+    stage = release.open_analysis()
+    assert stage is not None and stage.kind == "canary"
+    return stage
+
+
 def tick(release: Release) -> str:
-    release.refresh_from_db()
-    Release.objects.filter(pk=release.pk).update(next_poll_at=timezone.now())  # the interval has passed
-    return polls.poll_once(release.pk, release.generation)
+    stage = stage_of(release)
+    Analysis.objects.filter(pk=stage.pk).update(next_check_at=timezone.now())  # the interval has passed
+    return polls.poll_once(stage.pk, stage.generation)
 
 
 def test_a_healthy_canary_climbs_every_stage_and_completes(
@@ -234,7 +241,8 @@ def test_one_failed_confirmation_of_two_never_advances(
     assert outcomes == ["confirming", "failed-check", "confirming", "failed-check"]
     assert router.calls == [("start", canary.deployment_id)]  # still at 5 %
     canary.refresh_from_db()
-    assert canary.state == S.RAMPING and canary.ramp_stage == 0
+    assert canary.state == S.RAMPING and stage_of(canary).stage == 0
+    assert (stage_of(canary).passes, stage_of(canary).failures) == (0, 1)
     assert tick(canary) == "confirming"
     assert tick(canary) == "advancing"  # two passes in a row
 
@@ -257,9 +265,9 @@ def test_the_hold_is_waited_out_before_any_check(
     _, _, canary = setup_ramp(policy)
     ramp.start_ramp(canary)
     run_traffic(canary)
-    canary.refresh_from_db()
-    assert canary.next_poll_at >= timezone.now() + timedelta(seconds=590)
-    assert polls.poll_once(canary.pk, canary.generation) == "holding"
+    stage = stage_of(canary)
+    assert stage.next_check_at >= timezone.now() + timedelta(seconds=590)
+    assert polls.poll_once(stage.pk, stage.generation) == "holding"
     assert slo.calls == []
 
 
@@ -292,12 +300,12 @@ def test_overrides_advance_pause_resume_and_abort(
     run_traffic(canary)
     assert router.calls[-1] == ("stage", 1)
     overrides.pause(canary.pk, "ops")
-    canary.refresh_from_db()
-    assert canary.ramp_paused and canary.next_poll_at is None
-    assert polls.poll_once(canary.pk, canary.generation) == "paused"
+    stage = stage_of(canary)
+    assert (stage.stage, stage.phase, stage.next_check_at) == (1, "paused", None)
+    assert polls.poll_once(stage.pk, stage.generation) == "not-running"
     overrides.resume(canary.pk, "ops")
-    canary.refresh_from_db()
-    assert not canary.ramp_paused and canary.next_poll_at is not None
+    stage = stage_of(canary)
+    assert stage.phase == "running" and stage.next_check_at is not None
     overrides.reject(canary.pk, "ops", "abort now")
     run_traffic(canary)
     assert router.calls[-1] == ("abort", previous.deployment_id)
@@ -322,10 +330,12 @@ def test_the_dispatcher_sends_an_overdue_ramp_tick(
     _, _, canary = setup_ramp()
     ramp.start_ramp(canary)
     run_traffic(canary)
-    Release.objects.filter(pk=canary.pk).update(next_poll_at=timezone.now() - timedelta(minutes=5))
+    stage = stage_of(canary)
+    Analysis.objects.filter(pk=stage.pk).update(next_check_at=timezone.now() - timedelta(minutes=5))
     no_broker.clear()
     assert dispatcher.dispatch_due()["ticks"] == 1
-    assert [args[0] for name, args, _ in no_broker if name == "releases.poll_release"] == [canary.pk]
+    sent = [tuple(args) for name, args, _ in no_broker if name == "releases.poll_release"]
+    assert sent == [(stage.pk, stage.generation)]
 
 
 def test_router_stages_that_differ_from_the_policy_hold_the_ramp_for_a_human(
@@ -381,9 +391,9 @@ def test_a_tick_killed_mid_check_is_due_again_after_its_checks_could_have_run_no
     due_again: list[float] = []
 
     def dies_mid_check(project: Project, release: Release, previous: Release | None, **_: Any) -> SloResult:
-        stored = Release.objects.get(pk=release.pk)
-        assert stored.next_poll_at is not None
-        due_again.append((stored.next_poll_at - timezone.now()).total_seconds())
+        stored = stage_of(release)
+        assert stored.next_check_at is not None
+        due_again.append((stored.next_check_at - timezone.now()).total_seconds())
         raise SystemExit("worker killed")
 
     monkeypatch.setattr(ramp, "run_checks", dies_mid_check)
