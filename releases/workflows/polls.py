@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from releases.core.errors import ProviderError
@@ -151,16 +151,15 @@ def _claim(analyses: Sequence[Analysis], lease: datetime) -> set[int]:
 
     The rows are locked first, so no other poll can move a generation between reading and
     bumping it."""
-    seen = Q()
-    for analysis in analyses:
-        seen |= Q(pk=analysis.pk, generation=analysis.generation)
+    seen = {analysis.pk: analysis.generation for analysis in analyses}
     with transaction.atomic():
-        won = list(
+        now = (
             Analysis.objects.select_for_update()
-            .filter(seen, phase=Analysis.Phase.RUNNING)
+            .filter(pk__in=seen, phase=Analysis.Phase.RUNNING)
             .order_by("pk")  # one lock order for every batch: no deadlocks between them
-            .values_list("pk", flat=True)
+            .values_list("pk", "generation")
         )
+        won = [pk for pk, generation in now if seen[pk] == generation]
         Analysis.objects.filter(pk__in=won).update(generation=F("generation") + 1, next_check_at=lease)
     return set(won)
 
@@ -209,7 +208,7 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
                 due_at=(due or {}).get(analysis.pk),
             )
         )
-    return record_many(polls)
+    return record_many(polls, loaded={analysis.pk: analysis for analysis in group})
 
 
 @dataclass(frozen=True)
@@ -246,13 +245,16 @@ def record(
     return record_many([poll]).get(analysis_id, "moved-on")
 
 
-def record_many(polls: Sequence[Poll]) -> dict[int, str]:
+def record_many(polls: Sequence[Poll], loaded: dict[int, Analysis] | None = None) -> dict[int, str]:
     """Store a batch's checks and evaluate each analysis, in one transaction.
 
     The common case, waiting for more sessions, costs the batch a few statements (lock, insert the
     checks, update the analyses and the releases' figures, commit) rather than a few per release:
     at 10,000 gates that is the worker's whole budget. A release that reaches a verdict is decided
     one by one.
+
+    ``loaded``: the analyses (with release and project) as the poll read them; under the locks
+    only what another process can change meanwhile is read again.
     """
     outcomes: dict[int, str] = {}
     with transaction.atomic():
@@ -266,34 +268,47 @@ def record_many(polls: Sequence[Poll]) -> dict[int, str]:
             .order_by("pk")  # one lock order for every batch: no deadlocks between them
             .values_list("pk", flat=True)
         )
-        analyses = {
-            a.pk: a
-            for a in Analysis.objects.select_for_update(of=("self",))
-            .select_related("release__project")
+        fresh: dict[int, tuple[int, str, int, str]] = {
+            pk: (generation, phase, errors, state)
+            for pk, generation, phase, errors, state in Analysis.objects.select_for_update(of=("self",))
             .filter(pk__in=ids)
             .order_by("pk")
+            .values_list("pk", "generation", "phase", "consecutive_errors", "release__state")
         }
+        if loaded is None:
+            loaded = {a.pk: a for a in Analysis.objects.select_related("release__project").filter(pk__in=ids)}
+        analyses: dict[int, Analysis] = {}
+        for pk, (generation, phase, errors, state) in fresh.items():
+            if pk in loaded:
+                analysis = loaded[pk]
+                analysis.generation, analysis.phase, analysis.consecutive_errors = generation, phase, errors
+                analysis.release.state = state
+                analyses[pk] = analysis
         now = timezone.now()
         checks: list[GateCheck] = []
         waiting: list[Analysis] = []
+        measured: list[Release] = []  # releases whose figures moved
         deciding: list[tuple[Analysis, Any, dict[str, Any]]] = []
         for poll in polls:
-            analysis = analyses.get(poll.analysis_id)
+            found = analyses.get(poll.analysis_id)
             if (
-                analysis is None
-                or analysis.phase != Analysis.Phase.RUNNING
-                or analysis.generation != poll.generation
-                or analysis.release.state != STATE_OF[analysis.kind]
+                found is None
+                or found.phase != Analysis.Phase.RUNNING
+                or found.generation != poll.generation
+                or found.release.state != STATE_OF[found.kind]
             ):
                 outcomes[poll.analysis_id] = "moved-on"  # a human (or an alert) decided meanwhile
                 continue
+            analysis = found
             release = analysis.release
             verdict, check, latest = _judge(analysis, poll, now)
             checks.append(check)
-            analysis.consecutive_errors, analysis.updated_at = latest.pop("consecutive_errors"), now
-            for name, value in latest.items():
-                setattr(release, name, value)
-            release.updated_at = now
+            analysis.consecutive_errors = latest.pop("consecutive_errors")
+            if any(getattr(release, name) != value for name, value in latest.items()):
+                for name, value in latest.items():
+                    setattr(release, name, value)
+                release.updated_at = now
+                measured.append(release)
             bake = analysis.kind == Analysis.Kind.BAKE
             # The bake watch acts only on a breach: no data, errors and passes mean "keep watching".
             if verdict.outcome == Outcome.WAIT or (bake and verdict.outcome != Outcome.FAIL):
@@ -309,9 +324,10 @@ def record_many(polls: Sequence[Poll]) -> dict[int, str]:
                 analysis.phase = ENDS_AS[verdict.outcome]
                 deciding.append((analysis, verdict, check.figures))
         GateCheck.objects.bulk_create(checks)
-        _save_figures([*waiting, *(item[0] for item in deciding)])
+        _save_figures([*waiting, *(item[0] for item in deciding)], measured)
         for analysis, verdict, figures in deciding:
             release = analysis.release
+            release.refresh_from_db()  # all of it, as read under its lock: it is about to be decided
             if analysis.kind == Analysis.Kind.BAKE:
                 cause = "bake watch: " + "; ".join(verdict.reasons)
                 rollback_live(release, cause=cause, figures=figures)
@@ -329,16 +345,31 @@ ENDS_AS = {
     Outcome.FAIL: Analysis.Phase.FAILED,
     Outcome.INCONCLUSIVE: Analysis.Phase.INCONCLUSIVE,
 }
-ANALYSIS_FIGURES = ("consecutive_errors", "next_check_at", "updated_at", "generation", "phase", "ended_at")
 RELEASE_FIGURES = ("sessions", "crashed", "crash_free_rate", "updated_at")
 
 
-def _save_figures(analyses: Sequence[Analysis]) -> None:
-    """One UPDATE for the batch's analyses and one for their releases' figures (the rows are
-    locked by the caller)."""
-    if analyses:
-        Analysis.objects.bulk_update(analyses, list(ANALYSIS_FIGURES))
-        Release.objects.bulk_update([a.release for a in analyses], list(RELEASE_FIGURES))
+def _save_figures(analyses: Sequence[Analysis], measured: Sequence[Release]) -> None:
+    """Write the batch's new counters and figures (the caller holds the rows' locks).
+
+    A batch was sent together and is next due together, so its waiting analyses share their new
+    values: one UPDATE per distinct set of them, not a CASE per row. Only the releases whose
+    figures moved are written (most gates of a busy day have no traffic yet): one bulk_update.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for analysis in analyses:
+        values = (analysis.phase, analysis.consecutive_errors, analysis.next_check_at, analysis.ended_at)
+        groups.setdefault(values, []).append(analysis.pk)
+    now = timezone.now()
+    for (phase, errors, next_check_at, ended_at), ids in groups.items():
+        Analysis.objects.filter(pk__in=ids).update(
+            phase=phase,
+            consecutive_errors=errors,
+            next_check_at=next_check_at,
+            ended_at=ended_at,
+            updated_at=now,
+        )
+    if measured:
+        Release.objects.bulk_update(measured, list(RELEASE_FIGURES))
 
 
 def _judge(analysis: Analysis, poll: Poll, now: datetime) -> tuple[Any, GateCheck, dict[str, Any]]:
