@@ -74,11 +74,6 @@ def mark_live(
     project = Project.objects.select_for_update().get(pk=project.pk)
     release = Release.objects.filter(deployment_id=deployment_id).first()
     previous = project.live_deployment_id
-    if previous and previous != deployment_id and project.live_since is not None and project.live_since > now:
-        # Another deployment went live after this one did (its webhook overtook our promote's
-        # answer, or this is a late report): production is not taken back.
-        _overtaken(project, release, previous, now, actor=actor, reason=reason)
-        return None
     if release is not None and release.promoted_at is None:
         release.promoted_at = now
         Release.objects.filter(pk=release.pk).update(promoted_at=now)
@@ -101,21 +96,3 @@ def mark_live(
             transition(old, S.SUPERSEDED, actor=actor, reason=f"{deployment_id} now serves production")
     Project.objects.filter(pk=project.pk).update(live_deployment_id=deployment_id, live_since=now)
     return first_time
-
-
-def _overtaken(
-    project: Project, release: Release | None, live: str, since: datetime, *, actor: str, reason: str
-) -> None:
-    """``release`` served production from ``since`` until ``live`` replaced it: recorded as
-    promoted and then superseded (where it had not been), never as live now."""
-    if release is None:
-        return
-    if release.promoted_at is None:
-        release.promoted_at = since
-        Release.objects.filter(pk=release.pk).update(promoted_at=since)
-    if release.state in LIVE_FROM - {S.SUPERSEDED}:
-        transition(release, S.PROMOTED, actor=actor, reason=reason)
-    if release.state == S.PROMOTED:
-        transition(
-            release, S.SUPERSEDED, actor=actor, reason=f"{live} serves production since {project.live_since}"
-        )

@@ -132,6 +132,10 @@ def _promoted(action: Action, done: Done) -> None:
     if done.result.get("untouched"):
         return  # it went live and was replaced since; the webhook that said so recorded both
     release = Release.objects.select_related("project").get(pk=action.release_id)
+    if release.state == S.SUPERSEDED:
+        # Vercel's deployment.promoted came before this answer and made it live, and a newer
+        # deployment's replaced it since: production is not taken back.
+        return
     watch_if_new(
         mark_live(
             release.project,

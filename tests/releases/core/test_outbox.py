@@ -709,3 +709,20 @@ def test_a_promote_that_landed_and_was_overtaken_is_not_sent_again(
     assert action.result["untouched"] is True
     project.refresh_from_db()
     assert project.live_deployment_id == "dpl_old"  # the promote's success did not rewrite it
+
+
+def test_a_promote_answered_after_a_newer_deployment_went_live_does_not_take_production_back(
+    project: Project, fakes: Fakes, no_broker: list[Any]
+) -> None:
+    # Vercel's deployment.promoted for this build came first (it went live), then a newer
+    # deployment's made that one live: our promote's answer arrives last.
+    release = make_release(project, state=S.PROMOTING)
+    action = action_for(release, "promote", deployment_id=release.deployment_id)
+    Release.objects.filter(pk=release.pk).update(state=S.SUPERSEDED)
+    Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_newer")
+    assert outbox.run(action.pk) == "succeeded"
+    project.refresh_from_db()
+    release.refresh_from_db()
+    assert project.live_deployment_id == "dpl_newer"
+    assert release.state == S.SUPERSEDED
+    assert not release.events.exists()  # no restore, no second supersede

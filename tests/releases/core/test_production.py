@@ -57,34 +57,3 @@ def test_no_live_release_known() -> None:
     project = live(project, "dpl_unknown_to_us")
     live_release, target = live_and_known_good(project)
     assert live_release is None and target is not None
-
-
-def test_a_deployment_overtaken_before_we_heard_does_not_take_production_back() -> None:
-    from releases.core.production import mark_live
-    from releases.domain.lifecycle import ReleaseState as S
-
-    project = make_project()
-    now = timezone.now()
-    staged = make_release(project, deployment_id="dpl_staged", state=S.PROMOTING)
-    newer = make_release(project, deployment_id="dpl_newer", state=S.RECEIVED)
-    # The newer deployment's webhook came first; our promote of the staged one answers after.
-    mark_live(project, newer.deployment_id, actor="vercel", reason="promoted in Vercel", since=now)
-    assert (
-        mark_live(
-            project,
-            staged.deployment_id,
-            actor="gatekeeper",
-            reason="promoted",
-            since=now - timedelta(seconds=2),
-        )
-        is None
-    )
-    project.refresh_from_db()
-    staged.refresh_from_db()
-    assert (project.live_deployment_id, project.live_since) == ("dpl_newer", now)
-    assert staged.state == S.SUPERSEDED and staged.promoted_at == now - timedelta(seconds=2)
-    assert list(staged.events.values_list("to_state", flat=True)) == ["promoted", "superseded"]
-    # Heard in order, the later one does take production.
-    mark_live(project, "dpl_staged", actor="vercel", reason="again", since=now + timedelta(seconds=1))
-    project.refresh_from_db()
-    assert project.live_deployment_id == "dpl_staged"
