@@ -233,9 +233,9 @@ def _flush_survives_a_deadlock() -> Iterator[None]:
     """Retry the flush between transactional tests when PostgreSQL picks it as a deadlock victim.
 
     A real worker (session-scoped, with beat) may be mid-transaction when the flush truncates the
-    tables it holds, and TRUNCATE then deadlocks with it (seen once in CI: the flush failed, and
-    the next test found the last one's project). The worker's transaction ends within moments;
-    a second flush finds the tables free.
+    tables it holds, and TRUNCATE then deadlocks with it (the flush fails, and the next test
+    would find the last one's project). The worker's transaction ends within moments; a second
+    flush finds the tables free.
     """
     from django.core.management.base import CommandError
     from django.db import OperationalError

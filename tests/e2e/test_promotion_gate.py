@@ -191,5 +191,5 @@ def test_a_worker_killed_mid_action_still_promotes_exactly_once(
         what="the promote action to be confirmed",
     )
     # The killed attempt and the re-driven one at least. Under a loaded machine (a CI run) a slow
-    # vendor answer can add a retry of its own (seen once: 3): still one promote sent, above.
+    # vendor answer can add a retry of its own (3 attempts): still one promote sent, above.
     assert action.attempts >= 2

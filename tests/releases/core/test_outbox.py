@@ -583,7 +583,7 @@ def test_a_first_rollback_whose_answer_was_lost_is_adopted_by_the_retry_not_sent
     assert release.state == S.ROLLED_BACK
 
 
-# --- found by bench/chaos.py ----------------------------------------------------------------
+# --- vendors failing part of the time (the faults bench/chaos.py injects) --------------------
 
 
 def flaky_reads(monkeypatch: pytest.MonkeyPatch, fakes: Fakes, failures: int) -> list[int]:
@@ -609,8 +609,8 @@ def flaky_reads(monkeypatch: pytest.MonkeyPatch, fakes: Fakes, failures: int) ->
 def test_failed_looks_at_vercel_after_the_promote_went_out_spend_no_attempts(
     project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Under a fifth of Vercel's answers failing, eight failed looks used to give up a promote
-    # that Vercel had accepted, and its release was held instead of promoted.
+    # Under a fifth of Vercel's answers failing, eight failed looks must not give up a promote
+    # that Vercel accepted (its release would be held instead of promoted).
     release = make_release(project, state=S.PROMOTING)
     action = action_for(release, "promote", deployment_id=release.deployment_id)
     left = flaky_reads(monkeypatch, fakes, failures=12)
@@ -645,9 +645,9 @@ def test_failed_looks_still_give_up_waiting_after_three_minutes(
 def test_a_staged_build_that_failed_never_rolls_back_a_newer_good_build(
     project: Project, fakes: Fakes, no_broker: list[Any]
 ) -> None:
-    # The chaos run: a bad staged build failed while production served dpl_old; its rollback's
-    # first look at Vercel was rate limited, and by the retry a newer good build was live. The
-    # retry rolled production back to dpl_old, undoing the good promotion.
+    # A bad staged build failed while production served dpl_old; its rollback's first look at
+    # Vercel is rate limited, and by the retry a newer good build is live. Rolling production
+    # back to dpl_old then would undo the good promotion.
     old = make_release(project, deployment_id="dpl_old", state=S.SUPERSEDED, promoted_at=timezone.now())
     newer = make_release(project, deployment_id="dpl_newer", state=S.PROMOTED, promoted_at=timezone.now())
     Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_newer")
@@ -688,9 +688,9 @@ def test_a_live_release_is_still_rolled_back_after_a_retry(
 def test_a_promote_that_landed_and_was_overtaken_is_not_sent_again(
     project: Project, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The chaos run: the promote landed (Vercel's deployment.promoted marked the release live),
-    # its confirmation waited out a killed worker, and meanwhile another alias job replaced it.
-    # Seeing no job of its own, the retry sent the promote again and brought the old build back.
+    # The promote landed (Vercel's deployment.promoted marked the release live), its
+    # confirmation waited out a killed worker, and meanwhile another alias job replaced it.
+    # Seeing no job of its own, a retry that sent the promote again would bring the old build back.
 
     monkeypatch.setattr(aliasing, "CONFIRM_WINDOW", 0.0)
     release = make_release(project, state=S.PROMOTING)

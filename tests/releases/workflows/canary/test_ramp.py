@@ -356,10 +356,10 @@ def test_router_stages_that_differ_from_the_policy_hold_the_ramp_for_a_human(
 def test_a_completion_that_landed_is_done_even_once_the_next_ramp_has_started(
     router: FakeRouter, slo: Script, fakes: Fakes, no_broker: list[Any]
 ) -> None:
-    # Found by bench/chaos.py: the complete landed but its answer was lost; Vercel's
-    # deployment.promoted made the canary live and the project's next release started ramping.
-    # The retry saw someone else's rolling release, completed again, was refused (404) and the
-    # move was recorded as failed though it had happened.
+    # The complete landed but its answer was lost; Vercel's deployment.promoted made the canary
+    # live and the project's next release started ramping. The retry sees someone else's rolling
+    # release: completing again would be refused (404) and the move recorded as failed though it
+    # happened.
     from releases.core.production import mark_live
     from releases.core.transitions import GATEKEEPER
 
@@ -382,8 +382,8 @@ def test_a_completion_that_landed_is_done_even_once_the_next_ramp_has_started(
 def test_a_tick_killed_mid_check_is_due_again_after_its_checks_could_have_run_not_three_minutes(
     router: FakeRouter, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Found by bench/chaos.py: a worker killed during a canary's checks (3 s timeouts) left the
-    # ramp untouched for the fixed 180 s tick lease.
+    # A worker killed during a canary's checks (3 s timeouts): the ramp must be due again once
+    # its checks could have run, not after the 180 s cap.
     quick = {**POLICY, "checks": [{**POLICY["checks"][0], "timeout": 3.0}]}
     _, _, canary = setup_ramp(quick)
     assert ramp.start_ramp(canary)
@@ -446,9 +446,9 @@ def test_failed_looks_after_an_abort_went_out_spend_no_attempts(
 def test_an_abort_that_never_landed_is_sent_again(
     router: FakeRouter, slo: Script, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Found by bench/chaos.py: the abort's rollback got a 5xx that changed nothing. A 5xx may
-    # have landed, so the retries waited to see it; they never sent it again, and after eight
-    # attempts the aborting canary was held at its stage with its traffic still on it.
+    # The abort's rollback gets a 5xx that changed nothing. A 5xx may have landed, so the retries
+    # wait to see it; if they never sent it again, after eight attempts the aborting canary would
+    # be held at its stage with its traffic still on it.
     from releases.core.errors import ProviderError
     from releases.workflows.canary import moves as ramp_moves
 
