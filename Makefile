@@ -47,6 +47,7 @@ run: venv
 	bash scripts/run.sh
 
 bench: dev services
+	$(BIN)/python bench/decision_quality.py
 	$(BIN)/python bench/time_to_rollback.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/ingest.py

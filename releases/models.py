@@ -14,17 +14,23 @@ from django.utils import timezone
 from releases.domain.lifecycle import FINAL, ReleaseState
 from releases.domain.policy import GATE
 from releases.domain.release_names import template_problems
-from releases.domain.verdict import OnTimeout, Policy, validate_policy
+from releases.domain.verdict import Method, OnTimeout, Policy, validate_policy
 
 DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
+# A policy problem starts with the name of what is wrong; this is the admin field that holds it.
 _POLICY_FIELDS = {
-    "min_sessions",
-    "crash_free_threshold",
-    "max_wait",
-    "max_consecutive_errors",
-    "on_timeout",
-    "early_fail_confidence",
-    "early_fail_min_sessions",
+    "min_sessions": "min_sessions",
+    "crash_free_threshold": "crash_free_threshold",
+    "max_wait": "max_wait",
+    "max_consecutive_errors": "max_consecutive_errors",
+    "on_timeout": "on_timeout",
+    "early_fail_confidence": "early_fail_confidence",
+    "early_fail_min_sessions": "early_fail_min_sessions",
+    "method": "gate_method",
+    "tolerance": "tolerance",
+    "false_promote": "false_promote",
+    "false_rollback": "false_rollback",
+    "max_sessions": "max_sessions",
 }
 
 
@@ -56,9 +62,35 @@ class Project(models.Model):
         max_length=100, blank=True, help_text="name of the environment variable holding the key"
     )
 
-    min_sessions = models.PositiveIntegerField(default=GATE.min_sessions, validators=[MinValueValidator(1)])
+    gate_method = models.CharField(
+        max_length=20,
+        choices=[(m.value, m.value) for m in Method],
+        default=GATE.method,
+        help_text="sequential: promote or roll back as soon as the evidence decides; fixed: the seed rule",
+    )
     crash_free_threshold = models.FloatField(
         default=GATE.crash_free_threshold, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    tolerance = models.FloatField(
+        default=GATE.tolerance,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="sequential: good = threshold + tolerance, bad = threshold - tolerance",
+    )
+    false_promote = models.FloatField(
+        default=GATE.false_promote, help_text="sequential: at most this share of bad releases promoted"
+    )
+    false_rollback = models.FloatField(
+        default=GATE.false_rollback, help_text="sequential: at most this share of good releases rolled back"
+    )
+    min_sessions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="fixed: the sample to wait for (blank: 500); sequential: nothing promotes below it "
+        "(blank: the fewest sessions in which zero crashes rule out the bad rate)",
+    )
+    max_sessions = models.PositiveIntegerField(
+        default=GATE.max_sessions, help_text="sequential: here the likelihood ratio's sign decides"
     )
     poll_interval = models.DurationField(default=GATE.poll_interval, validators=[_positive_duration])
     max_wait = models.DurationField(default=GATE.max_wait, validators=[_positive_duration])
@@ -115,7 +147,7 @@ class Project(models.Model):
         except (TypeError, ValueError):
             policy = None  # a field itself is invalid; its own error says so
         for problem in validate_policy(policy) if policy is not None else []:
-            field = problem.split(" ", 1)[0] if problem.split(" ", 1)[0] in _POLICY_FIELDS else "__all__"
+            field = _POLICY_FIELDS.get(problem.split(" ", 1)[0], "__all__")
             problems.setdefault(field, []).append(problem)
         for problem in template_problems(self.release_template or ""):
             problems.setdefault("release_template", []).append(problem)
@@ -124,8 +156,13 @@ class Project(models.Model):
 
     def policy(self, *, extra_wait: timedelta = timedelta(0)) -> Policy:
         return Policy(
+            method=Method(self.gate_method),
             min_sessions=self.min_sessions,
             crash_free_threshold=self.crash_free_threshold,
+            tolerance=self.tolerance,
+            false_promote=self.false_promote,
+            false_rollback=self.false_rollback,
+            max_sessions=self.max_sessions,
             max_wait=(self.max_wait + extra_wait).total_seconds(),
             max_consecutive_errors=self.max_consecutive_errors,
             on_timeout=OnTimeout(self.on_timeout),

@@ -27,6 +27,10 @@ def make_project(**overrides: Any) -> Project:
         "sentry_project": "shop-web",
         "sentry_environment": "production",
         "slack_channel": "#releases",
+        # Most tests are about what a decision does, not how it is reached: the fixed rule's
+        # "500 sessions at 99.5%" makes the numbers that decide plain. The sequential test, the
+        # default, has its own tests (tests/releases/domain/test_sequential.py, test_polls.py, e2e).
+        "gate_method": "fixed",
         "min_sessions": 500,
         "crash_free_threshold": 0.995,
         "poll_interval": timedelta(seconds=60),

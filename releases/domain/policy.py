@@ -16,8 +16,17 @@ from typing import Any
 class GateDefaults:
     """What a project's gate uses for every ``gate:`` key the config leaves out."""
 
-    min_sessions: int = 500
+    method: str = "sequential"
     crash_free_threshold: float = 0.995
+    # The sequential test tells "good" (threshold + tolerance) from "bad" (threshold - tolerance).
+    tolerance: float = 0.003
+    false_promote: float = 0.05  # at most this share of bad releases promoted
+    false_rollback: float = 0.05  # at most this share of good releases rolled back
+    max_sessions: int = 5000
+    # None: derived. Sequential: the floor below which nothing is promoted, the fewest sessions in
+    # which zero crashes rule out the bad rate; fixed: fixed_min_sessions.
+    min_sessions: int | None = None
+    fixed_min_sessions: int = 500
     poll_interval: timedelta = timedelta(seconds=60)
     max_wait: timedelta = timedelta(hours=2)
     on_timeout: str = "hold"

@@ -1,5 +1,10 @@
 """The gate's verdict: a pure function from a policy and one poll's evidence to a decision.
 
+Two methods. ``sequential`` (the default) runs the test in ``releases/domain/sequential.py``:
+promote or roll back as soon as the cumulative counts say so with the error rates the policy
+states. ``fixed`` is the seed rule: wait for ``min_sessions``, then compare the rate with the
+threshold.
+
 No Django, no I/O, no clock. The poll task gathers the evidence (the release's session totals, how
 many provider errors came in a row, the seconds since gating started) and this module only decides,
 so every rule can be tested exhaustively and with hypothesis.
@@ -13,14 +18,20 @@ floats, ``10 * (1 - 0.9)`` is 0.999..., which would allow no crash at all in ten
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 from statistics import NormalDist
 from typing import Any
 
+from releases.domain import sequential
 from releases.domain.policy import GATE
+
+
+class Method(StrEnum):
+    SEQUENTIAL = "sequential"
+    FIXED = "fixed"
 
 
 class Outcome(StrEnum):
@@ -41,6 +52,10 @@ class Rule(StrEnum):
 
     SEED_PASS = "seed_pass"  # noqa: S105
     SEED_FAIL = "seed_fail"
+    SEQUENTIAL_PASS = "sequential_pass"  # noqa: S105
+    SEQUENTIAL_FAIL = "sequential_fail"
+    CAP_PASS = "cap_pass"  # noqa: S105
+    CAP_FAIL = "cap_fail"
     FAIL_FAST = "fail_fast"
     EARLY_FAIL = "early_fail"
     WAITING = "waiting"
@@ -51,13 +66,21 @@ class Rule(StrEnum):
 
 
 DEFAULT_ON_TIMEOUT = OnTimeout(GATE.on_timeout)
+DEFAULT_METHOD = Method(GATE.method)
 
 
 @dataclass(frozen=True)
 class Policy:
-    min_sessions: int
     crash_free_threshold: float  # fraction, 0 < t <= 1
     max_wait: float  # seconds since gating started
+    # fixed: the sample the rule waits for; sequential: the floor below which nothing is promoted.
+    # None: GATE.fixed_min_sessions for fixed, derived from the bad rate for sequential.
+    min_sessions: int | None = None
+    method: Method = DEFAULT_METHOD
+    tolerance: float = GATE.tolerance  # sequential: good = threshold + tolerance, bad = threshold - tolerance
+    false_promote: float = GATE.false_promote
+    false_rollback: float = GATE.false_rollback
+    max_sessions: int = GATE.max_sessions  # sequential: the likelihood ratio's sign decides here
     max_consecutive_errors: int = GATE.max_consecutive_errors
     on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT
     fail_fast: bool = GATE.fail_fast
@@ -74,7 +97,38 @@ class Policy:
         values = {name: value for name, value in data.items() if name in known}
         if "on_timeout" in values:
             values["on_timeout"] = OnTimeout(values["on_timeout"])
+        # A snapshot taken before there was a choice of method was judged by the fixed rule.
+        values["method"] = Method(values.get("method", Method.FIXED))
         return cls(**values)
+
+    @property
+    def sample(self) -> int:
+        """min_sessions as the rule uses it: the fixed rule's sample, or the sequential floor."""
+        if self.min_sessions is not None:
+            return self.min_sessions
+        if self.method == Method.FIXED:
+            return GATE.fixed_min_sessions
+        bad = float(1 - _exact(self.crash_free_threshold) + _exact(self.tolerance))
+        return derived_floor(bad, self.false_promote)
+
+    def design(self) -> sequential.Design:
+        return sequential.Design(
+            # Through the exact decimals, so 1 - (0.995 + 0.003) is 0.002, not 0.0020000000000000018.
+            good=float(1 - _exact(self.crash_free_threshold) - _exact(self.tolerance)),
+            bad=float(1 - _exact(self.crash_free_threshold) + _exact(self.tolerance)),
+            false_promote=self.false_promote,
+            false_rollback=self.false_rollback,
+            floor=self.sample,
+            cap=self.max_sessions,
+        )
+
+
+def derived_floor(bad_crash_rate: float, false_promote: float) -> int:
+    """The fewest sessions in which zero crashes rule out ``bad_crash_rate`` at ``false_promote``.
+
+    (1 - p)**n <= alpha  <=>  n >= ln(1 / alpha) / -ln(1 - p): about 3 / p at 5%, the rule of three.
+    """
+    return max(1, math.ceil(math.log(1 / false_promote) / -math.log1p(-bad_crash_rate)))
 
 
 @dataclass(frozen=True)
@@ -95,10 +149,24 @@ class Figures:
     crash_free_rate: float | None  # None without sessions, or when the counts make no sense
     upper_bound: float | None  # Wilson upper bound of the crash-free rate, when the policy asks for it
     threshold: float
-    min_sessions: int
-    allowed_crashes: int  # the most crashes that still pass at min_sessions
+    min_sessions: int  # fixed: the sample; sequential: the floor
+    allowed_crashes: int  # fixed: the most crashes that pass at min_sessions; sequential: at this sample
     elapsed: float
     max_wait: float
+    method: str = Method.FIXED.value
+    # The sequential test's figures (None for fixed). Statistics and levels are natural logs of
+    # likelihood ratios: promote when promote_statistic >= promote_level, roll back likewise.
+    max_sessions: int | None = None
+    good_crash_rate: float | None = None
+    bad_crash_rate: float | None = None
+    promote_statistic: float | None = None
+    promote_level: float | None = None
+    rollback_statistic: float | None = None
+    rollback_level: float | None = None
+    promote_at_most: int | None = None  # crashes that would promote at this many sessions (-1: none)
+    rollback_at_least: int | None = None  # crashes that would roll back at this many sessions
+    clean_to_promote: int | None = None  # more crash-free sessions that would promote (None: none would)
+    crashes_to_rollback: int | None = None  # more crashed sessions that would roll back
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {field.name: getattr(self, field.name) for field in fields(self)}
@@ -119,7 +187,6 @@ def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
     if problems:
         # Deciding with an impossible threshold would be arbitrary; config sync refuses these first.
         raise ValueError("invalid gate policy: " + "; ".join(problems))
-    threshold = _exact(policy.crash_free_threshold)
     counts = _counts(evidence)
     figures = _figures(policy, evidence, counts)
 
@@ -130,7 +197,15 @@ def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
         return _without_evidence(policy, evidence, figures, Rule.INVALID_EVIDENCE, counts)
     sessions, crashed = counts
 
-    if sessions >= policy.min_sessions:
+    if policy.method == Method.FIXED:
+        return _fixed(policy, evidence, figures, sessions, crashed)
+    return _sequential(policy, evidence, figures, sessions, crashed)
+
+
+def _fixed(policy: Policy, evidence: Evidence, figures: Figures, sessions: int, crashed: int) -> Verdict:
+    """The seed rule: once ``min_sessions`` have come in, pass at or above the threshold."""
+    threshold = _exact(policy.crash_free_threshold)
+    if sessions >= policy.sample:
         # The seed rule decides even past max_wait: the sample is big enough, so there is nothing
         # left to be inconclusive about.
         allowed = allowed_crashes(sessions, policy.crash_free_threshold)
@@ -151,7 +226,7 @@ def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
             f"({crashed:,} crashed, at most {allowed:,} allowed)",
         )
 
-    progress = f"{sessions:,} of {policy.min_sessions:,} sessions so far"
+    progress = f"{sessions:,} of {policy.sample:,} sessions so far"
     if policy.fail_fast and crashed > figures.allowed_crashes:
         # Crashes only grow, and these happened within the first min_sessions sessions, so the
         # rate over those sessions can no longer reach the threshold whatever comes next.
@@ -161,7 +236,7 @@ def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
             Rule.FAIL_FAST,
             figures,
             f"{crashed:,} crashed sessions already exceed the {figures.allowed_crashes:,} that {wanted} "
-            f"crash-free allows in the first {policy.min_sessions:,} sessions, "
+            f"crash-free allows in the first {policy.sample:,} sessions, "
             f"so those sessions can no longer reach {wanted}",
             progress,
         )
@@ -191,10 +266,109 @@ def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
             Rule.TIMEOUT,
             figures,
             f"waited {_duration(evidence.elapsed)} (limit {_duration(policy.max_wait)}) "
-            f"with only {sessions:,} of {policy.min_sessions:,} sessions; on timeout: {policy.on_timeout}",
+            f"with only {sessions:,} of {policy.sample:,} sessions; on timeout: {policy.on_timeout}",
             on_inconclusive=OnTimeout(policy.on_timeout),
         )
     return _verdict(Outcome.WAIT, Rule.WAITING, figures, progress + _so_far(sessions, crashed, figures))
+
+
+def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: int, crashed: int) -> Verdict:
+    """The sequential test (releases/domain/sequential.py) on the cumulative counts."""
+    test = sequential.boundaries(policy.design())
+    cap = test.design.cap
+    good, bad = _percents(Fraction(1) - _exact(test.design.good), Fraction(1) - _exact(test.design.bad))
+    counted = _counted(sessions, crashed)
+    if sessions >= cap:
+        # The cap decides even past max_wait: there is a verdict to give, by the ratio's sign.
+        ratio = _odds(sequential.log_ratio(sessions, crashed, test.design.good, test.design.bad))
+        if test.cap_promotes(sessions, crashed):
+            return _verdict(
+                Outcome.PASS,
+                Rule.CAP_PASS,
+                figures,
+                f"{counted}: max_sessions ({cap:,}) reached, and the counts favour a crash-free rate of "
+                f"{good} over {bad} ({ratio})",
+            )
+        return _verdict(
+            Outcome.FAIL,
+            Rule.CAP_FAIL,
+            figures,
+            f"{counted}: max_sessions ({cap:,}) reached, and the counts do not favour a crash-free rate "
+            f"of {good} over {bad} ({ratio})",
+        )
+    if test.rolls_back(sessions, crashed):
+        return _verdict(
+            Outcome.FAIL,
+            Rule.SEQUENTIAL_FAIL,
+            figures,
+            f"{counted}: evidence {_odds(test.rollback_evidence(sessions, crashed))} that the crash-free "
+            f"rate is {bad} or worse rather than {good} (rolls back at {_odds(test.rollback_level)})",
+        )
+    most_allowed = allowed_crashes(cap, policy.crash_free_threshold)
+    if policy.fail_fast and crashed > most_allowed:
+        (wanted,) = _percents(_exact(policy.crash_free_threshold))
+        return _verdict(
+            Outcome.FAIL,
+            Rule.FAIL_FAST,
+            figures,
+            f"{crashed:,} crashed sessions exceed the {most_allowed:,} that {wanted} crash-free allows in "
+            f"max_sessions ({cap:,}): even if every session from now were crash-free, the release "
+            f"could not reach {wanted}",
+        )
+    if test.promotes(sessions, crashed):
+        return _verdict(
+            Outcome.PASS,
+            Rule.SEQUENTIAL_PASS,
+            figures,
+            f"{counted}: evidence {_odds(test.promote_evidence(sessions, crashed))} that the crash-free "
+            f"rate is {good} or better rather than {bad} (promotes at {_odds(test.promote_level)})",
+        )
+    still = _still_needed(figures)
+    if evidence.elapsed >= policy.max_wait:
+        return _verdict(
+            Outcome.INCONCLUSIVE,
+            Rule.TIMEOUT,
+            figures,
+            f"waited {_duration(evidence.elapsed)} (limit {_duration(policy.max_wait)}) without a "
+            f"verdict: {counted}, {still}; on timeout: {policy.on_timeout}",
+            on_inconclusive=OnTimeout(policy.on_timeout),
+        )
+    return _verdict(Outcome.WAIT, Rule.WAITING, figures, f"{counted} so far: {still}")
+
+
+def _counted(sessions: int, crashed: int) -> str:
+    if sessions == 0:
+        return "no sessions"
+    (rate,) = _percents(Fraction(sessions - crashed, sessions))
+    return f"{sessions:,} sessions, {crashed:,} crashed (crash-free {rate})"
+
+
+def _still_needed(figures: Figures) -> str:
+    clean, crashes = figures.clean_to_promote, figures.crashes_to_rollback
+    promote = (
+        f"{_sessions(clean, 'crash-free')} would promote"
+        if clean is not None
+        else "no run of crash-free sessions would promote before max_sessions"
+    )
+    assert crashes is not None  # set for every sequential verdict
+    return f"{promote}, {crashes:,} more crashed would roll back"
+
+
+def _sessions(count: int, kind: str) -> str:
+    return f"{count:,} more {kind} session{'' if count == 1 else 's'}"
+
+
+def _odds(log_ratio: float) -> str:
+    """A likelihood ratio as odds a person reads: "24:1", "1:3"."""
+    if log_ratio >= 0:
+        ratio = math.exp(min(log_ratio, 700.0))
+        return f"{_round_odds(ratio)}:1" if ratio < 1e6 else "over 1,000,000:1"
+    ratio = math.exp(min(-log_ratio, 700.0))
+    return f"1:{_round_odds(ratio)}" if ratio < 1e6 else "1:over 1,000,000"
+
+
+def _round_odds(ratio: float) -> str:
+    return f"{ratio:,.1f}" if ratio < 10 else f"{ratio:,.0f}"
 
 
 def allowed_crashes(sessions: int, threshold: float) -> int:
@@ -229,8 +403,13 @@ def wilson_upper_bound(successes: int, n: int, confidence: float) -> float:
 def validate_policy(policy: Policy) -> list[str]:
     """Everything wrong with a policy, as sentences for a human; empty when it can be used."""
     problems: list[str] = []
-    if not _is_count(policy.min_sessions) or policy.min_sessions < 1:
-        problems.append(f"min_sessions must be a whole number of at least 1, got {policy.min_sessions!r}")
+    if policy.min_sessions is not None and (not _is_count(policy.min_sessions) or policy.min_sessions < 1):
+        problems.append(
+            f"min_sessions must be a whole number of at least 1, or unset, got {policy.min_sessions!r}"
+        )
+    if policy.method not in set(Method):
+        choices = " or ".join(Method)
+        problems.append(f"method must be {choices}, got {policy.method!r}")
     if not _is_number(policy.crash_free_threshold) or not 0 < policy.crash_free_threshold <= 1:
         problems.append(
             f"crash_free_threshold must be a fraction above 0 and at most 1 (0.995 means 99.5%), "
@@ -256,6 +435,49 @@ def validate_policy(policy: Policy) -> list[str]:
             f"early_fail_min_sessions must be a whole number of at least 1, "
             f"got {policy.early_fail_min_sessions!r}"
         )
+    if policy.method == Method.SEQUENTIAL and not problems:
+        problems.extend(_sequential_problems(policy))
+    return problems
+
+
+def _sequential_problems(policy: Policy) -> list[str]:
+    problems: list[str] = []
+    if policy.early_fail_confidence is not None:
+        problems.append(
+            "early_fail_confidence applies to method fixed only: the sequential test fails early on "
+            "its own, with the error rates false_promote and false_rollback"
+        )
+    tolerance = policy.tolerance
+    if not _is_number(tolerance) or not 0 < tolerance < 1:
+        problems.append(
+            f"tolerance must be a fraction above 0 (e.g. 0.003 for 0.3 points), got {tolerance!r}"
+        )
+        return problems
+    threshold = policy.crash_free_threshold
+    if not _exact(threshold) - _exact(tolerance) > 0 or not _exact(threshold) + _exact(tolerance) < 1:
+        problems.append(
+            f"tolerance {tolerance!r} around crash_free_threshold {threshold!r} must leave the good rate "
+            f"(threshold + tolerance) below 100% and the bad rate (threshold - tolerance) above 0%"
+        )
+    for name in ("false_promote", "false_rollback"):
+        value = getattr(policy, name)
+        if not _is_number(value) or not 0 < value < 0.5:
+            problems.append(f"{name} must be a probability above 0 and below 0.5 (e.g. 0.05), got {value!r}")
+    cap = policy.max_sessions
+    if not _is_count(cap) or cap < 1:
+        problems.append(f"max_sessions must be a whole number of at least 1, got {cap!r}")
+    if problems:
+        return problems
+    floor = policy.sample
+    if not floor <= cap <= sequential.MAX_CAP:
+        problems.append(
+            f"max_sessions must be at least min_sessions ({floor:,}) and at most "
+            f"{sequential.MAX_CAP:,}, got {cap!r}"
+        )
+        return problems
+    problem = sequential.cap_problem(policy.design())
+    if problem:
+        problems.append(problem)
     return problems
 
 
@@ -296,17 +518,48 @@ def _figures(policy: Policy, evidence: Evidence, counts: tuple[int, int] | str) 
         rate = float(Fraction(sessions - crashed, sessions))
         if policy.early_fail_confidence is not None:
             bound = wilson_upper_bound(sessions - crashed, sessions, policy.early_fail_confidence)
-    return Figures(
+    base = Figures(
         sessions=evidence.sessions,
         crashed=evidence.crashed,
         crash_free_rate=rate,
         upper_bound=bound,
         threshold=policy.crash_free_threshold,
-        min_sessions=policy.min_sessions,
-        allowed_crashes=allowed_crashes(policy.min_sessions, policy.crash_free_threshold),
+        min_sessions=policy.sample,
+        allowed_crashes=allowed_crashes(policy.sample, policy.crash_free_threshold),
         elapsed=evidence.elapsed,
         max_wait=policy.max_wait,
+        method=policy.method.value,
     )
+    if policy.method == Method.FIXED:
+        return base
+    test = sequential.boundaries(policy.design())
+    n, c = counts if not isinstance(counts, str) else (0, 0)
+    cap = test.design.cap
+    return replace(
+        base,
+        allowed_crashes=max(test.promote_at_most[min(max(n, test.design.floor), cap)], 0),
+        max_sessions=cap,
+        good_crash_rate=test.design.good,
+        bad_crash_rate=test.design.bad,
+        promote_statistic=test.promote_evidence(n, c),
+        promote_level=test.promote_level,
+        rollback_statistic=test.rollback_evidence(n, c),
+        rollback_level=test.rollback_level,
+        promote_at_most=test.promote_at_most[min(n, cap)],
+        rollback_at_least=test.rollback_at_least[min(n, cap)],
+        clean_to_promote=test.clean_sessions_to_promote(n, c),
+        crashes_to_rollback=_crashes_to_fail(policy, test, n, c),
+    )
+
+
+def _crashes_to_fail(policy: Policy, test: sequential.Boundaries, sessions: int, crashed: int) -> int:
+    """More crashed sessions that would fail the release: by the test, or sooner by fail fast."""
+    more = test.crashes_to_rollback(sessions, crashed)
+    if policy.fail_fast:
+        fast = max(0, allowed_crashes(test.design.cap, policy.crash_free_threshold) + 1 - crashed)
+        if sessions + fast < test.design.cap:  # at the cap the likelihood ratio's sign decides
+            more = min(more, fast)
+    return more
 
 
 def _without_evidence(

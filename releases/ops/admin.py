@@ -233,7 +233,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "vercel_project_id",
         "sentry_org",
         "sentry_project",
-        "min_sessions",
+        "gate_method",
         "crash_free_threshold",
         "dry_run",
         "live_deployment_id",
@@ -261,8 +261,13 @@ class ProjectAdmin(admin.ModelAdmin):
             "Gate",
             {
                 "fields": (
-                    "min_sessions",
+                    "gate_method",
                     "crash_free_threshold",
+                    "tolerance",
+                    "false_promote",
+                    "false_rollback",
+                    "min_sessions",
+                    "max_sessions",
                     "poll_interval",
                     "max_wait",
                     "on_timeout",

@@ -18,7 +18,7 @@ import yaml
 from releases.domain.policy import CANARY, GATE
 from releases.domain.release_names import template_problems
 from releases.domain.slo_rules import parse_check
-from releases.domain.verdict import OnTimeout
+from releases.domain.verdict import Method, OnTimeout, Policy, validate_policy
 from releases.models import Project
 from releases.workflows.canary.traffic import ROUTERS
 
@@ -37,6 +37,11 @@ SCHEMA: dict[str, set[str]] = {
     "slack": {"channel"},
     "pagerduty": {"routing_key_env"},
     "gate": {
+        "method",
+        "tolerance",
+        "false_promote",
+        "false_rollback",
+        "max_sessions",
         "min_sessions",
         "crash_free_threshold",
         "poll_interval",
@@ -200,7 +205,13 @@ def _project(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
 
 def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     gate = reader.keys(where, "gate", raw)
+    known_problems = len(reader.problems)
     out = {
+        "gate_method": reader.get(where, gate, "method", "str", GATE.method),
+        "tolerance": reader.get(where, gate, "tolerance", "fraction", GATE.tolerance),
+        "false_promote": reader.get(where, gate, "false_promote", "fraction", GATE.false_promote),
+        "false_rollback": reader.get(where, gate, "false_rollback", "fraction", GATE.false_rollback),
+        "max_sessions": reader.get(where, gate, "max_sessions", "int", GATE.max_sessions),
         "min_sessions": reader.get(where, gate, "min_sessions", "int", GATE.min_sessions),
         "crash_free_threshold": reader.get(
             where, gate, "crash_free_threshold", "crash_free", GATE.crash_free_threshold
@@ -232,6 +243,25 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
         reader.problems.append(f"{where}.max_wait: must be longer than poll_interval")
     if out["early_fail_confidence"] is not None and out["early_fail_confidence"] >= 1:
         reader.problems.append(f"{where}.early_fail_confidence: must be below 1 (e.g. 0.99)")
+    if out["gate_method"] not in {m.value for m in Method}:
+        reader.problems.append(f"{where}.method: must be sequential or fixed")
+    elif len(reader.problems) == known_problems:
+        # What only the whole policy can say (a tolerance that leaves no room around the threshold,
+        # max_sessions below the floor, an option of the other method), in the verdict's own words.
+        policy = Policy(
+            method=Method(out["gate_method"]),
+            crash_free_threshold=out["crash_free_threshold"],
+            max_wait=out["max_wait"].total_seconds(),
+            min_sessions=out["min_sessions"],
+            tolerance=out["tolerance"],
+            false_promote=out["false_promote"],
+            false_rollback=out["false_rollback"],
+            max_sessions=out["max_sessions"],
+            early_fail_confidence=out["early_fail_confidence"],
+        )
+        for problem in validate_policy(policy):
+            name, rest = problem.split(" ", 1)
+            reader.problems.append(f"{where}.{name}: {rest}")
     return out
 
 

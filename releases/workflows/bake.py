@@ -14,7 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from releases.core.transitions import GATEKEEPER
-from releases.domain.verdict import Policy
+from releases.domain.policy import GATE
+from releases.domain.verdict import Method, Policy
 from releases.models import Analysis, Project, Release, ReleaseEvent
 
 
@@ -23,6 +24,8 @@ def watch_policy(project: Project) -> Policy:
     policy = project.policy()
     return replace(
         policy,
+        method=Method.FIXED,
+        min_sessions=policy.min_sessions or GATE.fixed_min_sessions,
         crash_free_threshold=project.watch_threshold or project.crash_free_threshold,
         max_wait=project.watch_after_promotion.total_seconds() + 86400.0,
     )

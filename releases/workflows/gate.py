@@ -14,7 +14,7 @@ from django.utils import timezone
 from notifications.intents import facts_for, slack_spec
 from releases.core.transitions import GATEKEEPER, enter, transition
 from releases.domain.lifecycle import ReleaseState
-from releases.domain.verdict import OnTimeout, Outcome, Verdict
+from releases.domain.verdict import Method, OnTimeout, Outcome, Verdict
 from releases.models import Analysis, Release
 from releases.workflows.promotion import start_promotion, start_rollback
 
@@ -23,9 +23,18 @@ S = ReleaseState
 
 def _reason(release: Release) -> str:
     project = release.project
+    policy = project.policy()
+    if policy.method == Method.FIXED:
+        return (
+            f"gating: waiting for {policy.sample:,} sessions at a crash-free rate of at least "
+            f"{project.crash_free_threshold * 100:.2f}%"
+        )
+    good = (project.crash_free_threshold + project.tolerance) * 100
+    bad = (project.crash_free_threshold - project.tolerance) * 100
     return (
-        f"gating: waiting for {project.min_sessions} sessions at a crash-free rate of at least "
-        f"{project.crash_free_threshold * 100:.2f}%"
+        f"gating: a sequential test of crash-free {good:.2f}% or better against {bad:.2f}% or worse "
+        f"(at most {project.false_promote:.0%} of bad releases promoted, {project.false_rollback:.0%} "
+        f"of good ones rolled back; at least {policy.sample:,} sessions to promote)"
     )
 
 

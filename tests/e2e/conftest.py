@@ -57,6 +57,7 @@ def project(e2e: Simulator) -> Project:
     project = make_project(
         vercel_project_id=E2E_PROJECT,
         production_domains=["shop.example.com"],
+        gate_method="sequential",  # the default a new project gets, through the whole stack
         min_sessions=300,
         poll_interval=timedelta(seconds=1),
         max_wait=timedelta(minutes=5),

@@ -117,3 +117,24 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
     # Every check belongs to an analysis of its own release, and a release has one open at most.
     assert not NewCheck.objects.filter(analysis__isnull=True).exists()
     assert Analysis.objects.filter(phase__in=["waiting", "running", "paused"]).count() == 3
+
+
+def test_projects_on_the_old_default_sample_get_the_sequential_test_with_a_derived_floor(
+    transactional_db: Any,
+) -> None:
+    before, after = [("releases", "0007_analyses_own_their_counters")], [("releases", "0008_sequential_gate")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("releases", "Project")
+        fields = {"sentry_org": "acme", "sentry_project": "shop-web", "crash_free_threshold": 0.995}
+        old.objects.create(name="default", vercel_project_id="prj_1", min_sessions=500, **fields)
+        old.objects.create(name="chosen", vercel_project_id="prj_2", min_sessions=1200, **fields)
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps.get_model("releases", "Project")
+        rows = {p.name: (p.gate_method, p.min_sessions, p.tolerance) for p in new.objects.all()}
+        assert rows == {"default": ("sequential", None, 0.003), "chosen": ("sequential", 1200, 0.003)}
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())

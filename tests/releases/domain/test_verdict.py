@@ -1,4 +1,7 @@
-"""The pure verdict: every rule and boundary by example, then the promises it keeps as properties."""
+"""The fixed rule (method: fixed): every rule and boundary by example, then its promises as properties.
+
+The sequential test, the default, has its own tests in test_sequential.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 
 from releases.domain.verdict import (
     Evidence,
+    Method,
     OnTimeout,
     Outcome,
     Policy,
@@ -24,11 +28,24 @@ from releases.domain.verdict import (
 )
 
 HOUR = 3600.0
+SEQUENTIAL_FIGURES = [
+    "max_sessions",
+    "good_crash_rate",
+    "bad_crash_rate",
+    "promote_statistic",
+    "promote_level",
+    "rollback_statistic",
+    "rollback_level",
+    "promote_at_most",
+    "rollback_at_least",
+    "clean_to_promote",
+    "crashes_to_rollback",
+]
 
 
 def make_policy(**overrides: object) -> Policy:
     """500 sessions at 99.5% within two hours: at most 2 crashes in the first 500."""
-    base = Policy(min_sessions=500, crash_free_threshold=0.995, max_wait=2 * HOUR)
+    base = Policy(method=Method.FIXED, min_sessions=500, crash_free_threshold=0.995, max_wait=2 * HOUR)
     return dataclasses.replace(base, **overrides)
 
 
@@ -452,7 +469,9 @@ def test_it_accepts_sensible_policies(overrides: dict[str, object]) -> None:
 
 
 def test_it_lists_every_problem_at_once() -> None:
-    policy = Policy(min_sessions=0, crash_free_threshold=2.0, max_wait=0, max_consecutive_errors=0)
+    policy = Policy(
+        method=Method.FIXED, min_sessions=0, crash_free_threshold=2.0, max_wait=0, max_consecutive_errors=0
+    )
     assert len(validate_policy(policy)) == 4
 
 
@@ -467,6 +486,8 @@ def test_figures_serialise_to_a_flat_dict() -> None:
         "allowed_crashes": 2,
         "elapsed": 60.0,
         "max_wait": 7200.0,
+        "method": "fixed",
+        **dict.fromkeys(SEQUENTIAL_FIGURES),
     }
 
 
@@ -484,6 +505,7 @@ thresholds = st.one_of(
 confidences = st.one_of(st.none(), st.sampled_from([0.8, 0.9, 0.95, 0.99, 0.999]), st.floats(0.01, 0.9999))
 policies = st.builds(
     Policy,
+    method=st.just(Method.FIXED),
     min_sessions=st.integers(1, 3000),
     crash_free_threshold=thresholds,
     max_wait=st.floats(1.0, 10 * HOUR),
@@ -684,6 +706,7 @@ def test_early_fail_agrees_with_the_reported_bound(
     sessions, crashed = sample
     assume(sessions > 0)
     policy = Policy(
+        method=Method.FIXED,
         min_sessions=sessions + 1,
         crash_free_threshold=threshold,
         max_wait=HOUR,

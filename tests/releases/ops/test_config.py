@@ -36,8 +36,13 @@ projects:
     pagerduty:
       routing_key_env: PAGERDUTY_ROUTING_KEY     # the env var that holds the key; never the key itself
     gate:
-      min_sessions: 500
+      method: sequential                         # or fixed (the seed rule)
       crash_free_threshold: 0.995
+      tolerance: 0.003                           # good >= 99.8%, bad <= 99.2%
+      false_promote: 0.05
+      false_rollback: 0.05
+      min_sessions: 500                          # floor: nothing promotes below it
+      max_sessions: 5000
       poll_interval: 60s
       max_wait: 2h
       on_timeout: hold                           # hold | rollback
@@ -105,6 +110,11 @@ def test_the_design_example_parses_to_the_expected_fields() -> None:
         "release_template": "{meta[githubCommitSha]}",
         "slack_channel": "#releases",
         "pagerduty_routing_key_env": "PAGERDUTY_ROUTING_KEY",
+        "gate_method": "sequential",
+        "tolerance": 0.003,
+        "false_promote": 0.05,
+        "false_rollback": 0.05,
+        "max_sessions": 5000,
         "min_sessions": 500,
         "crash_free_threshold": 0.995,
         "poll_interval": timedelta(seconds=60),
@@ -149,7 +159,10 @@ def test_the_design_example_canary_is_normalised_to_seconds() -> None:
 def test_a_minimal_project_gets_the_documented_defaults() -> None:
     (project,) = parse(yaml.safe_dump({"projects": [project_doc(gate=None)]}))
 
-    assert project["min_sessions"] == 500
+    assert project["gate_method"] == "sequential"
+    assert (project["tolerance"], project["false_promote"], project["false_rollback"]) == (0.003, 0.05, 0.05)
+    assert project["min_sessions"] is None  # derived: the fewest sessions that rule out the bad rate
+    assert project["max_sessions"] == 5000
     assert project["crash_free_threshold"] == 0.995
     assert project["poll_interval"] == timedelta(seconds=60)
     assert project["max_wait"] == timedelta(hours=2)
@@ -554,3 +567,30 @@ def test_a_missing_file_is_refused_naming_the_path(tmp_path: Path) -> None:
 
     with pytest.raises(CommandError, match=r"nope\.yaml: cannot read"):
         sync(str(missing))
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ({"method": "bayes"}, "gate.method: must be sequential or fixed"),
+        ({"tolerance": 0.005}, "gate.tolerance: 0.005 around crash_free_threshold 0.995 must leave"),
+        ({"false_promote": 0.6}, "gate.false_promote: must be a probability above 0 and below 0.5"),
+        ({"max_sessions": 200}, "gate.max_sessions: must be at least min_sessions (500)"),
+        ({"tolerance": 0.0005}, "gate.max_sessions: 5,000 is too few to tell a crash rate of 0.4500%"),
+        ({"early_fail_confidence": 0.99}, "gate.early_fail_confidence: applies to method fixed only"),
+    ],
+)
+def test_a_sequential_gate_the_test_cannot_run_is_refused_naming_the_key(gate: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse(yaml.safe_dump({"projects": [project_doc(gate=gate)]}))
+    assert any(message in problem for problem in refused.value.problems), refused.value.problems
+
+
+def test_the_fixed_rule_keeps_its_own_options() -> None:
+    gate = {"method": "fixed", "min_sessions": 300, "early_fail_confidence": 0.99}
+    (project,) = parse(yaml.safe_dump({"projects": [project_doc(gate=gate)]}))
+    assert (project["gate_method"], project["min_sessions"], project["early_fail_confidence"]) == (
+        "fixed",
+        300,
+        0.99,
+    )

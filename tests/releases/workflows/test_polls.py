@@ -472,3 +472,37 @@ def test_a_claimed_poll_is_due_again_after_its_lease_not_a_fixed_minute(
     with pytest.raises(SystemExit):
         polls.poll_batch([(gate.pk, gate.generation)])
     assert before + timedelta(seconds=20) <= seen[0] <= timezone.now() + timedelta(seconds=20)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((431, 0), "wait", S.GATING, "waiting"),
+        ((432, 0), "pass", S.PROMOTING, "sequential_pass"),
+        ((100, 3), "fail", S.ROLLING_BACK, "sequential_fail"),
+    ],
+)
+def test_a_project_on_the_default_sequential_test_decides_as_soon_as_the_evidence_does(
+    case: tuple[tuple[int, int], str, str, str],
+    fakes: Fakes,
+    no_broker: list[Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    totals, outcome, state, rule = case
+    project = make_project(gate_method="sequential", min_sessions=None)
+    known_good(project)
+    gate = gating(project)
+    release = gate.release
+    fakes.sentry.totals[release.version] = totals
+    assert poll(gate, django_capture_on_commit_callbacks) == outcome
+    assert release.state == state
+    check = GateCheck.objects.get()
+    assert check.rule == rule
+    # The stored check carries the test's figures: what decided, and what would have.
+    figures = check.figures
+    assert figures["method"] == "sequential" and figures["min_sessions"] == 373
+    assert (figures["good_crash_rate"], figures["bad_crash_rate"]) == (0.002, 0.008)
+    assert figures["promote_level"] > 0 and figures["rollback_level"] > 0
+    if outcome == "wait":
+        assert (figures["clean_to_promote"], figures["crashes_to_rollback"]) == (1, 5)
+        assert "1 more crash-free session would promote" in check.reasons[0]
