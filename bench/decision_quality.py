@@ -97,6 +97,56 @@ def simulate(
     )
 
 
+WATCH_RATES = (0.9995, 0.999, 0.998, 0.997, 0.995, 0.992, 0.99, 0.97)
+WATCH_PER_MINUTE = 100
+WATCH_MINUTES = 60
+
+
+def watch_table(policy: Policy) -> Decisions:
+    """What the bake watch acts on: only a fail rolls back; anything else keeps watching."""
+    table = decisions(policy, WATCH_PER_MINUTE * WATCH_MINUTES)
+    return Decisions((-1,) * len(table.promote_at_most), table.rollback_at_least)
+
+
+def bake_watch(
+    streams: int, rng: np.random.Generator, disagreements: list[str]
+) -> dict[str, Characteristics]:
+    """A live release watched for an hour at 100 sessions a minute, polled every minute."""
+    from releases.models import Project
+    from releases.workflows.bake import watch_policy
+
+    policies = {
+        "sequential": watch_policy(Project(gate_method="sequential")),
+        "fixed": watch_policy(Project(gate_method="fixed")),
+    }
+    tables = {name: watch_table(policy) for name, policy in policies.items()}
+    print(
+        f"\n== the bake watch: a live release watched for {WATCH_MINUTES} min at {WATCH_PER_MINUTE} "
+        f"sessions a minute, polled every minute (P(roll) is a rollback during the watch)"
+    )
+    columns = f"{'P(roll)':>7} {'mean':>6} {'p95':>6}"
+    print(f"{'crash-free':>10}  {'sequential':^21}  |  {'fixed':^21}")
+    print(f"{'':>10}  {columns}  |  {columns}")
+    exact: dict[str, Characteristics] = {}
+    for rate in WATCH_RATES:
+        row = []
+        for name, table in tables.items():
+            result = simulate(table, rate, WATCH_PER_MINUTE, streams=streams, rng=rng, polls=WATCH_MINUTES)
+            truth = characteristics(table, rate, WATCH_PER_MINUTE, WATCH_MINUTES)
+            exact[f"{name}@{rate}"] = truth
+            error = math.sqrt(max(truth.rollback * (1 - truth.rollback), 1e-12) / streams)
+            if abs(result.rollback - truth.rollback) > 4 * error + 1e-9:
+                disagreements.append(
+                    f"bake watch, {name} at {rate:.2%}: simulated P(rollback) {result.rollback:.4f}, "
+                    f"exact {truth.rollback:.4f}"
+                )
+            mean = f"{result.mean_sessions:,.0f}" if result.mean_sessions is not None else "-"
+            p95 = f"{result.p95_sessions:,}" if result.p95_sessions is not None else "-"
+            row.append(f"{result.rollback:7.3f} {mean:>6} {p95:>6}")
+        print(f"{rate * 100:>9.2f}%  {row[0]}  |  {row[1]}")
+    return exact
+
+
 def cell(result: Simulated) -> str:
     mean = f"{result.mean_sessions:,.0f}" if result.mean_sessions is not None else "-"
     p95 = f"{result.p95_sessions:,}" if result.p95_sessions is not None else "-"
@@ -112,6 +162,11 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     rng = np.random.default_rng(args.seed)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatekeeper.settings")
+    os.environ.setdefault("DEBUG", "1")  # no service runs: only the models' defaults are read
+    import django
+
+    django.setup()
 
     tables: dict[str, Decisions] = {}
     for name, policy in POLICIES.items():
@@ -177,12 +232,21 @@ def main() -> int:
         f"P(rollback) at 99.8% {fixed_good.rollback:.4f}"
     )
 
+    watch_rows = bake_watch(args.streams, rng, disagreements)
+
     targets: list[tuple[str, bool]] = []
     for per_poll in PER_POLL:
         bad = exact[("sequential", per_poll, 0.992, False)]
         good = exact[("sequential", per_poll, 0.998, False)]
         targets.append((f"P(promote) <= 5% at 99.2%, {per_poll}/poll", bad.promote <= 0.05))
         targets.append((f"P(rollback) <= 5% at 99.8%, {per_poll}/poll", good.rollback <= 0.05))
+    false_alarm = watch_rows["sequential@0.998"].rollback
+    targets.append(
+        (
+            f"bake watch rolls back at most 1% of 99.8% releases (exact: {false_alarm:.4f})",
+            false_alarm <= 0.01,
+        )
+    )
     fast = exact[("sequential", 25, 0.97, False)].mean_sessions
     slow = exact[("sequential", 25, 0.999, False)].mean_sessions
     targets.append(("mean sessions <= 100 at 97%, 25/poll", fast is not None and fast <= 100))

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from notifications.messages import Facts, admin_url, sentry_release_url, verdict_message
+from notifications.messages import Facts, admin_url, evidence, sentry_release_url, verdict_message
 from releases.core.outbox import ActionSpec, next_key
 from releases.models import Action, Project, Release
 
@@ -38,6 +38,7 @@ def facts_for(
         crash_free_rate=figures.get("crash_free_rate", release.crash_free_rate),
         threshold=figures.get("threshold", project.crash_free_threshold),
         elapsed=figures.get("elapsed", release.elapsed()),
+        evidence=evidence(figures, outcome),
         sentry_url=sentry_release_url(project.sentry_org, release.version, project.sentry_project),
         vercel_url=release.inspector_url,
         admin_url=admin_url(release.pk),

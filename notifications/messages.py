@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
+from releases.domain.verdict import odds
+
 EMOJI = {
     "pass": ":white_check_mark:",
     "fail": ":x:",
@@ -35,6 +37,7 @@ class Facts:
     crash_free_rate: float | None = None
     threshold: float | None = None
     elapsed: float | None = None
+    evidence: str = ""  # what the sequential test found, in words; empty for the fixed rule
     sentry_url: str = ""
     vercel_url: str = ""
     admin_url: str = ""
@@ -72,6 +75,8 @@ def verdict_message(facts: Facts) -> tuple[str, list[dict[str, Any]]]:
         f"{EMOJI.get(facts.outcome, '')} {title}. Crash-free {rate_line}, "
         f"{count(facts.sessions)} sessions, {count(facts.crashed)} crashed, after {duration(facts.elapsed)}."
     )
+    if facts.evidence:
+        text += f" {facts.evidence[0].upper()}{facts.evidence[1:]}."
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         {
@@ -89,6 +94,10 @@ def verdict_message(facts: Facts) -> tuple[str, list[dict[str, Any]]]:
             ],
         },
     ]
+    if facts.evidence:
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Evidence*\n{facts.evidence}"}}
+        )
     if facts.reasons:
         reasons = "\n".join(f"• {reason}" for reason in facts.reasons)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": reasons[:2900]}})
@@ -124,3 +133,26 @@ def sentry_release_url(org: str, version: str, project: str = "") -> str:
 
 def admin_url(release_id: int) -> str:
     return f"{settings.GATEKEEPER_PUBLIC_URL}/admin/releases/release/{release_id}/change/"
+
+
+def evidence(figures: dict[str, Any], outcome: str) -> str:
+    """What the sequential test found, in a sentence a release manager reads; "" for the fixed rule."""
+    method = figures.get("method")
+    if method not in {"sequential", "watch"} or figures.get("bad_crash_rate") is None:
+        return ""
+    good, bad = percent(1 - figures["good_crash_rate"]), percent(1 - figures["bad_crash_rate"])
+    if outcome == "fail" or method == "watch":
+        return (
+            f"evidence {odds(figures['rollback_statistic'] or 0.0)} that the crash-free rate is {bad} "
+            f"or worse rather than {good} (rolls back at {odds(figures['rollback_level'])})"
+        )
+    if outcome == "pass":
+        return (
+            f"evidence {odds(figures['promote_statistic'] or 0.0)} that the crash-free rate is {good} "
+            f"or better rather than {bad} (promotes at {odds(figures['promote_level'])})"
+        )
+    clean, crashes = figures.get("clean_to_promote"), figures.get("crashes_to_rollback")
+    promote = (
+        f"{clean:,} more crash-free sessions would promote" if clean else "no crash-free run would promote"
+    )
+    return f"no verdict yet: {promote}, {crashes or 0:,} more crashed would roll back"

@@ -14,7 +14,7 @@ from django.utils import timezone
 from releases.domain.lifecycle import FINAL, ReleaseState
 from releases.domain.policy import GATE
 from releases.domain.release_names import template_problems
-from releases.domain.verdict import Method, OnTimeout, Policy, validate_policy
+from releases.domain.verdict import GATE_METHODS, Method, OnTimeout, Policy, validate_policy
 
 DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
 # A policy problem starts with the name of what is wrong; this is the admin field that holds it.
@@ -31,6 +31,7 @@ _POLICY_FIELDS = {
     "false_promote": "false_promote",
     "false_rollback": "false_rollback",
     "max_sessions": "max_sessions",
+    "watch_false_alarm": "watch_false_alarm",
 }
 
 
@@ -64,7 +65,7 @@ class Project(models.Model):
 
     gate_method = models.CharField(
         max_length=20,
-        choices=[(m.value, m.value) for m in Method],
+        choices=[(m.value, m.value) for m in GATE_METHODS],
         default=GATE.method,
         help_text="sequential: promote or roll back as soon as the evidence decides; fixed: the seed rule",
     )
@@ -107,6 +108,10 @@ class Project(models.Model):
     # The bar a live release must keep during its bake watch; blank = crash_free_threshold.
     watch_threshold = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    watch_false_alarm = models.FloatField(
+        default=GATE.watch_false_alarm,
+        help_text="sequential: at most this share of good releases rolled back by the bake watch",
     )
     on_warning = models.CharField(
         max_length=20,

@@ -36,6 +36,9 @@ class GateDefaults:
     early_fail_min_sessions: int = 50
     watch_after_promotion: timedelta = timedelta(minutes=60)
     watch_threshold: float | None = None  # None: the bake watch keeps crash_free_threshold
+    # Sequential projects: at most this share of releases at the good rate are ever rolled back by
+    # the bake watch, however long it runs and whatever the traffic.
+    watch_false_alarm: float = 0.01
     dry_run: bool = False
 
 

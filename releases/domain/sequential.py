@@ -292,3 +292,60 @@ def _step(alive: list[float], p: float, *, lump: bool) -> list[float]:
     if lump:
         new[-1] += alive[-1] * p  # the lumped top stays lumped
     return new
+
+
+@dataclass(frozen=True)
+class Watch:
+    """The bake watch's test: has a live release become bad?
+
+    A mixture likelihood ratio, ``M = mean over k of L(bad * 2**k) / L(good)`` for the bad rates
+    ``bad, 2 bad, 4 bad, ...`` below 1, raises the alarm at ``1 / false_alarm``. Under a release
+    crashing at ``good``, ``M`` is a martingale with mean 1, so by Ville's inequality it ever
+    reaches ``1 / false_alarm`` with probability at most ``false_alarm``: however long the watch,
+    however much traffic, however it is polled. A release better than ``good`` alarms less often
+    still (the statistic rises with crashes). The mixture lets a release far worse than ``bad``
+    be caught on the evidence that it is far worse, within a few dozen sessions.
+    """
+
+    good: float
+    bad: float
+    false_alarm: float
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if not 0 < self.good < self.bad < 1:
+            out.append("the good crash rate must be above 0 and below the bad one, and the bad one below 1")
+        if not 0 < self.false_alarm < 0.5:
+            out.append(
+                f"watch_false_alarm must be above 0 and below 0.5 (e.g. 0.01), got {self.false_alarm!r}"
+            )
+        return out
+
+    @property
+    def alternatives(self) -> tuple[float, ...]:
+        rates = []
+        rate = self.bad
+        while rate < 1:
+            rates.append(rate)
+            rate *= 2
+        return tuple(rates)
+
+    @property
+    def level(self) -> float:
+        return math.log(1 / self.false_alarm)
+
+    def statistic(self, sessions: int, crashed: int) -> float:
+        """log M: the evidence, in natural-log units, that the release is bad rather than good."""
+        logs = [log_likelihood_ratio(sessions, crashed, rate, self.good) for rate in self.alternatives]
+        top = max(logs)
+        return top + math.log(sum(math.exp(value - top) for value in logs) / len(logs))
+
+    def alarms(self, sessions: int, crashed: int) -> bool:
+        return self.statistic(sessions, crashed) >= self.level
+
+    def crashes_to_alarm(self, sessions: int, crashed: int) -> int:
+        """How many more sessions, all crashed, would raise the alarm."""
+        more = 0
+        while not self.alarms(sessions + more, crashed + more):
+            more += 1
+        return more

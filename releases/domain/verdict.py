@@ -32,6 +32,12 @@ from releases.domain.policy import GATE
 class Method(StrEnum):
     SEQUENTIAL = "sequential"
     FIXED = "fixed"
+    # The bake watch's test (sequential.Watch): set by the watch on its own snapshot, never a
+    # gate.method a project chooses.
+    WATCH = "watch"
+
+
+GATE_METHODS = (Method.SEQUENTIAL, Method.FIXED)
 
 
 class Outcome(StrEnum):
@@ -56,6 +62,7 @@ class Rule(StrEnum):
     SEQUENTIAL_FAIL = "sequential_fail"
     CAP_PASS = "cap_pass"  # noqa: S105
     CAP_FAIL = "cap_fail"
+    WATCH_ALARM = "watch_alarm"
     FAIL_FAST = "fail_fast"
     EARLY_FAIL = "early_fail"
     WAITING = "waiting"
@@ -81,6 +88,7 @@ class Policy:
     false_promote: float = GATE.false_promote
     false_rollback: float = GATE.false_rollback
     max_sessions: int = GATE.max_sessions  # sequential: the likelihood ratio's sign decides here
+    false_alarm: float = GATE.watch_false_alarm  # watch: at most this share of good releases alarmed
     max_consecutive_errors: int = GATE.max_consecutive_errors
     on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT
     fail_fast: bool = GATE.fail_fast
@@ -110,6 +118,13 @@ class Policy:
             return GATE.fixed_min_sessions
         bad = float(1 - _exact(self.crash_free_threshold) + _exact(self.tolerance))
         return derived_floor(bad, self.false_promote)
+
+    def watch(self) -> sequential.Watch:
+        return sequential.Watch(
+            good=float(1 - _exact(self.crash_free_threshold) - _exact(self.tolerance)),
+            bad=float(1 - _exact(self.crash_free_threshold) + _exact(self.tolerance)),
+            false_alarm=self.false_alarm,
+        )
 
     def design(self) -> sequential.Design:
         return sequential.Design(
@@ -199,7 +214,29 @@ def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
 
     if policy.method == Method.FIXED:
         return _fixed(policy, evidence, figures, sessions, crashed)
+    if policy.method == Method.WATCH:
+        return _watch(policy, figures, sessions, crashed)
     return _sequential(policy, evidence, figures, sessions, crashed)
+
+
+def _watch(policy: Policy, figures: Figures, sessions: int, crashed: int) -> Verdict:
+    """The bake watch: fail on the alarm, else keep watching (the watch ends by time, not here)."""
+    watch = policy.watch()
+    good, bad = _percents(Fraction(1) - _exact(watch.good), Fraction(1) - _exact(watch.bad))
+    counted = _counted(sessions, crashed)
+    if watch.alarms(sessions, crashed):
+        return _verdict(
+            Outcome.FAIL,
+            Rule.WATCH_ALARM,
+            figures,
+            f"{counted}: evidence {odds(watch.statistic(sessions, crashed))} that the crash-free rate "
+            f"has fallen to {bad} or worse rather than staying at {good} (alarm at {odds(watch.level)}, "
+            f"which at most {policy.false_alarm:.0%} of releases at {good} ever reach)",
+        )
+    more = watch.crashes_to_alarm(sessions, crashed)
+    return _verdict(
+        Outcome.WAIT, Rule.WAITING, figures, f"{counted} so far: {more:,} more crashed would alarm"
+    )
 
 
 def _fixed(policy: Policy, evidence: Evidence, figures: Figures, sessions: int, crashed: int) -> Verdict:
@@ -280,7 +317,7 @@ def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: 
     counted = _counted(sessions, crashed)
     if sessions >= cap:
         # The cap decides even past max_wait: there is a verdict to give, by the ratio's sign.
-        ratio = _odds(sequential.log_ratio(sessions, crashed, test.design.good, test.design.bad))
+        ratio = odds(sequential.log_ratio(sessions, crashed, test.design.good, test.design.bad))
         if test.cap_promotes(sessions, crashed):
             return _verdict(
                 Outcome.PASS,
@@ -301,8 +338,8 @@ def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: 
             Outcome.FAIL,
             Rule.SEQUENTIAL_FAIL,
             figures,
-            f"{counted}: evidence {_odds(test.rollback_evidence(sessions, crashed))} that the crash-free "
-            f"rate is {bad} or worse rather than {good} (rolls back at {_odds(test.rollback_level)})",
+            f"{counted}: evidence {odds(test.rollback_evidence(sessions, crashed))} that the crash-free "
+            f"rate is {bad} or worse rather than {good} (rolls back at {odds(test.rollback_level)})",
         )
     most_allowed = allowed_crashes(cap, policy.crash_free_threshold)
     if policy.fail_fast and crashed > most_allowed:
@@ -320,8 +357,8 @@ def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: 
             Outcome.PASS,
             Rule.SEQUENTIAL_PASS,
             figures,
-            f"{counted}: evidence {_odds(test.promote_evidence(sessions, crashed))} that the crash-free "
-            f"rate is {good} or better rather than {bad} (promotes at {_odds(test.promote_level)})",
+            f"{counted}: evidence {odds(test.promote_evidence(sessions, crashed))} that the crash-free "
+            f"rate is {good} or better rather than {bad} (promotes at {odds(test.promote_level)})",
         )
     still = _still_needed(figures)
     if evidence.elapsed >= policy.max_wait:
@@ -358,8 +395,8 @@ def _sessions(count: int, kind: str) -> str:
     return f"{count:,} more {kind} session{'' if count == 1 else 's'}"
 
 
-def _odds(log_ratio: float) -> str:
-    """A likelihood ratio as odds a person reads: "24:1", "1:3"."""
+def odds(log_ratio: float) -> str:
+    """A likelihood ratio, given as its natural log, as odds a person reads: "24:1", "1:3"."""
     if log_ratio >= 0:
         ratio = math.exp(min(log_ratio, 700.0))
         return f"{_round_odds(ratio)}:1" if ratio < 1e6 else "over 1,000,000:1"
@@ -437,7 +474,21 @@ def validate_policy(policy: Policy) -> list[str]:
         )
     if policy.method == Method.SEQUENTIAL and not problems:
         problems.extend(_sequential_problems(policy))
+    if policy.method == Method.WATCH and not problems:
+        problems.extend(_tolerance_problems(policy) or policy.watch().problems())
     return problems
+
+
+def _tolerance_problems(policy: Policy) -> list[str]:
+    tolerance, threshold = policy.tolerance, policy.crash_free_threshold
+    if not _is_number(tolerance) or not 0 < tolerance < 1:
+        return [f"tolerance must be a fraction above 0 (e.g. 0.003 for 0.3 points), got {tolerance!r}"]
+    if not _exact(threshold) - _exact(tolerance) > 0 or not _exact(threshold) + _exact(tolerance) < 1:
+        return [
+            f"tolerance {tolerance!r} around crash_free_threshold {threshold!r} must leave the good rate "
+            f"(threshold + tolerance) below 100% and the bad rate (threshold - tolerance) above 0%"
+        ]
+    return []
 
 
 def _sequential_problems(policy: Policy) -> list[str]:
@@ -447,18 +498,9 @@ def _sequential_problems(policy: Policy) -> list[str]:
             "early_fail_confidence applies to method fixed only: the sequential test fails early on "
             "its own, with the error rates false_promote and false_rollback"
         )
-    tolerance = policy.tolerance
-    if not _is_number(tolerance) or not 0 < tolerance < 1:
-        problems.append(
-            f"tolerance must be a fraction above 0 (e.g. 0.003 for 0.3 points), got {tolerance!r}"
-        )
+    problems.extend(_tolerance_problems(policy))
+    if problems and not _is_number(policy.tolerance):
         return problems
-    threshold = policy.crash_free_threshold
-    if not _exact(threshold) - _exact(tolerance) > 0 or not _exact(threshold) + _exact(tolerance) < 1:
-        problems.append(
-            f"tolerance {tolerance!r} around crash_free_threshold {threshold!r} must leave the good rate "
-            f"(threshold + tolerance) below 100% and the bad rate (threshold - tolerance) above 0%"
-        )
     for name in ("false_promote", "false_rollback"):
         value = getattr(policy, name)
         if not _is_number(value) or not 0 < value < 0.5:
@@ -532,8 +574,18 @@ def _figures(policy: Policy, evidence: Evidence, counts: tuple[int, int] | str) 
     )
     if policy.method == Method.FIXED:
         return base
-    test = sequential.boundaries(policy.design())
     n, c = counts if not isinstance(counts, str) else (0, 0)
+    if policy.method == Method.WATCH:
+        watch = policy.watch()
+        return replace(
+            base,
+            good_crash_rate=watch.good,
+            bad_crash_rate=watch.bad,
+            rollback_statistic=watch.statistic(n, c),
+            rollback_level=watch.level,
+            crashes_to_rollback=watch.crashes_to_alarm(n, c),
+        )
+    test = sequential.boundaries(policy.design())
     cap = test.design.cap
     return replace(
         base,

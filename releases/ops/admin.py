@@ -276,6 +276,8 @@ class ProjectAdmin(admin.ModelAdmin):
                     "early_fail_confidence",
                     "early_fail_min_sessions",
                     "watch_after_promotion",
+                    "watch_threshold",
+                    "watch_false_alarm",
                     "dry_run",
                 )
             },

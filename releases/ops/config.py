@@ -18,7 +18,7 @@ import yaml
 from releases.domain.policy import CANARY, GATE
 from releases.domain.release_names import template_problems
 from releases.domain.slo_rules import parse_check
-from releases.domain.verdict import Method, OnTimeout, Policy, validate_policy
+from releases.domain.verdict import GATE_METHODS, Method, OnTimeout, Policy, validate_policy
 from releases.models import Project
 from releases.workflows.canary.traffic import ROUTERS
 
@@ -54,6 +54,7 @@ SCHEMA: dict[str, set[str]] = {
         "early_fail_confidence",
         "early_fail_min_sessions",
         "watch_threshold",
+        "watch_false_alarm",
     },
     "canary": {
         "stages",
@@ -234,6 +235,7 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
             where, gate, "early_fail_min_sessions", "int", GATE.early_fail_min_sessions
         ),
         "watch_threshold": reader.get(where, gate, "watch_threshold", "crash_free", GATE.watch_threshold),
+        "watch_false_alarm": reader.get(where, gate, "watch_false_alarm", "fraction", GATE.watch_false_alarm),
     }
     if out["on_timeout"] not in {o.value for o in OnTimeout}:
         reader.problems.append(f"{where}.on_timeout: must be hold or rollback")
@@ -243,7 +245,9 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
         reader.problems.append(f"{where}.max_wait: must be longer than poll_interval")
     if out["early_fail_confidence"] is not None and out["early_fail_confidence"] >= 1:
         reader.problems.append(f"{where}.early_fail_confidence: must be below 1 (e.g. 0.99)")
-    if out["gate_method"] not in {m.value for m in Method}:
+    if not 0 < out["watch_false_alarm"] < 0.5:
+        reader.problems.append(f"{where}.watch_false_alarm: must be above 0 and below 0.5 (e.g. 0.01)")
+    if out["gate_method"] not in {m.value for m in GATE_METHODS}:
         reader.problems.append(f"{where}.method: must be sequential or fixed")
     elif len(reader.problems) == known_problems:
         # What only the whole policy can say (a tolerance that leaves no room around the threshold,

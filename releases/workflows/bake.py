@@ -22,11 +22,20 @@ from releases.models import Analysis, Project, Release, ReleaseEvent
 def watch_policy(project: Project) -> Policy:
     """The gate's policy with the post-promotion bar and no deadline of its own (the watch has one)."""
     policy = project.policy()
+    threshold = project.watch_threshold or project.crash_free_threshold
+    if policy.method == Method.SEQUENTIAL:
+        # "Has it become bad?", with at most watch_false_alarm of good releases ever alarmed.
+        return replace(
+            policy,
+            method=Method.WATCH,
+            crash_free_threshold=threshold,
+            false_alarm=project.watch_false_alarm,
+            max_wait=project.watch_after_promotion.total_seconds() + 86400.0,
+        )
     return replace(
         policy,
-        method=Method.FIXED,
         min_sessions=policy.min_sessions or GATE.fixed_min_sessions,
-        crash_free_threshold=project.watch_threshold or project.crash_free_threshold,
+        crash_free_threshold=threshold,
         max_wait=project.watch_after_promotion.total_seconds() + 86400.0,
     )
 

@@ -60,9 +60,10 @@ def test_replay_prints_each_verdict_with_its_figures(project: Any, e2e: Simulato
     assert lines[0].startswith("playing ") and "2 deployment(s) to gate" in lines[0]
     verdicts = sorted(Release.objects.exclude(verdict="").values_list("verdict", "state"))
     assert verdicts == [("fail", "rolled_back"), ("pass", "promoted")]
-    printed = "\n".join(lines[1:])
+    assert lines[1].split()[:4] == ["PROJECT", "RELEASE", "STATE", "METHOD"]
+    printed = "\n".join(lines[2:])
     assert "promoted" in printed and "rolled_back" in printed
-    assert "threshold 99.50%" in printed and "crash-free" in printed
+    assert "99.50%" in printed and "evidence" in printed
 
 
 def test_replay_without_a_simulator_says_so(project: Any, tmp_path: Path) -> None:

@@ -203,3 +203,22 @@ def test_the_token_is_not_in_a_connection_error() -> None:
     error = failure(Vendor(refuse))
     assert TOKEN not in str(error)
     assert not error.maybe_delivered
+
+
+def test_a_sequential_verdict_says_its_evidence_in_words_and_the_fixed_rule_says_nothing_more() -> None:
+    from notifications.messages import evidence
+    from releases.domain.verdict import Evidence, Method, Policy, evaluate
+
+    sequential = evaluate(Policy(crash_free_threshold=0.995, max_wait=7200), Evidence(1240, 1, 60.0))
+    assert evidence(sequential.figures.as_dict(), "pass") == (
+        "evidence 779:1 that the crash-free rate is 99.80% or better rather than 99.20% (promotes at 32:1)"
+    )
+    waiting = evaluate(Policy(crash_free_threshold=0.995, max_wait=7200), Evidence(400, 1, 60.0))
+    assert evidence(waiting.figures.as_dict(), "inconclusive") == (
+        "no verdict yet: 387 more crash-free sessions would promote, 3 more crashed would roll back"
+    )
+    fixed = evaluate(
+        Policy(method=Method.FIXED, min_sessions=500, crash_free_threshold=0.995, max_wait=7200),
+        Evidence(800, 2, 60.0),
+    )
+    assert evidence(fixed.figures.as_dict(), "pass") == ""

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from releases.models import Release
-from releases.ops.report import release_line
+from releases.ops.report import header, release_line
 
 
 class Command(BaseCommand):
@@ -24,5 +24,7 @@ class Command(BaseCommand):
         rows = list(releases[: options["limit"]])
         if not rows:
             self.stdout.write("no releases yet")
+            return
+        self.stdout.write(header())
         for release in rows:
             self.stdout.write(release_line(release))

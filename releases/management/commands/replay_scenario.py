@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Release
-from releases.ops.report import release_line
+from releases.ops.report import header, release_line
 
 S = ReleaseState
 OPEN = frozenset({S.RECEIVED, S.GATING, S.PASSED, S.PROMOTING, S.ROLLING_BACK})
@@ -71,6 +71,7 @@ class Command(BaseCommand):
             if len(gates) >= gated and not any(r.state in OPEN for r in gates):
                 break
             if time.monotonic() > deadline:
+                self.stdout.write(header())
                 for release in releases:
                     self.stdout.write(release_line(release))
                 raise CommandError(
@@ -78,5 +79,6 @@ class Command(BaseCommand):
                     "URLs pointing at this simulator?"
                 )
             time.sleep(1)
+        self.stdout.write(header())
         for release in gates:
             self.stdout.write(release_line(release))

@@ -380,3 +380,60 @@ def test_a_verdict_depends_only_on_the_cumulative_counts_never_on_how_polls_spli
         crashed = sum(crashes[:sessions])
         fresh = evaluate(policy, Evidence(sessions, crashed, 60.0))
         assert verdict == (fresh.outcome, fresh.rule, fresh.reasons, fresh.figures)
+
+
+# --- the bake watch's test ----------------------------------------------------------------------
+
+
+WATCH = dataclasses.replace(DEFAULT, method=Method.WATCH, false_alarm=0.01)
+
+
+def alarm_probability(watch: sequential.Watch, rate: float, horizon: int) -> float:
+    """P(ever alarmed within ``horizon`` sessions, checked after every one), exactly."""
+    alive = {0: 1.0}
+    alarmed = 0.0
+    for sessions in range(1, horizon + 1):
+        moved: dict[int, float] = {}
+        for crashed, mass in alive.items():
+            moved[crashed] = moved.get(crashed, 0.0) + mass * (1 - rate)
+            moved[crashed + 1] = moved.get(crashed + 1, 0.0) + mass * rate
+        alive = {}
+        for crashed, mass in moved.items():
+            if watch.alarms(sessions, crashed):
+                alarmed += mass
+            else:
+                alive[crashed] = mass
+    return alarmed
+
+
+def test_a_good_release_watched_session_by_session_is_alarmed_at_most_one_time_in_a_hundred() -> None:
+    watch = WATCH.watch()
+    # 6,000 sessions: an hour at 100 a minute, every one of them a chance to alarm.
+    assert alarm_probability(watch, 0.002, 6000) <= 0.01
+    assert alarm_probability(watch, 0.001, 6000) <= alarm_probability(watch, 0.002, 6000)
+
+
+def test_a_release_that_went_bad_is_caught() -> None:
+    watch = WATCH.watch()
+    assert alarm_probability(watch, 0.03, 400) > 0.98
+    assert alarm_probability(watch, 0.01, 6000) > 0.99
+
+
+@pytest.mark.parametrize(
+    ("sessions", "crashed", "outcome"), [(300, 8, Outcome.FAIL), (20_000, 50, Outcome.WAIT)]
+)
+def test_the_watch_fails_on_the_alarm_and_otherwise_keeps_watching(
+    sessions: int, crashed: int, outcome: Outcome
+) -> None:
+    verdict = evaluate(WATCH, Evidence(sessions, crashed, 60.0))
+    assert verdict.outcome == outcome
+    assert verdict.figures.rollback_level == pytest.approx(math.log(100))
+    if outcome == Outcome.FAIL:
+        assert verdict.rule == Rule.WATCH_ALARM
+    else:
+        more = verdict.figures.crashes_to_rollback
+        assert more is not None and more > 0
+        assert evaluate(WATCH, Evidence(sessions + more, crashed + more, 60.0)).outcome == Outcome.FAIL
+        assert (
+            evaluate(WATCH, Evidence(sessions + more - 1, crashed + more - 1, 60.0)).outcome == Outcome.WAIT
+        )

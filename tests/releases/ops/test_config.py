@@ -127,6 +127,7 @@ def test_the_design_example_parses_to_the_expected_fields() -> None:
         "early_fail_confidence": None,
         "early_fail_min_sessions": 50,
         "watch_threshold": None,
+        "watch_false_alarm": 0.01,
         "on_warning": "notify",
         "canary": project["canary"],
     }

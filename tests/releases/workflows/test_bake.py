@@ -25,6 +25,7 @@ from releases.integrations.vercel import aliasing
 from releases.models import Action, Analysis, GateCheck, Project, Release, ReleaseEvent
 from releases.scheduling import dispatcher
 from releases.workflows import polls
+from releases.workflows.bake import watch_policy
 from tests.factories import SENTRY_SECRET, make_analysis, make_project, make_release
 from tests.fakes import Fakes, install
 
@@ -392,3 +393,56 @@ def test_a_breach_with_no_known_good_deployment_pages_once_and_ends_the_watch(
     assert (watch.phase, watch.next_check_at) == ("failed", None)
     assert sorted(Action.objects.values_list("kind", flat=True)) == ["pagerduty", "slack"]
     assert "NOT rolled back" in Action.objects.get(kind="pagerduty").payload["summary"]
+
+
+# --- the sequential watch of a project on the default method ----------------------------------
+
+
+@pytest.fixture
+def sequential_project(monkeypatch: pytest.MonkeyPatch) -> Project:
+    monkeypatch.setenv("PD_KEY", PD_KEY)
+    return make_project(
+        pagerduty_routing_key_env="PD_KEY",
+        gate_method="sequential",
+        min_sessions=None,
+        watch_after_promotion=WATCH,
+        max_consecutive_errors=2,
+    )
+
+
+def test_a_sequential_project_watches_with_its_own_bounded_false_alarm_test(
+    sequential_project: Project,
+) -> None:
+    policy = watch_policy(sequential_project)
+    assert policy.method == "watch" and policy.false_alarm == 0.01
+    assert (policy.watch().good, policy.watch().bad) == (0.002, 0.008)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((20_000, 50), "wait"),  # 99.75%: between good and bad, no alarm however long
+        ((2_000, 4), "wait"),  # 99.8%, the good rate
+        ((300, 8), "breach"),  # 97.3%: far below the bar, caught within a few hundred sessions
+        ((6_000, 60), "breach"),  # 99.0%: worse than bad, once the evidence is in
+    ],
+)
+def test_the_sequential_watch_rolls_back_on_the_evidence_not_on_a_single_poll_below_the_bar(
+    sequential_project: Project,
+    fakes: Fakes,
+    no_broker: list[Any],
+    django_capture_on_commit_callbacks: Any,
+    case: tuple[tuple[int, int], str],
+) -> None:
+    sample, outcome = case
+    known_good(sequential_project)
+    release = watching(sequential_project)
+    fakes.sentry.totals[release.version] = sample
+    assert poll(release, django_capture_on_commit_callbacks) == outcome
+    check = GateCheck.objects.get(release=release)
+    assert check.figures["method"] == "watch"
+    if outcome == "breach":
+        assert release.state == S.ROLLING_BACK and check.rule == "watch_alarm"
+        assert "has fallen to 99.20% or worse" in check.reasons[0]
+    else:
+        assert release.state == S.PROMOTED and "more crashed would alarm" in check.reasons[0]

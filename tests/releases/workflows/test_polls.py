@@ -506,3 +506,10 @@ def test_a_project_on_the_default_sequential_test_decides_as_soon_as_the_evidenc
     if outcome == "wait":
         assert (figures["clean_to_promote"], figures["crashes_to_rollback"]) == (1, 5)
         assert "1 more crash-free session would promote" in check.reasons[0]
+        return
+    # Slack says what decided it, in words.
+    text = Action.objects.get(kind="slack").payload["text"]
+    if outcome == "pass":
+        assert "Evidence 32:1 that the crash-free rate is 99.80% or better rather than 99.20%" in text
+    else:
+        assert "Evidence 214:1 that the crash-free rate is 99.20% or worse rather than 99.80%" in text
