@@ -32,6 +32,8 @@ _POLICY_FIELDS = {
     "false_rollback": "false_rollback",
     "max_sessions": "max_sessions",
     "watch_false_alarm": "watch_false_alarm",
+    "no_traffic_after": "no_traffic_after",
+    "on_no_traffic": "on_no_traffic",
 }
 
 
@@ -97,6 +99,16 @@ class Project(models.Model):
     max_wait = models.DurationField(default=GATE.max_wait, validators=[_positive_duration])
     on_timeout = models.CharField(
         max_length=20, choices=[(o.value, o.value) for o in OnTimeout], default=GATE.on_timeout
+    )
+    no_traffic_after = models.DurationField(
+        null=True,
+        blank=True,
+        default=GATE.no_traffic_after,
+        validators=[_positive_duration],
+        help_text="too little traffic to decide by max_wait is said this far into a gate (blank: never)",
+    )
+    on_no_traffic = models.CharField(
+        max_length=20, choices=[(o.value, o.value) for o in OnTimeout], default=GATE.on_no_traffic
     )
     max_consecutive_errors = models.PositiveIntegerField(
         default=GATE.max_consecutive_errors, validators=[MinValueValidator(1)]
@@ -169,6 +181,8 @@ class Project(models.Model):
             false_rollback=self.false_rollback,
             max_sessions=self.max_sessions,
             max_wait=(self.max_wait + extra_wait).total_seconds(),
+            no_traffic_after=self.no_traffic_after.total_seconds() if self.no_traffic_after else None,
+            on_no_traffic=OnTimeout(self.on_no_traffic),
             max_consecutive_errors=self.max_consecutive_errors,
             on_timeout=OnTimeout(self.on_timeout),
             fail_fast=self.fail_fast,

@@ -30,6 +30,8 @@ class GateDefaults:
     poll_interval: timedelta = timedelta(seconds=60)
     max_wait: timedelta = timedelta(hours=2)
     on_timeout: str = "hold"
+    no_traffic_after: timedelta = timedelta(minutes=10)
+    on_no_traffic: str = "hold"
     max_consecutive_errors: int = 4
     fail_fast: bool = True
     early_fail_confidence: float | None = None

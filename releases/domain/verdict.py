@@ -70,10 +70,13 @@ class Rule(StrEnum):
     ERRORS_EXHAUSTED = "errors_exhausted"
     TIMEOUT = "timeout"
     INVALID_EVIDENCE = "invalid_evidence"
+    NO_TRAFFIC = "no_traffic"
 
 
 DEFAULT_ON_TIMEOUT = OnTimeout(GATE.on_timeout)
 DEFAULT_METHOD = Method(GATE.method)
+DEFAULT_NO_TRAFFIC_AFTER = GATE.no_traffic_after.total_seconds()
+DEFAULT_ON_NO_TRAFFIC = OnTimeout(GATE.on_no_traffic)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class Policy:
     false_rollback: float = GATE.false_rollback
     max_sessions: int = GATE.max_sessions  # sequential: the likelihood ratio's sign decides here
     false_alarm: float = GATE.watch_false_alarm  # watch: at most this share of good releases alarmed
+    # Seconds into the gate after which too little traffic to decide by max_wait is said, once,
+    # and on_no_traffic applies; None: never (the bake watch, which ends by time).
+    no_traffic_after: float | None = DEFAULT_NO_TRAFFIC_AFTER
+    on_no_traffic: OnTimeout = DEFAULT_ON_NO_TRAFFIC
     max_consecutive_errors: int = GATE.max_consecutive_errors
     on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT
     fail_fast: bool = GATE.fail_fast
@@ -105,6 +112,10 @@ class Policy:
         values = {name: value for name, value in data.items() if name in known}
         if "on_timeout" in values:
             values["on_timeout"] = OnTimeout(values["on_timeout"])
+        if "on_no_traffic" in values:
+            values["on_no_traffic"] = OnTimeout(values["on_no_traffic"])
+        # Nor did it watch for traffic: a snapshot without the key never calls it too little.
+        values.setdefault("no_traffic_after", None)
         # A snapshot taken before there was a choice of method was judged by the fixed rule.
         values["method"] = Method(values.get("method", Method.FIXED))
         return cls(**values)
@@ -169,6 +180,7 @@ class Figures:
     elapsed: float
     max_wait: float
     method: str = Method.FIXED.value
+    sessions_per_minute: float | None = None  # the release's traffic so far
     # The sequential test's figures (None for fixed). Statistics and levels are natural logs of
     # likelihood ratios: promote when promote_statistic >= promote_level, roll back likewise.
     max_sessions: int | None = None
@@ -297,6 +309,9 @@ def _fixed(policy: Policy, evidence: Evidence, figures: Figures, sessions: int, 
             progress,
         )
 
+    too_little = _no_traffic(policy, evidence, sessions, policy.sample, figures)
+    if too_little is not None:
+        return too_little
     if evidence.elapsed >= policy.max_wait:
         return _verdict(
             Outcome.INCONCLUSIVE,
@@ -361,6 +376,10 @@ def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: 
             f"rate is {good} or better rather than {bad} (promotes at {odds(test.promote_level)})",
         )
     still = _still_needed(figures)
+    needed = sessions + figures.clean_to_promote if figures.clean_to_promote is not None else cap
+    too_little = _no_traffic(policy, evidence, sessions, needed, figures)
+    if too_little is not None:
+        return too_little
     if evidence.elapsed >= policy.max_wait:
         return _verdict(
             Outcome.INCONCLUSIVE,
@@ -371,6 +390,35 @@ def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: 
             on_inconclusive=OnTimeout(policy.on_timeout),
         )
     return _verdict(Outcome.WAIT, Rule.WAITING, figures, f"{counted} so far: {still}")
+
+
+def _no_traffic(
+    policy: Policy, evidence: Evidence, sessions: int, needed: int, figures: Figures
+) -> Verdict | None:
+    """Too little traffic to decide by max_wait, said once no_traffic_after into the gate.
+
+    A staged build gets only the traffic that reaches its own deployment URL, often none; waiting
+    out max_wait in silence would hold it with no word on why.
+    """
+    after, elapsed = policy.no_traffic_after, evidence.elapsed
+    if after is None or not after <= elapsed < policy.max_wait:
+        return None
+    expected = sessions / elapsed * policy.max_wait if elapsed > 0 else 0.0
+    if expected >= needed:
+        return None
+    per_minute = sessions / elapsed * 60 if elapsed > 0 else 0.0
+    return _verdict(
+        Outcome.INCONCLUSIVE,
+        Rule.NO_TRAFFIC,
+        figures,
+        f"too little traffic to judge: {sessions:,} sessions in {_duration(elapsed)} "
+        f"({per_minute:,.1f} a minute); at that rate {_duration(policy.max_wait)} brings about "
+        f"{expected:,.0f}, and a verdict needs {needed:,}",
+        "a staged build gets only the traffic that reaches its own deployment URL: send traffic to "
+        "it, or gate this project as a canary (canary: in gatekeeper.yaml), which Vercel's Rolling "
+        f"Releases give a share of production; on no traffic: {policy.on_no_traffic}",
+        on_inconclusive=OnTimeout(policy.on_no_traffic),
+    )
 
 
 def _counted(sessions: int, crashed: int) -> str:
@@ -462,6 +510,12 @@ def validate_policy(policy: Policy) -> list[str]:
     if policy.on_timeout not in set(OnTimeout):
         choices = " or ".join(OnTimeout)
         problems.append(f"on_timeout must be {choices}, got {policy.on_timeout!r}")
+    if policy.on_no_traffic not in set(OnTimeout):
+        choices = " or ".join(OnTimeout)
+        problems.append(f"on_no_traffic must be {choices}, got {policy.on_no_traffic!r}")
+    after = policy.no_traffic_after
+    if after is not None and (not _is_number(after) or not 0 < after < math.inf):
+        problems.append(f"no_traffic_after must be a positive number of seconds, or unset, got {after!r}")
     confidence = policy.early_fail_confidence
     if confidence is not None and (not _is_number(confidence) or not 0 < confidence < 1):
         problems.append(
@@ -571,6 +625,11 @@ def _figures(policy: Policy, evidence: Evidence, counts: tuple[int, int] | str) 
         elapsed=evidence.elapsed,
         max_wait=policy.max_wait,
         method=policy.method.value,
+        sessions_per_minute=(
+            counts[0] / evidence.elapsed * 60
+            if not isinstance(counts, str) and evidence.elapsed > 0
+            else None
+        ),
     )
     if policy.method == Method.FIXED:
         return base

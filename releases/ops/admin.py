@@ -271,6 +271,8 @@ class ProjectAdmin(admin.ModelAdmin):
                     "poll_interval",
                     "max_wait",
                     "on_timeout",
+                    "no_traffic_after",
+                    "on_no_traffic",
                     "max_consecutive_errors",
                     "fail_fast",
                     "early_fail_confidence",

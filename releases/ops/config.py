@@ -55,6 +55,8 @@ SCHEMA: dict[str, set[str]] = {
         "early_fail_min_sessions",
         "watch_threshold",
         "watch_false_alarm",
+        "no_traffic_after",
+        "on_no_traffic",
     },
     "canary": {
         "stages",
@@ -220,6 +222,8 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
         "poll_interval": reader.get(where, gate, "poll_interval", "duration", GATE.poll_interval),
         "max_wait": reader.get(where, gate, "max_wait", "duration", GATE.max_wait),
         "on_timeout": reader.get(where, gate, "on_timeout", "str", GATE.on_timeout),
+        "no_traffic_after": _no_traffic_after(reader, where, gate),
+        "on_no_traffic": reader.get(where, gate, "on_no_traffic", "str", GATE.on_no_traffic),
         "max_consecutive_errors": reader.get(
             where, gate, "max_consecutive_errors", "int", GATE.max_consecutive_errors
         ),
@@ -239,6 +243,8 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     }
     if out["on_timeout"] not in {o.value for o in OnTimeout}:
         reader.problems.append(f"{where}.on_timeout: must be hold or rollback")
+    if out["on_no_traffic"] not in {o.value for o in OnTimeout}:
+        reader.problems.append(f"{where}.on_no_traffic: must be hold or rollback")
     if out["poll_interval"] < timedelta(seconds=1):
         reader.problems.append(f"{where}.poll_interval: must be at least 1s")
     if out["max_wait"] <= out["poll_interval"]:
@@ -256,6 +262,8 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
             method=Method(out["gate_method"]),
             crash_free_threshold=out["crash_free_threshold"],
             max_wait=out["max_wait"].total_seconds(),
+            on_timeout=OnTimeout(out["on_timeout"]),
+            on_no_traffic=OnTimeout(out["on_no_traffic"]),
             min_sessions=out["min_sessions"],
             tolerance=out["tolerance"],
             false_promote=out["false_promote"],
@@ -267,6 +275,14 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
             name, rest = problem.split(" ", 1)
             reader.problems.append(f"{where}.{name}: {rest}")
     return out
+
+
+def _no_traffic_after(reader: _Reader, where: str, gate: dict[str, Any]) -> timedelta | None:
+    """A duration, or 0s / off for never."""
+    if gate.get("no_traffic_after") in {"off", 0, "0", "0s"}:
+        return None
+    after: timedelta = reader.get(where, gate, "no_traffic_after", "duration", GATE.no_traffic_after)
+    return after
 
 
 def _canary(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:

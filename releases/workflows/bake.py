@@ -31,12 +31,14 @@ def watch_policy(project: Project) -> Policy:
             crash_free_threshold=threshold,
             false_alarm=project.watch_false_alarm,
             max_wait=project.watch_after_promotion.total_seconds() + 86400.0,
+            no_traffic_after=None,  # a live release's traffic is production's; the watch ends by time
         )
     return replace(
         policy,
         min_sessions=policy.min_sessions or GATE.fixed_min_sessions,
         crash_free_threshold=threshold,
         max_wait=project.watch_after_promotion.total_seconds() + 86400.0,
+        no_traffic_after=None,
     )
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from notifications.intents import facts_for, slack_spec
 from releases.core.transitions import GATEKEEPER, enter, transition
 from releases.domain.lifecycle import ReleaseState
-from releases.domain.verdict import Method, OnTimeout, Outcome, Verdict
+from releases.domain.verdict import Method, OnTimeout, Outcome, Rule, Verdict
 from releases.models import Analysis, Release
 from releases.workflows.promotion import start_promotion, start_rollback
 
@@ -122,10 +122,11 @@ def decide(release: Release, verdict: Verdict) -> None:
             figures=figures,
         )
     else:
+        what = "too little traffic to judge" if verdict.rule == Rule.NO_TRAFFIC else "no verdict"
         facts = facts_for(
             release,
             outcome="inconclusive",
-            headline="held: a human decides (approve or reject in Gatekeeper)",
+            headline=f"held, {what}: a human decides (approve or reject in Gatekeeper)",
             reasons=verdict.reasons,
             figures=figures,
         )

@@ -437,3 +437,52 @@ def test_the_watch_fails_on_the_alarm_and_otherwise_keeps_watching(
         assert (
             evaluate(WATCH, Evidence(sessions + more - 1, crashed + more - 1, 60.0)).outcome == Outcome.WAIT
         )
+
+
+# --- too little traffic to judge ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sessions", "elapsed", "rule"),
+    [
+        (0, 600.0, Rule.NO_TRAFFIC),  # nothing at all after ten minutes
+        (12, 600.0, Rule.NO_TRAFFIC),  # 1.2 a minute: 144 by max_wait, 432 needed
+        (40, 600.0, Rule.WAITING),  # 4 a minute: 480 by max_wait, enough
+        (12, 599.0, Rule.WAITING),  # before no_traffic_after nothing is said
+    ],
+)
+def test_too_little_traffic_to_decide_by_max_wait_is_said_at_no_traffic_after(
+    sessions: int, elapsed: float, rule: Rule
+) -> None:
+    verdict = evaluate(DEFAULT, Evidence(sessions, 0, elapsed))
+    assert verdict.rule == rule
+    if rule == Rule.NO_TRAFFIC:
+        assert (verdict.outcome, verdict.on_inconclusive) == (Outcome.INCONCLUSIVE, OnTimeout.HOLD)
+        assert f"{sessions:,} sessions in 10m ({sessions / 10:.1f} a minute)" in verdict.reasons[0]
+        assert "a verdict needs 432" in verdict.reasons[0]
+        assert "canary" in verdict.reasons[1]
+    assert verdict.figures.sessions_per_minute == pytest.approx(sessions / elapsed * 60)
+
+
+def test_on_no_traffic_rollback_keeps_the_previous_deployment_and_never_promotes() -> None:
+    policy = dataclasses.replace(DEFAULT, on_no_traffic=OnTimeout.ROLLBACK)
+    verdict = evaluate(policy, Evidence(0, 0, 900.0))
+    assert (verdict.outcome, verdict.on_inconclusive) == (Outcome.INCONCLUSIVE, OnTimeout.ROLLBACK)
+
+
+def test_the_fixed_rule_is_told_about_traffic_too_and_a_watch_or_an_old_snapshot_never() -> None:
+    fixed = Policy(method=Method.FIXED, min_sessions=500, crash_free_threshold=0.995, max_wait=7200.0)
+    assert evaluate(fixed, Evidence(20, 0, 900.0)).rule == Rule.NO_TRAFFIC  # 160 by max_wait, 500 needed
+    silent = dataclasses.replace(DEFAULT, no_traffic_after=None)
+    assert evaluate(silent, Evidence(0, 0, 900.0)).rule == Rule.WAITING
+    old = {"min_sessions": 500, "crash_free_threshold": 0.995, "max_wait": 7200.0}
+    assert Policy.from_json(old).no_traffic_after is None
+
+
+@given(policies, counts(max_sessions=600), st.floats(0, 3 * HOUR))
+def test_no_traffic_never_promotes(policy: Policy, sample: tuple[int, int], elapsed: float) -> None:
+    sessions, crashed = sample
+    verdict = evaluate(policy, Evidence(sessions, crashed, elapsed))
+    if verdict.rule == Rule.NO_TRAFFIC:
+        assert verdict.outcome == Outcome.INCONCLUSIVE
+        assert verdict.on_inconclusive in {OnTimeout.HOLD, OnTimeout.ROLLBACK}

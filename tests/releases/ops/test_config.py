@@ -43,6 +43,8 @@ projects:
       false_rollback: 0.05
       min_sessions: 500                          # floor: nothing promotes below it
       max_sessions: 5000
+      no_traffic_after: 10m
+      on_no_traffic: hold                        # hold | rollback
       poll_interval: 60s
       max_wait: 2h
       on_timeout: hold                           # hold | rollback
@@ -120,6 +122,8 @@ def test_the_design_example_parses_to_the_expected_fields() -> None:
         "poll_interval": timedelta(seconds=60),
         "max_wait": timedelta(hours=2),
         "on_timeout": "hold",
+        "no_traffic_after": timedelta(minutes=10),
+        "on_no_traffic": "hold",
         "max_consecutive_errors": 4,
         "fail_fast": True,
         "watch_after_promotion": timedelta(minutes=60),
@@ -595,3 +599,12 @@ def test_the_fixed_rule_keeps_its_own_options() -> None:
         300,
         0.99,
     )
+
+
+def test_no_traffic_after_takes_a_duration_or_off_and_on_no_traffic_hold_or_rollback() -> None:
+    (on,) = parse(yaml.safe_dump({"projects": [project_doc(gate={"no_traffic_after": "20m"})]}))
+    (off,) = parse(yaml.safe_dump({"projects": [project_doc(gate={"no_traffic_after": "off"})]}))
+    assert (on["no_traffic_after"], off["no_traffic_after"]) == (timedelta(minutes=20), None)
+    with pytest.raises(ConfigError) as refused:
+        parse(yaml.safe_dump({"projects": [project_doc(gate={"on_no_traffic": "promote"})]}))
+    assert any("gate.on_no_traffic: must be hold or rollback" in p for p in refused.value.problems)

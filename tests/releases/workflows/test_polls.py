@@ -513,3 +513,20 @@ def test_a_project_on_the_default_sequential_test_decides_as_soon_as_the_evidenc
         assert "Evidence 32:1 that the crash-free rate is 99.80% or better rather than 99.20%" in text
     else:
         assert "Evidence 214:1 that the crash-free rate is 99.20% or worse rather than 99.80%" in text
+
+
+def test_a_staged_build_with_too_little_traffic_is_held_once_with_the_reason_and_the_options(
+    fakes: Fakes, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    project = make_project(gate_method="sequential", min_sessions=None)
+    gate = gating(project, gating_started_at=timezone.now() - timedelta(minutes=11))
+    release = gate.release
+    fakes.sentry.totals[release.version] = (11, 0)
+    assert poll(gate, django_capture_on_commit_callbacks) == "inconclusive"
+    assert release.state == S.HELD and release.verdict_rule == "no_traffic"
+    slack = Action.objects.get(kind="slack").payload
+    assert "held, too little traffic to judge" in slack["text"]
+    blocks = str(slack["blocks"])
+    assert "11 sessions in 11m" in blocks and "Rolling Releases" in blocks
+    assert Action.objects.filter(kind="promote").count() == 0
+    assert gate.next_check_at is None  # said once: the gate stops polling
