@@ -13,7 +13,7 @@ from typing import Any, Literal
 from django.utils import timezone
 
 from notifications.intents import facts_for, page_spec, slack_spec
-from notifications.messages import admin_url, percent, sentry_release_url
+from notifications.messages import admin_url, evidence, percent, sentry_release_url
 from releases.core.outbox import ActionSpec, enqueue_actions, write_actions
 from releases.core.production import known_good
 from releases.core.transitions import GATEKEEPER, stop_analyses, transition
@@ -67,6 +67,11 @@ def rollback_live(
         "rollback_target": target.deployment_id if target else None,
         "rollback_target_release": target.version if target else None,
     }
+    if evidence(figures, "fail"):
+        # The bake watch's test: what it found, in words and in its own figures.
+        details["crashed"] = figures.get("crashed", release.crashed)
+        details["evidence"] = evidence(figures, "fail")
+        details.update({name: figures.get(name) for name in ("rollback_statistic", "rollback_level")})
     name = release.version or release.deployment_id
     rate_text = f"crash-free {percent(rate)} < {percent(threshold)}" if rate is not None else cause
     if target is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -444,5 +445,10 @@ def test_the_sequential_watch_rolls_back_on_the_evidence_not_on_a_single_poll_be
     if outcome == "breach":
         assert release.state == S.ROLLING_BACK and check.rule == "watch_alarm"
         assert "has fallen to 99.20% or worse" in check.reasons[0]
+        details = Action.objects.get(kind="pagerduty").payload["custom_details"]
+        assert details["crashed"] == sample[1]
+        assert details["evidence"].startswith("evidence ")
+        assert "that the crash-free rate is 99.20% or worse rather than 99.80%" in details["evidence"]
+        assert details["rollback_level"] == pytest.approx(math.log(100))
     else:
         assert release.state == S.PROMOTED and "more crashed would alarm" in check.reasons[0]
