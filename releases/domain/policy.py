@@ -47,10 +47,15 @@ class GateDefaults:
 GATE = GateDefaults()
 
 
+DEFAULT_MAX_HOLD = 1800.0
+
+
 @dataclass(frozen=True)
 class Stage:
     percent: float  # the canary's share of production traffic at this stage
     hold: float = 0.0  # seconds at this stage before its checks may advance it
+    # Seconds at this stage an undecided sequential check may hold it; then it counts as failed.
+    max_hold: float = DEFAULT_MAX_HOLD
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,11 @@ class CanaryPolicy:
         defaults = cls(stages=())
         return cls(
             stages=tuple(
-                Stage(percent=float(stage["percent"]), hold=float(stage.get("hold", 0)))
+                Stage(
+                    percent=float(stage["percent"]),
+                    hold=float(stage.get("hold", 0)),
+                    max_hold=float(stage.get("max_hold", DEFAULT_MAX_HOLD)),
+                )
                 for stage in data.get("stages") or ()
             ),
             confirmations=int(data.get("confirmations", defaults.confirmations)),

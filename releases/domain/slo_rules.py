@@ -10,6 +10,13 @@ HTTP check's URL may use the placeholders (``$DEPLOYMENT_URL`` reaches the deplo
 and is always sent the deployment and release in ``X-Gatekeeper-Deployment`` and
 ``X-Gatekeeper-Release`` headers.
 
+A ``sentry_crash_free`` check with ``min`` is judged by the gate's sequential test
+(releases/domain/sequential.py) on the canary's cumulative sessions at its stage: it passes when
+the evidence shows the canary at ``min + tolerance`` or better rather than ``min - tolerance``,
+fails on the reverse, and otherwise is undecided: the stage holds (no advance, no failure) until
+the evidence decides or the stage's ``max_hold`` passes. ``method: fixed`` keeps the plain
+comparison of the window's rate with ``min``.
+
 Thresholds, all of which must hold:
 
 * ``max`` / ``min``: absolute bounds on the value.
@@ -29,17 +36,23 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from releases.domain.policy import GATE
+from releases.domain.verdict import Evidence, Method, Outcome, Policy, evaluate, validate_policy
+
 KINDS = ("sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http")
 PLACEHOLDERS = ("$DEPLOYMENT_ID", "$DEPLOYMENT_URL", "$RELEASE")
 DEFAULT_WINDOW = 300.0
 DEFAULT_TIMEOUT = 10.0
+# The sequential crash-free check has no deadline of its own (the stage's max_hold is it); the
+# verdict wants a finite one.
+STAGE_MAX_WAIT = 10 * 365 * 86400.0
 MIN_WINDOW, MAX_WINDOW = 60.0, 86400.0
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 60.0
 POSTHOG_PROPERTY = re.compile(r"^\$?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 COMMON_KEYS = {"kind", "name", "window", "timeout", "max", "min", "relative_to_previous", "floor"}
 KIND_KEYS: dict[str, set[str]] = {
     "sentry_error_rate": {"min_sessions"},
-    "sentry_crash_free": {"min_sessions"},
+    "sentry_crash_free": {"min_sessions", "method", "tolerance", "false_promote", "false_rollback"},
     "datadog_query": {"query"},
     "posthog_exceptions": {"project_id", "property", "value"},
     "http": {"url"},
@@ -67,14 +80,38 @@ class CheckSpec:
     project_id: str = ""  # PostHog project; POSTHOG_PROJECT_ID when empty
     property: str = "$app_version"
     value: str = "$RELEASE"
+    # sentry_crash_free only: "sequential" (the gate's test on the stage's sessions) or "fixed".
+    method: str = "fixed"
+    tolerance: float | None = None  # None: 60% of the crash rate min allows (0.003 at 0.995)
+    false_promote: float = GATE.false_promote
+    false_rollback: float = GATE.false_rollback
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckSpec:
+        # A stored check from before the choice of method compared the window's rate: "fixed".
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    # A method, not a property: the field ``property`` above shadows the builtin in this body.
+    def is_sequential(self) -> bool:
+        return self.kind == "sentry_crash_free" and self.method == "sequential"
+
+    def crash_free_policy(self) -> Policy:
+        """The gate's sequential test around ``min``, for a canary's crash-free check."""
+        threshold = self.min if self.min is not None else 0.0
+        return Policy(
+            method=Method.SEQUENTIAL,
+            crash_free_threshold=threshold,
+            max_wait=STAGE_MAX_WAIT,
+            min_sessions=None,
+            tolerance=self.tolerance if self.tolerance is not None else default_tolerance(threshold),
+            false_promote=self.false_promote,
+            false_rollback=self.false_rollback,
+            no_traffic_after=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +185,15 @@ def parse_check(raw: Any, where: str) -> tuple[CheckSpec | None, list[str]]:
         text = read(key, _text)
         if text is not None:
             values[key] = text
+    for key in ("tolerance", "false_promote", "false_rollback"):
+        number = read(key, _number)
+        if number is not None:
+            values[key] = number
+    if kind == "sentry_crash_free":
+        method = read("method", _text) or "sequential"
+        if method not in {"sequential", "fixed"}:
+            problems.append(f"{where}.method: must be sequential or fixed")
+        values["method"] = method
     min_sessions = read("min_sessions", _number)
     if min_sessions is not None:
         if min_sessions < 1 or not float(min_sessions).is_integer():
@@ -176,6 +222,9 @@ def parse_check(raw: Any, where: str) -> tuple[CheckSpec | None, list[str]]:
             if key in values and not 0 <= values[key] <= 1:
                 problems.append(f"{where}.{key}: rates are fractions 0-1 (write 0.01 for 1%)")
 
+    if values.get("method") == "sequential" and not problems:
+        problems.extend(_sequential_problems(values, where))
+
     if kind == "datadog_query":
         query = values.get("query")
         if not query:
@@ -200,6 +249,35 @@ def parse_check(raw: Any, where: str) -> tuple[CheckSpec | None, list[str]]:
         return None, problems
     values.setdefault("name", default_name(values))
     return CheckSpec(**values), []
+
+
+def default_tolerance(threshold: float) -> float:
+    """A canary check's tolerance when unset: 60% of the crash rate the bar allows.
+
+    The gate's default (0.003 around 0.995) scaled, so a check at 0.9 tells 96% from 84% rather
+    than asking for tens of thousands of sessions to tell 90.3% from 89.7%."""
+    return round(0.6 * (1 - threshold), 6)
+
+
+def _sequential_problems(values: dict[str, Any], where: str) -> list[str]:
+    if "min" not in values or "max" in values:
+        return [f"{where}: a sequential crash-free check needs min (the crash-free bar) and no max"]
+    spec = CheckSpec(**{**values, "name": "check"})
+    policy = spec.crash_free_policy()
+    # The test judges the stage's sessions with no deadline of its own: the stage's max_hold is it.
+    problems = validate_policy(policy)
+    out = []
+    for problem in problems:
+        name, rest = problem.split(" ", 1)
+        name = "min" if name == "crash_free_threshold" else name
+        out.append(f"{where}.{name}: {rest}")
+    return out
+
+
+def judge_crash_free(spec: CheckSpec, sessions: int, crashed: int) -> tuple[Outcome, str]:
+    """The sequential test on a canary's sessions at its stage: pass, fail, or wait (undecided)."""
+    verdict = evaluate(spec.crash_free_policy(), Evidence(sessions, crashed, elapsed=0.0))
+    return verdict.outcome, "; ".join(verdict.reasons)
 
 
 def default_name(values: dict[str, Any]) -> str:

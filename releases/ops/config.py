@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from releases.domain.policy import CANARY, GATE
+from releases.domain.policy import CANARY, DEFAULT_MAX_HOLD, GATE
 from releases.domain.release_names import template_problems
 from releases.domain.slo_rules import parse_check
 from releases.domain.verdict import GATE_METHODS, Method, OnTimeout, Policy, validate_policy
@@ -304,7 +304,12 @@ def _canary(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
             reader.problems.append(f"{path}.percent: must rise stage by stage, at most 100")
         last = percent
         hold = reader.get(path, stage, "hold", "duration", timedelta(0))
-        out_stages.append({"percent": percent, "hold": hold.total_seconds()})
+        max_hold = reader.get(path, stage, "max_hold", "duration", timedelta(seconds=DEFAULT_MAX_HOLD))
+        if max_hold < hold:
+            reader.problems.append(f"{path}.max_hold: must be at least the stage's hold")
+        out_stages.append(
+            {"percent": percent, "hold": hold.total_seconds(), "max_hold": max_hold.total_seconds()}
+        )
     if out_stages and out_stages[-1]["percent"] != 100:
         reader.problems.append(f"{where}.stages: the last stage must be 100")
     checks = canary.get("checks")

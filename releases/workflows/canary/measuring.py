@@ -21,7 +21,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from releases.core.errors import ProviderError
-from releases.domain.slo_rules import KINDS, CheckSpec, judge, parse_check, substitute
+from releases.domain.slo_rules import KINDS, CheckSpec, judge, judge_crash_free, parse_check, substitute
+from releases.domain.verdict import Outcome
 from releases.integrations import clients
 from releases.integrations.http_check.client import http_check
 from releases.models import Project, Release
@@ -68,6 +69,8 @@ class CheckResult:
     elapsed_ms: float
     detail: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    # Not ok, and not a failure either: a sequential check whose evidence has not decided yet.
+    pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +87,12 @@ class SloResult:
     @property
     def reasons(self) -> list[str]:
         return [f"{c.name}: {c.reason}" for c in self.checks if not c.ok]
+
+    @property
+    def pending(self) -> bool:
+        """Not ok only because a sequential check is still undecided: hold, neither pass nor fail."""
+        failed = [c for c in self.checks if not c.ok]
+        return bool(failed) and all(c.pending for c in failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,8 +146,12 @@ def run_checks(
     *,
     specs: Sequence[CheckSpec] | None = None,
     now: datetime | None = None,
+    since: datetime | None = None,
 ) -> SloResult:
     """Every check once for ``release`` (and, for relative ones, ``previous``); ok if all pass.
+
+    ``since``: when the canary's stage began; a sequential crash-free check judges the sessions
+    since then (without it, the check's window).
 
     No checks at all is not ok: a ramp with nothing to judge it must not advance."""
     specs = list(specs_for(project) if specs is None else specs)
@@ -150,7 +163,7 @@ def run_checks(
     pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(specs)), thread_name_prefix="slo")
     try:
         started = time.monotonic()
-        futures = [pool.submit(_one, spec, project, target, baseline_target, now) for spec in specs]
+        futures = [pool.submit(_one, spec, project, target, baseline_target, now, since) for spec in specs]
         results = []
         for spec, future in zip(specs, futures, strict=True):
             # Each check's budget counts from the common start: waiting on one does not extend another.
@@ -170,11 +183,18 @@ def _budget(spec: CheckSpec) -> float:
     return spec.timeout * (2 if spec.relative_to_previous is not None else 1) + GRACE
 
 
-def _one(
-    spec: CheckSpec, project: Project, target: Target, baseline_target: Target | None, now: datetime
+def _one(  # noqa: PLR0917 - one check's inputs, all needed
+    spec: CheckSpec,
+    project: Project,
+    target: Target,
+    baseline_target: Target | None,
+    now: datetime,
+    since: datetime | None = None,
 ) -> CheckResult:
     started = time.monotonic()
     detail: dict[str, Any] = {}
+    if spec.is_sequential():
+        return _sequential(spec, project, target, now, since, started)
     try:
         value = _measure(spec, project, target, now, detail)
     except NoData as exc:
@@ -216,6 +236,46 @@ def _one(
         window_seconds=spec.window,
         elapsed_ms=round((time.monotonic() - started) * 1000, 1),
         detail=detail,
+    )
+
+
+def _sequential(  # noqa: PLR0917 - one check's inputs, all needed
+    spec: CheckSpec, project: Project, target: Target, now: datetime, since: datetime | None, started: float
+) -> CheckResult:
+    """The gate's sequential test on the canary's sessions since its stage began."""
+    start = since if since is not None else now - timedelta(seconds=spec.window)
+    detail: dict[str, Any] = {"since": start.isoformat()}
+    try:
+        if not target.release:
+            raise NoData("the deployment has no Sentry release name")
+        totals = clients.sentry(timeout=spec.timeout).release_sessions(
+            project.sentry_org,
+            project.sentry_project,
+            project.sentry_environment or None,
+            [target.release],
+            start,
+            now,
+            interval="1m",
+        )[target.release]
+    except NoData as exc:
+        return _failed(spec, f"no data: {exc}; never passes", (time.monotonic() - started) * 1000)
+    except (ProviderError, ValueError) as exc:
+        return _failed(spec, f"could not measure: {exc}", (time.monotonic() - started) * 1000, error=str(exc))
+    detail.update(sessions=totals.sessions, crashed=totals.crashed)
+    outcome, reason = judge_crash_free(spec, totals.sessions, totals.crashed)
+    undecided = outcome not in {Outcome.PASS, Outcome.FAIL}
+    return CheckResult(
+        name=spec.name,
+        kind=spec.kind,
+        ok=outcome == Outcome.PASS,
+        value=totals.crash_free_rate,
+        baseline=None,
+        threshold=f"sequential test around {spec.min:g} (tolerance {spec.crash_free_policy().tolerance:g})",
+        reason=f"undecided: {reason}" if undecided else reason,
+        window_seconds=(now - start).total_seconds(),
+        elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+        detail=detail,
+        pending=undecided,
     )
 
 

@@ -152,7 +152,7 @@ def tick(analysis: Analysis, generation: int) -> str:
         return "lost-claim"
     previous = Release.objects.filter(deployment_id=release.rollback_target).first()
     started = time.monotonic()
-    result = run_checks(release.project, release, previous, specs=specs)
+    result = run_checks(release.project, release, previous, specs=specs, since=analysis.started_at)
     duration_ms = int((time.monotonic() - started) * 1000)
     return _record(analysis.pk, generation + 1, result, duration_ms)
 
@@ -186,8 +186,15 @@ def _record(analysis_id: int, generation: int, result: SloResult, duration_ms: i
         policy = CanaryPolicy.from_json(analysis.policy)
         stage = analysis.stage or 0
         percent = policy.stages[stage].percent
+        now = timezone.now()
+        # An undecided sequential check holds the stage: no pass, no failure, until max_hold.
+        started = analysis.started_at or now
+        holding = result.pending and now < started + timedelta(seconds=policy.stages[stage].max_hold)
         passes = analysis.passes + 1 if result.ok else 0
-        failures = 0 if result.ok else analysis.failures + 1
+        failures = 0 if result.ok else analysis.failures + (0 if holding else 1)
+        reasons = result.reasons or ([] if result.checks else ["no SLO checks configured: never advances"])
+        if result.pending and not holding:
+            reasons = [f"no verdict within max_hold ({policy.stages[stage].max_hold:g}s)", *reasons]
         RampCheck.objects.create(
             release=release,
             analysis=analysis,
@@ -196,17 +203,16 @@ def _record(analysis_id: int, generation: int, result: SloResult, duration_ms: i
             confirmation=passes if result.ok else failures,
             ok=result.ok,
             checks=[c.to_json() for c in result.checks],
-            reasons=result.reasons or ([] if result.checks else ["no SLO checks configured: never advances"]),
+            reasons=reasons,
             duration_ms=duration_ms,
         )
-        now = timezone.now()
         analysis.passes, analysis.failures, analysis.updated_at = passes, failures, now
         if result.ok and passes >= policy.confirmations:
             advance(
                 release, actor=GATEKEEPER, reason=f"{passes} passing checks at {percent:g}%", stage=analysis
             )
             return "advancing"
-        if not result.ok and policy.abort_on_failure and failures >= policy.failures_to_abort:
+        if not result.ok and not holding and policy.abort_on_failure and failures >= policy.failures_to_abort:
             abort(
                 release,
                 actor=GATEKEEPER,
@@ -217,6 +223,8 @@ def _record(analysis_id: int, generation: int, result: SloResult, duration_ms: i
             return "aborting"
         analysis.next_check_at = now + timedelta(seconds=policy.confirmation_interval)
         analysis.save(update_fields=["passes", "failures", "next_check_at", "updated_at"])
+        if holding:
+            return "undecided"
         return "confirming" if result.ok else "failed-check"
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from releases.domain.slo_rules import CheckSpec, judge, parse_check, substitute
+from releases.domain.slo_rules import CheckSpec, judge, judge_crash_free, parse_check, substitute
 
 finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -101,7 +101,7 @@ def test_absolute_bounds() -> None:
 def test_no_value_never_passes() -> None:
     for check in (
         spec(kind="sentry_error_rate", max=1),
-        spec(kind="sentry_crash_free", min=0),
+        spec(kind="sentry_crash_free", method="fixed", min=0),
         spec(kind="sentry_error_rate", relative_to_previous=100, floor=1),
         spec(kind="http", url="https://x.example/$DEPLOYMENT_ID"),
     ):
@@ -155,3 +155,53 @@ def test_relative_is_exactly_value_at_most_the_larger_of_factor_times_previous_a
 ) -> None:
     check = CheckSpec(kind="posthog_exceptions", name="x", relative_to_previous=factor, floor=floor)
     assert judge(check, value, previous).ok is (value <= max(factor * previous, floor))
+
+
+def test_a_crash_free_check_is_the_sequential_test_unless_it_says_fixed() -> None:
+    check = spec(kind="sentry_crash_free", min=0.995)
+    assert check.is_sequential()
+    policy = check.crash_free_policy()
+    assert (policy.crash_free_threshold, policy.tolerance) == (0.995, 0.003)
+    # Scaled to the bar: 60% of the crash rate it allows.
+    assert spec(kind="sentry_crash_free", min=0.9).crash_free_policy().tolerance == 0.06
+    assert not spec(kind="sentry_crash_free", method="fixed", min=0.995).is_sequential()
+
+
+def test_a_stored_crash_free_check_from_before_the_choice_of_method_keeps_the_window_rule() -> None:
+    stored = {"kind": "sentry_crash_free", "name": "crash-free", "min": 0.995, "window": 300.0}
+    assert not CheckSpec.from_json(stored).is_sequential()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"kind": "sentry_crash_free", "min": 0.995, "max": 0.999},
+            "needs min (the crash-free bar) and no max",
+        ),
+        ({"kind": "sentry_crash_free", "min": 0.995, "tolerance": 0.01}, "c.tolerance: 0.01 around"),
+        (
+            {"kind": "sentry_crash_free", "min": 0.995, "method": "bayes"},
+            "c.method: must be sequential or fixed",
+        ),
+        ({"kind": "sentry_crash_free", "min": 0.995, "false_promote": 0.7}, "c.false_promote: must be"),
+        (
+            {"kind": "sentry_error_rate", "max": 0.01, "tolerance": 0.1},
+            "not a setting of a sentry_error_rate check",
+        ),
+    ],
+)
+def test_a_sequential_check_the_test_cannot_run_is_refused_naming_the_key(
+    raw: dict[str, Any], message: str
+) -> None:
+    parsed, problems = parse_check(raw, "c")
+    assert parsed is None
+    assert any(message in problem for problem in problems), problems
+
+
+def test_the_sequential_check_judges_pass_fail_or_wait() -> None:
+    check = spec(kind="sentry_crash_free", min=0.995)
+    assert judge_crash_free(check, 1000, 1)[0] == "pass"
+    assert judge_crash_free(check, 100, 3)[0] == "fail"
+    outcome, reason = judge_crash_free(check, 50, 0)
+    assert outcome == "wait" and "more crash-free sessions would promote" in reason

@@ -142,9 +142,9 @@ def test_the_design_example_canary_is_normalised_to_seconds() -> None:
     canary = project["canary"]
 
     assert canary["stages"] == [
-        {"percent": 5, "hold": 600.0},
-        {"percent": 25, "hold": 600.0},
-        {"percent": 100, "hold": 0.0},
+        {"percent": 5, "hold": 600.0, "max_hold": 1800.0},
+        {"percent": 25, "hold": 600.0, "max_hold": 1800.0},
+        {"percent": 100, "hold": 0.0, "max_hold": 1800.0},
     ]
     assert canary["confirmations"] == 2
     assert canary["confirmation_interval"] == 30.0
@@ -437,7 +437,7 @@ def test_syncing_the_design_example_twice_changes_nothing_the_second_time(tmp_pa
     assert sync(str(path)) == ["unchanged shop-web"]
 
     assert db_state() == before
-    assert before[0]["canary"]["stages"][0] == {"percent": 5, "hold": 600.0}
+    assert before[0]["canary"]["stages"][0] == {"percent": 5, "hold": 600.0, "max_hold": 1800.0}
 
 
 @pytest.mark.django_db
@@ -608,3 +608,17 @@ def test_no_traffic_after_takes_a_duration_or_off_and_on_no_traffic_hold_or_roll
     with pytest.raises(ConfigError) as refused:
         parse(yaml.safe_dump({"projects": [project_doc(gate={"on_no_traffic": "promote"})]}))
     assert any("gate.on_no_traffic: must be hold or rollback" in p for p in refused.value.problems)
+
+
+def test_a_canary_stage_takes_max_hold_at_least_its_hold() -> None:
+    canary = {
+        "stages": [{"percent": 5, "hold": "10m", "max_hold": "5m"}, {"percent": 100}],
+        "checks": [{"kind": "sentry_crash_free", "min": 0.995}],
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse(yaml.safe_dump({"projects": [project_doc(canary=canary)]}))
+    assert any("stages[0].max_hold: must be at least the stage's hold" in p for p in refused.value.problems)
+    canary["stages"][0]["max_hold"] = "45m"
+    (project,) = parse(yaml.safe_dump({"projects": [project_doc(canary=canary)]}))
+    assert project["canary"]["stages"][0] == {"percent": 5, "hold": 600.0, "max_hold": 2700.0}
+    assert project["canary"]["checks"][0]["method"] == "sequential"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from releases.integrations import clients
 from releases.integrations.datadog.client import DatadogClient
 from releases.integrations.http_check.client import HttpCheckResult
 from releases.integrations.posthog.client import PostHogClient
+from releases.integrations.sentry.client import iso_z
 from releases.models import Project, Release
 from releases.workflows.canary import measuring as slo
 from tests.factories import make_project, make_release
@@ -130,7 +132,7 @@ def test_no_sessions_in_the_window_is_no_data_and_never_passes(
     scene: tuple[Project, Release, Release], fakes: Fakes
 ) -> None:
     project, previous, canary = scene
-    use(project, {"kind": "sentry_crash_free", "min": 0.9, "min_sessions": 50})
+    use(project, {"kind": "sentry_crash_free", "method": "fixed", "min": 0.9, "min_sessions": 50})
     fakes.sentry.totals = {"web@2": (49, 0)}
     (check,) = slo.run_checks(project, canary, previous).checks
     assert not check.ok and check.value is None
@@ -363,3 +365,39 @@ def test_slow_checks_run_side_by_side_within_their_own_timeouts(
     result = slo.run_checks(project, canary, previous)
     assert time.monotonic() - started < 2.0  # not three timeouts one after another
     assert [c.ok for c in result.checks] == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((1000, 1), True, False, "evidence"),  # 99.9%: shown good for a 0.995 bar
+        ((50, 0), False, True, "undecided: 50 sessions"),  # clean so far, not enough yet
+        ((300, 15), False, False, "or worse"),  # 95%: shown bad
+        ((0, 0), False, True, "undecided: no sessions"),  # no traffic yet: holds, never passes
+    ],
+)
+def test_a_sequential_crash_free_check_passes_fails_or_holds_on_the_stages_sessions(
+    scene: tuple[Project, Release, Release], fakes: Fakes, case: tuple[tuple[int, int], bool, bool, str]
+) -> None:
+    totals, ok, pending, says = case
+    project, previous, canary = scene
+    use(project, {"kind": "sentry_crash_free", "min": 0.995})
+    fakes.sentry.totals = {"web@2": totals}
+    stage_began = timezone.now() - timedelta(minutes=42)
+    result = slo.run_checks(project, canary, previous, since=stage_began)
+    (check,) = result.checks
+    assert (check.ok, check.pending, result.pending) == (ok, pending, pending)
+    assert says in check.reason
+    # The stage's sessions, from when it began, not the check's window.
+    params = fakes.sentry.requests[-1].url.params
+    assert params["start"] == iso_z(stage_began)
+
+
+def test_api_slo_answers_503_while_a_sequential_check_is_undecided(
+    scene: tuple[Project, Release, Release], fakes: Fakes
+) -> None:
+    project, previous, canary = scene
+    use(project, {"kind": "sentry_crash_free", "min": 0.995})
+    fakes.sentry.totals = {"web@2": (50, 0)}
+    result = slo.run_checks(project, canary, previous)
+    assert not result.ok and result.pending

@@ -473,3 +473,51 @@ def test_an_abort_that_never_landed_is_sent_again(
     assert [call for call in router.calls if call[0] == "abort"] == [("abort", previous.deployment_id)] * 2
     canary.refresh_from_db()
     assert canary.state == S.ROLLED_BACK and router.state == "aborted"
+
+
+class Undecided(Script):
+    """SLO checks whose one sequential crash-free check has not decided yet."""
+
+    def __call__(self, project: Project, release: Release, previous: Release | None, **kw: Any) -> SloResult:
+        self.calls.append((release.deployment_id, previous.deployment_id if previous else None))
+        self.since = kw.get("since")
+        check = CheckResult(
+            name="crash-free",
+            kind="sentry_crash_free",
+            ok=False,
+            value=1.0,
+            baseline=None,
+            threshold="sequential test around 0.995",
+            reason="undecided: 40 sessions, 0 crashed so far",
+            window_seconds=60,
+            elapsed_ms=1.0,
+            pending=True,
+        )
+        return SloResult(False, release.deployment_id, None, timezone.now(), (check,))
+
+
+def test_an_undecided_sequential_check_holds_the_stage_until_max_hold_then_counts_as_failed(
+    router: FakeRouter, fakes: Fakes, no_broker: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Undecided()
+    monkeypatch.setattr(ramp, "run_checks", script)
+    stages = [
+        {"percent": 5, "hold": 0, "max_hold": 600},
+        {"percent": 25, "hold": 0},
+        {"percent": 100, "hold": 0},
+    ]
+    _, _, canary = setup_ramp({**POLICY, "stages": stages})
+    assert ramp.start_ramp(canary)
+    run_traffic(canary)
+    stage = stage_of(canary)
+    for _ in range(3):  # no pass, no failure: the stage holds, however many times it looks
+        assert tick(canary) == "undecided"
+    stage.refresh_from_db()
+    assert (stage.passes, stage.failures, stage.phase) == (0, 0, "running")
+    assert script.since == stage.started_at  # judged on the sessions since the stage began
+    assert [c.ok for c in RampCheck.objects.filter(release=canary)] == [False] * 3
+    # Past max_hold the evidence still has not decided: a failed check, and the ramp aborts.
+    Analysis.objects.filter(pk=stage.pk).update(started_at=timezone.now() - timedelta(seconds=601))
+    assert tick(canary) == "aborting"
+    last = RampCheck.objects.filter(release=canary).order_by("-id").first()
+    assert last is not None and last.reasons[0] == "no verdict within max_hold (600s)"
