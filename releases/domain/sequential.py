@@ -344,8 +344,21 @@ class Watch:
         return self.statistic(sessions, crashed) >= self.level
 
     def crashes_to_alarm(self, sessions: int, crashed: int) -> int:
-        """How many more sessions, all crashed, would raise the alarm."""
-        more = 0
-        while not self.alarms(sessions + more, crashed + more):
-            more += 1
-        return more
+        """How many more sessions, all crashed, would raise the alarm.
+
+        Each crashed session raises every term of the mixture, so the answer is the first ``more``
+        that alarms: found by doubling, then halving, since a busy release's watch may be
+        thousands of crashes away from it.
+        """
+        if self.alarms(sessions, crashed):
+            return 0
+        low, high = 0, 1  # low never alarms, high is the candidate
+        while not self.alarms(sessions + high, crashed + high):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.alarms(sessions + middle, crashed + middle):
+                high = middle
+            else:
+                low = middle
+        return high

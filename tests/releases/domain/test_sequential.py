@@ -420,7 +420,12 @@ def test_a_release_that_went_bad_is_caught() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sessions", "crashed", "outcome"), [(300, 8, Outcome.FAIL), (20_000, 50, Outcome.WAIT)]
+    ("sessions", "crashed", "outcome"),
+    [
+        (300, 8, Outcome.FAIL),
+        (20_000, 50, Outcome.WAIT),
+        (360_000, 720, Outcome.WAIT),
+    ],  # an hour at 6,000/min
 )
 def test_the_watch_fails_on_the_alarm_and_otherwise_keeps_watching(
     sessions: int, crashed: int, outcome: Outcome
