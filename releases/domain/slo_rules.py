@@ -14,8 +14,10 @@ A ``sentry_crash_free`` check with ``min`` is judged by the gate's sequential te
 (releases/domain/sequential.py) on the canary's cumulative sessions at its stage: it passes when
 the evidence shows the canary at ``min + tolerance`` or better rather than ``min - tolerance``,
 fails on the reverse, and otherwise is undecided: the stage holds (no advance, no failure) until
-the evidence decides or the stage's ``max_hold`` passes. ``method: fixed`` keeps the plain
-comparison of the window's rate with ``min``.
+the evidence decides or the stage's ``max_hold`` passes. With ``relative_to_previous`` it also
+compares the canary's crashes with the previous deployment's by a two-sample test
+(``judge_relative_crash``). ``method: fixed`` keeps the plain comparison of the window's rate
+with ``min``.
 
 Thresholds, all of which must hold:
 
@@ -37,7 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from releases.domain.policy import GATE
-from releases.domain.verdict import Evidence, Method, Outcome, Policy, evaluate, validate_policy
+from releases.domain.verdict import Evidence, Method, Outcome, Policy, evaluate, odds, validate_policy
 
 KINDS = ("sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http")
 PLACEHOLDERS = ("$DEPLOYMENT_ID", "$DEPLOYMENT_URL", "$RELEASE")
@@ -60,7 +62,7 @@ KIND_KEYS: dict[str, set[str]] = {
 
 # A ratio to the previous deployment means something for counts and rates of bad things; for a
 # crash-free rate (higher is better) or an HTTP status it does not.
-NO_RELATIVE = {"sentry_crash_free", "http"}
+NO_RELATIVE = {"http"}
 FRACTIONS = {"sentry_error_rate", "sentry_crash_free"}
 
 
@@ -209,6 +211,13 @@ def parse_check(raw: Any, where: str) -> tuple[CheckSpec | None, list[str]]:
         problems.append(f"{where}: needs a threshold: max, min or relative_to_previous")
     if kind in NO_RELATIVE and "relative_to_previous" in values:
         problems.append(f"{where}.relative_to_previous: not meaningful for a {kind} check")
+    if kind == "sentry_crash_free" and values.get("method") == "fixed" and "relative_to_previous" in values:
+        problems.append(
+            f"{where}.relative_to_previous: a ratio of crash-free rates means nothing; the sequential "
+            f"method compares crash rates with a two-sample test"
+        )
+    if kind == "sentry_crash_free" and "floor" in values:
+        problems.append(f"{where}.floor: not a setting of a sentry_crash_free check")
     if "relative_to_previous" in values and values["relative_to_previous"] <= 0:
         problems.append(f"{where}.relative_to_previous: must be more than 0 (e.g. 2.0 = at most twice)")
     if values.get("floor", 0) < 0:
@@ -260,8 +269,17 @@ def default_tolerance(threshold: float) -> float:
 
 
 def _sequential_problems(values: dict[str, Any], where: str) -> list[str]:
-    if "min" not in values or "max" in values:
-        return [f"{where}: a sequential crash-free check needs min (the crash-free bar) and no max"]
+    if "max" in values or not ("min" in values or "relative_to_previous" in values):
+        return [
+            f"{where}: a sequential crash-free check needs min (the crash-free bar) or "
+            f"relative_to_previous, and no max"
+        ]
+    if "relative_to_previous" in values and values["relative_to_previous"] <= 1:
+        return [
+            f"{where}.relative_to_previous: must be above 1 (e.g. 2.0: at most twice production's crash rate)"
+        ]
+    if "min" not in values:
+        return []
     spec = CheckSpec(**{**values, "name": "check"})
     policy = spec.crash_free_policy()
     # The test judges the stage's sessions with no deadline of its own: the stage's max_hold is it.
@@ -278,6 +296,46 @@ def judge_crash_free(spec: CheckSpec, sessions: int, crashed: int) -> tuple[Outc
     """The sequential test on a canary's sessions at its stage: pass, fail, or wait (undecided)."""
     verdict = evaluate(spec.crash_free_policy(), Evidence(sessions, crashed, elapsed=0.0))
     return verdict.outcome, "; ".join(verdict.reasons)
+
+
+def judge_relative_crash(
+    spec: CheckSpec, canary: tuple[int, int], previous: tuple[int, int]
+) -> tuple[Outcome, str]:
+    """Is the canary crashing ``relative_to_previous`` times as often as production, or no more?
+
+    A two-sample test on the crashes themselves, not a ratio of two noisy rates. With the two
+    deployments' sessions ``n1`` and ``n2`` over the same stretch, each crash is the canary's with
+    chance ``pi(r) = r n1 / (r n1 + n2)`` when the canary crashes ``r`` times as often (sessions
+    rare to crash: a Poisson split). So the crashes' owners are a coin sequence, and the
+    likelihood ratio of ``r = F`` against ``r = 1`` on it is a martingale under either: by Ville's
+    inequality the check fails a canary that crashes no more than production at most
+    ``false_rollback`` of the time, and passes one that crashes ``F`` times as often at most
+    ``false_promote`` of the time, however often it is looked at. With no crash on either side
+    there is nothing to compare: undecided.
+    """
+    factor = spec.relative_to_previous
+    assert factor is not None
+    (n1, c1), (n2, c2) = canary, previous
+    if n1 == 0 or n2 == 0:
+        return Outcome.WAIT, f"{n1:,} canary and {n2:,} production sessions: nothing to compare yet"
+    same, worse = n1 / (n1 + n2), factor * n1 / (factor * n1 + n2)
+    crashes = c1 + c2
+    evidence = c1 * math.log(worse / same) + (crashes - c1) * (math.log1p(-worse) - math.log1p(-same))
+    counts = (
+        f"canary {c1:,} crashed of {n1:,} sessions, production {c2:,} of {n2:,} "
+        f"({c1:,} of {crashes:,} crashes the canary's, {same:.1%} expected if it crashed as often)"
+    )
+    if evidence >= math.log(1 / spec.false_rollback):
+        return Outcome.FAIL, (
+            f"{counts}: evidence {odds(evidence)} that the canary crashes {factor:g}x as often as "
+            f"production or more (fails at {odds(math.log(1 / spec.false_rollback))})"
+        )
+    if -evidence >= math.log(1 / spec.false_promote):
+        return Outcome.PASS, (
+            f"{counts}: evidence {odds(-evidence)} that the canary crashes no more often than production "
+            f"rather than {factor:g}x as often (passes at {odds(math.log(1 / spec.false_promote))})"
+        )
+    return Outcome.WAIT, f"{counts}: not yet enough crashes to tell"
 
 
 def default_name(values: dict[str, Any]) -> str:

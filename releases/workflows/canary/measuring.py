@@ -21,10 +21,19 @@ from django.conf import settings
 from django.utils import timezone
 
 from releases.core.errors import ProviderError
-from releases.domain.slo_rules import KINDS, CheckSpec, judge, judge_crash_free, parse_check, substitute
+from releases.domain.slo_rules import (
+    KINDS,
+    CheckSpec,
+    judge,
+    judge_crash_free,
+    judge_relative_crash,
+    parse_check,
+    substitute,
+)
 from releases.domain.verdict import Outcome
 from releases.integrations import clients
 from releases.integrations.http_check.client import http_check
+from releases.integrations.sentry.client import SessionTotals
 from releases.models import Project, Release
 
 logger = logging.getLogger(__name__)
@@ -194,7 +203,7 @@ def _one(  # noqa: PLR0917 - one check's inputs, all needed
     started = time.monotonic()
     detail: dict[str, Any] = {}
     if spec.is_sequential():
-        return _sequential(spec, project, target, now, since, started)
+        return _sequential(spec, project, target, baseline_target, now, since, started)
     try:
         value = _measure(spec, project, target, now, detail)
     except NoData as exc:
@@ -240,43 +249,89 @@ def _one(  # noqa: PLR0917 - one check's inputs, all needed
 
 
 def _sequential(  # noqa: PLR0917 - one check's inputs, all needed
-    spec: CheckSpec, project: Project, target: Target, now: datetime, since: datetime | None, started: float
+    spec: CheckSpec,
+    project: Project,
+    target: Target,
+    baseline_target: Target | None,
+    now: datetime,
+    since: datetime | None,
+    started: float,
 ) -> CheckResult:
-    """The gate's sequential test on the canary's sessions since its stage began."""
+    """The gate's sequential test on the canary's sessions since its stage began, and (with
+    relative_to_previous) a two-sample test against the previous deployment's over the same time."""
     start = since if since is not None else now - timedelta(seconds=spec.window)
     detail: dict[str, Any] = {"since": start.isoformat()}
+    if spec.relative_to_previous is not None and baseline_target is None:
+        return _failed(
+            spec, "no previous deployment to compare with; never passes", (time.monotonic() - started) * 1000
+        )
     try:
-        if not target.release:
-            raise NoData("the deployment has no Sentry release name")
-        totals = clients.sentry(timeout=spec.timeout).release_sessions(
-            project.sentry_org,
-            project.sentry_project,
-            project.sentry_environment or None,
-            [target.release],
-            start,
-            now,
-            interval="1m",
-        )[target.release]
+        canary = _sessions(spec, project, target, start, now)
+        previous = (
+            _sessions(spec, project, baseline_target, start, now)
+            if spec.relative_to_previous is not None and baseline_target is not None
+            else None
+        )
     except NoData as exc:
         return _failed(spec, f"no data: {exc}; never passes", (time.monotonic() - started) * 1000)
     except (ProviderError, ValueError) as exc:
         return _failed(spec, f"could not measure: {exc}", (time.monotonic() - started) * 1000, error=str(exc))
-    detail.update(sessions=totals.sessions, crashed=totals.crashed)
-    outcome, reason = judge_crash_free(spec, totals.sessions, totals.crashed)
-    undecided = outcome not in {Outcome.PASS, Outcome.FAIL}
+    detail.update(sessions=canary.sessions, crashed=canary.crashed)
+    judged: list[tuple[Outcome, str]] = []
+    if spec.min is not None:
+        judged.append(judge_crash_free(spec, canary.sessions, canary.crashed))
+    if previous is not None:
+        detail.update(previous_sessions=previous.sessions, previous_crashed=previous.crashed)
+        judged.append(
+            judge_relative_crash(
+                spec, (canary.sessions, canary.crashed), (previous.sessions, previous.crashed)
+            )
+        )
+    outcomes = {outcome for outcome, _ in judged}
+    # Every test must pass; any that fails fails the check; otherwise it has not decided yet.
+    if Outcome.FAIL in outcomes:
+        ok, undecided = False, False
+    else:
+        ok, undecided = outcomes == {Outcome.PASS}, outcomes != {Outcome.PASS}
+    reason = "; ".join(text for _, text in judged)
+    bounds = []
+    if spec.min is not None:
+        bounds.append(
+            f"sequential test around {spec.min:g} (tolerance {spec.crash_free_policy().tolerance:g})"
+        )
+    if spec.relative_to_previous is not None:
+        bounds.append(
+            f"two-sample test: at most {spec.relative_to_previous:g}x the previous deployment's crash rate"
+        )
     return CheckResult(
         name=spec.name,
         kind=spec.kind,
-        ok=outcome == Outcome.PASS,
-        value=totals.crash_free_rate,
-        baseline=None,
-        threshold=f"sequential test around {spec.min:g} (tolerance {spec.crash_free_policy().tolerance:g})",
+        ok=ok,
+        value=canary.crash_free_rate,
+        baseline=previous.crash_free_rate if previous is not None else None,
+        threshold=" and ".join(bounds),
         reason=f"undecided: {reason}" if undecided else reason,
         window_seconds=(now - start).total_seconds(),
         elapsed_ms=round((time.monotonic() - started) * 1000, 1),
         detail=detail,
         pending=undecided,
     )
+
+
+def _sessions(
+    spec: CheckSpec, project: Project, target: Target, start: datetime, end: datetime
+) -> SessionTotals:
+    if not target.release:
+        raise NoData("the deployment has no Sentry release name")
+    return clients.sentry(timeout=spec.timeout).release_sessions(
+        project.sentry_org,
+        project.sentry_project,
+        project.sentry_environment or None,
+        [target.release],
+        start,
+        end,
+        interval="1m",
+    )[target.release]
 
 
 def _failed(

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from releases.domain.slo_rules import CheckSpec, judge, judge_crash_free, parse_check, substitute
+from releases.domain.slo_rules import (
+    CheckSpec,
+    judge,
+    judge_crash_free,
+    judge_relative_crash,
+    parse_check,
+    substitute,
+)
 
 finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -61,7 +68,7 @@ def test_the_design_examples_parse_with_their_defaults() -> None:
         ({"kind": "sentry_error_rate", "max": 0.1, "min_sessions": 0}, "min_sessions"),
         ({"kind": "sentry_error_rate", "relative_to_previous": 0}, "must be more than 0"),
         ({"kind": "sentry_error_rate", "max": 0.1, "floor": 0.01}, "floor: only applies"),
-        ({"kind": "sentry_crash_free", "relative_to_previous": 2}, "not meaningful"),
+        ({"kind": "sentry_crash_free", "method": "fixed", "relative_to_previous": 2}, "means nothing"),
         ({"kind": "http", "url": "https://x.example/slo", "max": 1}, "passes on 200 only"),
         ({"kind": "http"}, "url: is required"),
         ({"kind": "http", "url": "ftp://x.example/slo"}, "http:// or https://"),
@@ -177,7 +184,7 @@ def test_a_stored_crash_free_check_from_before_the_choice_of_method_keeps_the_wi
     [
         (
             {"kind": "sentry_crash_free", "min": 0.995, "max": 0.999},
-            "needs min (the crash-free bar) and no max",
+            "needs min (the crash-free bar) or relative_to_previous, and no max",
         ),
         ({"kind": "sentry_crash_free", "min": 0.995, "tolerance": 0.01}, "c.tolerance: 0.01 around"),
         (
@@ -205,3 +212,63 @@ def test_the_sequential_check_judges_pass_fail_or_wait() -> None:
     assert judge_crash_free(check, 100, 3)[0] == "fail"
     outcome, reason = judge_crash_free(check, 50, 0)
     assert outcome == "wait" and "more crash-free sessions would promote" in reason
+
+
+# --- the two-sample crash check -----------------------------------------------------------------
+
+
+def relative(**raw: Any) -> CheckSpec:
+    return spec(kind="sentry_crash_free", relative_to_previous=2.0, **raw)
+
+
+@pytest.mark.parametrize(
+    ("canary", "previous", "outcome"),
+    [
+        ((5000, 8), (95000, 192), "pass"),  # 0.16% against 0.20%: no worse, with crashes enough to tell
+        ((5000, 30), (95000, 190), "fail"),  # 0.6% against 0.2%: three times as often
+        ((5000, 2), (95000, 38), "wait"),  # the same rate, but 40 crashes cannot tell 1x from 2x yet
+        ((5000, 0), (95000, 0), "wait"),  # no crash on either side: nothing to compare
+        ((0, 0), (95000, 190), "wait"),  # no canary sessions yet
+    ],
+)
+def test_the_two_sample_check_compares_crashes_not_rates(
+    canary: tuple[int, int], previous: tuple[int, int], outcome: str
+) -> None:
+    verdict, reason = judge_relative_crash(relative(), canary, previous)
+    assert verdict == outcome, reason
+
+
+def test_the_two_sample_check_fails_a_canary_as_healthy_as_production_at_most_one_time_in_twenty() -> None:
+    """Exactly: the crashes' owners are coin flips (5% canary traffic), looked at after every crash."""
+    check = relative()
+    n1, n2 = 5000, 95000
+    share = n1 / (n1 + n2)
+    alive = {0: 1.0}
+    failed = 0.0
+    for crashes in range(1, 400):
+        moved: dict[int, float] = {}
+        for mine, mass in alive.items():
+            moved[mine] = moved.get(mine, 0.0) + mass * (1 - share)
+            moved[mine + 1] = moved.get(mine + 1, 0.0) + mass * share
+        alive = {}
+        for mine, mass in moved.items():
+            verdict, _ = judge_relative_crash(check, (n1, mine), (n2, crashes - mine))
+            if verdict == "fail":
+                failed += mass
+            else:
+                alive[mine] = mass
+    assert failed <= 0.05
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"method": "fixed"}, "a ratio of crash-free rates means nothing"),
+        ({"floor": 0.001}, "floor: not a setting of a sentry_crash_free check"),
+    ],
+)
+def test_a_relative_crash_check_it_cannot_run_is_refused(raw: dict[str, Any], message: str) -> None:
+    _, problems = parse_check({"kind": "sentry_crash_free", "relative_to_previous": 2.0, **raw}, "c")
+    assert any(message in problem for problem in problems), problems
+    _, problems = parse_check({"kind": "sentry_crash_free", "relative_to_previous": 1.0}, "c")
+    assert any("must be above 1" in problem for problem in problems), problems

@@ -401,3 +401,37 @@ def test_api_slo_answers_503_while_a_sequential_check_is_undecided(
     fakes.sentry.totals = {"web@2": (50, 0)}
     result = slo.run_checks(project, canary, previous)
     assert not result.ok and result.pending
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((5000, 8), True, False),  # no worse than production, with crashes enough to tell
+        ((5000, 30), False, False),  # three times production's crash rate
+        ((5000, 0), False, True),  # no crash yet: undecided, the stage holds
+    ],
+)
+def test_a_relative_crash_check_compares_the_canary_with_production_over_the_same_time(
+    scene: tuple[Project, Release, Release], fakes: Fakes, case: tuple[tuple[int, int], bool, bool]
+) -> None:
+    canary_totals, ok, pending = case
+    project, previous, canary = scene
+    use(project, {"kind": "sentry_crash_free", "relative_to_previous": 2.0})
+    fakes.sentry.totals = {"web@2": canary_totals, "web@1": (95000, 190 if canary_totals[1] else 0)}
+    stage_began = timezone.now() - timedelta(minutes=20)
+    (check,) = slo.run_checks(project, canary, previous, since=stage_began).checks
+    assert (check.ok, check.pending) == (ok, pending), check.reason
+    assert check.detail["previous_sessions"] == 95000
+    # Both deployments over the same stretch: the canary's stage.
+    starts = {request.url.params["start"] for request in fakes.sentry.requests}
+    assert starts == {iso_z(stage_began)}
+
+
+def test_a_relative_crash_check_without_a_previous_deployment_never_passes(
+    scene: tuple[Project, Release, Release], fakes: Fakes
+) -> None:
+    project, _previous, canary = scene
+    use(project, {"kind": "sentry_crash_free", "relative_to_previous": 2.0})
+    (check,) = slo.run_checks(project, canary, None).checks
+    assert not check.ok and not check.pending
+    assert "no previous deployment to compare with" in check.reason
