@@ -9,9 +9,9 @@ class ReleasesConfig(AppConfig):
 
     def ready(self) -> None:
         # What registers itself on import: the admin's model pages, the system checks, the
-        # outbox handlers for promote, rollback and traffic moves, and the Celery tasks (so that
-        # publishing a task by name finds it in every process, not only in workers).
+        # outbox handlers for promote, rollback, traffic moves and gate checks, and the Celery
+        # tasks (so that publishing a task by name finds it in every process, not only in workers).
         from releases import tasks  # noqa: F401
         from releases.ops import admin, checks  # noqa: F401
-        from releases.workflows import promotion  # noqa: F401
+        from releases.workflows import no_traffic, promotion  # noqa: F401
         from releases.workflows.canary import moves  # noqa: F401

@@ -14,7 +14,7 @@ from django.utils import timezone
 from releases.domain.lifecycle import FINAL, ReleaseState
 from releases.domain.policy import GATE
 from releases.domain.release_names import template_problems
-from releases.domain.verdict import GATE_METHODS, Method, OnTimeout, Policy, validate_policy
+from releases.domain.verdict import GATE_METHODS, Method, OnNoTraffic, OnTimeout, Policy, validate_policy
 
 DEFAULT_RELEASE_TEMPLATE = "{meta[githubCommitSha]}"
 # A policy problem starts with the name of what is wrong; this is the admin field that holds it.
@@ -35,6 +35,12 @@ _POLICY_FIELDS = {
     "no_traffic_after": "no_traffic_after",
     "on_no_traffic": "on_no_traffic",
 }
+
+
+NEEDS_CHECKS = (
+    "promote_after_checks needs gate checks: the SLO checks that must pass, in place of session "
+    "evidence, before a build without traffic is promoted"
+)
 
 
 def _positive_duration(value: timedelta) -> None:
@@ -108,8 +114,10 @@ class Project(models.Model):
         help_text="too little traffic to decide by max_wait is said this far into a gate (blank: never)",
     )
     on_no_traffic = models.CharField(
-        max_length=20, choices=[(o.value, o.value) for o in OnTimeout], default=GATE.on_no_traffic
+        max_length=30, choices=[(o.value, o.value) for o in OnNoTraffic], default=GATE.on_no_traffic
     )
+    # The SLO checks that on_no_traffic: promote_after_checks runs against the staged deployment.
+    gate_checks = models.JSONField(default=list, blank=True)
     max_consecutive_errors = models.PositiveIntegerField(
         default=GATE.max_consecutive_errors, validators=[MinValueValidator(1)]
     )
@@ -166,6 +174,8 @@ class Project(models.Model):
         for problem in validate_policy(policy) if policy is not None else []:
             field = _POLICY_FIELDS.get(problem.split(" ", 1)[0], "__all__")
             problems.setdefault(field, []).append(problem)
+        if self.on_no_traffic == OnNoTraffic.PROMOTE_AFTER_CHECKS and not self.gate_checks:
+            problems.setdefault("gate_checks", []).append(NEEDS_CHECKS)
         for problem in template_problems(self.release_template or ""):
             problems.setdefault("release_template", []).append(problem)
         if problems:
@@ -182,7 +192,7 @@ class Project(models.Model):
             max_sessions=self.max_sessions,
             max_wait=(self.max_wait + extra_wait).total_seconds(),
             no_traffic_after=self.no_traffic_after.total_seconds() if self.no_traffic_after else None,
-            on_no_traffic=OnTimeout(self.on_no_traffic),
+            on_no_traffic=OnNoTraffic(self.on_no_traffic),
             max_consecutive_errors=self.max_consecutive_errors,
             on_timeout=OnTimeout(self.on_timeout),
             fail_fast=self.fail_fast,
@@ -425,6 +435,7 @@ class Action(models.Model):
         SLACK = "slack"
         PAGERDUTY = "pagerduty"
         TRAFFIC = "traffic"  # a canary ramp move: start, next stage, complete, abort
+        CHECKS = "checks"  # a held build without traffic: its gate checks, then promote if they pass
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -53,6 +53,14 @@ class OnTimeout(StrEnum):
     ROLLBACK = "rollback"
 
 
+class OnNoTraffic(StrEnum):
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+    # Hold, run the project's gate checks against the staged deployment, and promote if they
+    # pass: the one way to promote without session evidence, and only when written explicitly.
+    PROMOTE_AFTER_CHECKS = "promote_after_checks"
+
+
 class Rule(StrEnum):
     """Which rule decided: stored with each check, and what notifications switch on."""
 
@@ -76,7 +84,7 @@ class Rule(StrEnum):
 DEFAULT_ON_TIMEOUT = OnTimeout(GATE.on_timeout)
 DEFAULT_METHOD = Method(GATE.method)
 DEFAULT_NO_TRAFFIC_AFTER = GATE.no_traffic_after.total_seconds()
-DEFAULT_ON_NO_TRAFFIC = OnTimeout(GATE.on_no_traffic)
+DEFAULT_ON_NO_TRAFFIC = OnNoTraffic(GATE.on_no_traffic)
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class Policy:
     # Seconds into the gate after which too little traffic to decide by max_wait is said, once,
     # and on_no_traffic applies; None: never (the bake watch, which ends by time).
     no_traffic_after: float | None = DEFAULT_NO_TRAFFIC_AFTER
-    on_no_traffic: OnTimeout = DEFAULT_ON_NO_TRAFFIC
+    on_no_traffic: OnNoTraffic = DEFAULT_ON_NO_TRAFFIC
     max_consecutive_errors: int = GATE.max_consecutive_errors
     on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT
     fail_fast: bool = GATE.fail_fast
@@ -113,7 +121,7 @@ class Policy:
         if "on_timeout" in values:
             values["on_timeout"] = OnTimeout(values["on_timeout"])
         if "on_no_traffic" in values:
-            values["on_no_traffic"] = OnTimeout(values["on_no_traffic"])
+            values["on_no_traffic"] = OnNoTraffic(values["on_no_traffic"])
         # Nor did it watch for traffic: a snapshot without the key never calls it too little.
         values.setdefault("no_traffic_after", None)
         # A snapshot taken before there was a choice of method was judged by the fixed rule.
@@ -206,6 +214,9 @@ class Verdict:
     reasons: tuple[str, ...]  # human sentences with the numbers, most important first
     figures: Figures
     on_inconclusive: OnTimeout | None = None  # what the caller should do, set only for INCONCLUSIVE
+    # Too little traffic with on_no_traffic: promote_after_checks: hold, and promote if the
+    # project's gate checks pass.
+    after_checks: bool = False
 
 
 def evaluate(policy: Policy, evidence: Evidence) -> Verdict:
@@ -407,6 +418,7 @@ def _no_traffic(
     if expected >= needed:
         return None
     per_minute = sessions / elapsed * 60 if elapsed > 0 else 0.0
+    after_checks = policy.on_no_traffic == OnNoTraffic.PROMOTE_AFTER_CHECKS
     return _verdict(
         Outcome.INCONCLUSIVE,
         Rule.NO_TRAFFIC,
@@ -417,7 +429,8 @@ def _no_traffic(
         "a staged build gets only the traffic that reaches its own deployment URL: send traffic to "
         "it, or gate this project as a canary (canary: in gatekeeper.yaml), which Vercel's Rolling "
         f"Releases give a share of production; on no traffic: {policy.on_no_traffic}",
-        on_inconclusive=OnTimeout(policy.on_no_traffic),
+        on_inconclusive=OnTimeout.HOLD if after_checks else OnTimeout(policy.on_no_traffic),
+        after_checks=after_checks,
     )
 
 
@@ -510,8 +523,8 @@ def validate_policy(policy: Policy) -> list[str]:
     if policy.on_timeout not in set(OnTimeout):
         choices = " or ".join(OnTimeout)
         problems.append(f"on_timeout must be {choices}, got {policy.on_timeout!r}")
-    if policy.on_no_traffic not in set(OnTimeout):
-        choices = " or ".join(OnTimeout)
+    if policy.on_no_traffic not in set(OnNoTraffic):
+        choices = ", ".join(OnNoTraffic)
         problems.append(f"on_no_traffic must be {choices}, got {policy.on_no_traffic!r}")
     after = policy.no_traffic_after
     if after is not None and (not _is_number(after) or not 0 < after < math.inf):
@@ -731,9 +744,14 @@ def _z(confidence: float) -> float:
 
 
 def _verdict(
-    outcome: Outcome, rule: Rule, figures: Figures, *reasons: str, on_inconclusive: OnTimeout | None = None
+    outcome: Outcome,
+    rule: Rule,
+    figures: Figures,
+    *reasons: str,
+    on_inconclusive: OnTimeout | None = None,
+    after_checks: bool = False,
 ) -> Verdict:
-    return Verdict(outcome, rule, reasons, figures, on_inconclusive)
+    return Verdict(outcome, rule, reasons, figures, on_inconclusive, after_checks)
 
 
 def _so_far(sessions: int, crashed: int, figures: Figures) -> str:

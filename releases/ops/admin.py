@@ -273,6 +273,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     "on_timeout",
                     "no_traffic_after",
                     "on_no_traffic",
+                    "gate_checks",
                     "max_consecutive_errors",
                     "fail_fast",
                     "early_fail_confidence",

@@ -18,8 +18,8 @@ import yaml
 from releases.domain.policy import CANARY, DEFAULT_MAX_HOLD, GATE
 from releases.domain.release_names import template_problems
 from releases.domain.slo_rules import parse_check
-from releases.domain.verdict import GATE_METHODS, Method, OnTimeout, Policy, validate_policy
-from releases.models import Project
+from releases.domain.verdict import GATE_METHODS, Method, OnNoTraffic, OnTimeout, Policy, validate_policy
+from releases.models import NEEDS_CHECKS, Project
 from releases.workflows.canary.traffic import ROUTERS
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -57,6 +57,7 @@ SCHEMA: dict[str, set[str]] = {
         "watch_false_alarm",
         "no_traffic_after",
         "on_no_traffic",
+        "checks",
     },
     "canary": {
         "stages",
@@ -243,8 +244,11 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     }
     if out["on_timeout"] not in {o.value for o in OnTimeout}:
         reader.problems.append(f"{where}.on_timeout: must be hold or rollback")
-    if out["on_no_traffic"] not in {o.value for o in OnTimeout}:
-        reader.problems.append(f"{where}.on_no_traffic: must be hold or rollback")
+    if out["on_no_traffic"] not in {o.value for o in OnNoTraffic}:
+        reader.problems.append(f"{where}.on_no_traffic: must be hold, rollback or promote_after_checks")
+    out["gate_checks"] = _gate_checks(reader, where, gate)
+    if out["on_no_traffic"] == OnNoTraffic.PROMOTE_AFTER_CHECKS and not out["gate_checks"]:
+        reader.problems.append(f"{where}.on_no_traffic: {NEEDS_CHECKS} (gate.checks)")
     if out["poll_interval"] < timedelta(seconds=1):
         reader.problems.append(f"{where}.poll_interval: must be at least 1s")
     if out["max_wait"] <= out["poll_interval"]:
@@ -263,7 +267,7 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
             crash_free_threshold=out["crash_free_threshold"],
             max_wait=out["max_wait"].total_seconds(),
             on_timeout=OnTimeout(out["on_timeout"]),
-            on_no_traffic=OnTimeout(out["on_no_traffic"]),
+            on_no_traffic=OnNoTraffic(out["on_no_traffic"]),
             min_sessions=out["min_sessions"],
             tolerance=out["tolerance"],
             false_promote=out["false_promote"],
@@ -275,6 +279,23 @@ def _gate(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
             name, rest = problem.split(" ", 1)
             reader.problems.append(f"{where}.{name}: {rest}")
     return out
+
+
+def _gate_checks(reader: _Reader, where: str, gate: dict[str, Any]) -> list[dict[str, Any]]:
+    """The SLO checks promote_after_checks runs, in the canary checks' grammar."""
+    raw = gate.get("checks")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        reader.problems.append(f"{where}.checks: must be a list of SLO checks")
+        return []
+    specs = []
+    for i, check in enumerate(raw):
+        spec, problems = parse_check(check, f"{where}.checks[{i}]")
+        reader.problems.extend(problems)
+        if spec is not None:
+            specs.append(spec.to_json())
+    return specs
 
 
 def _no_traffic_after(reader: _Reader, where: str, gate: dict[str, Any]) -> timedelta | None:

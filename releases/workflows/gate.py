@@ -12,10 +12,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifications.intents import facts_for, slack_spec
+from releases.core.outbox import ActionSpec
 from releases.core.transitions import GATEKEEPER, enter, transition
 from releases.domain.lifecycle import ReleaseState
 from releases.domain.verdict import Method, OnTimeout, Outcome, Rule, Verdict
-from releases.models import Analysis, Release
+from releases.models import Action, Analysis, Release
 from releases.workflows.promotion import start_promotion, start_rollback
 
 S = ReleaseState
@@ -123,10 +124,22 @@ def decide(release: Release, verdict: Verdict) -> None:
         )
     else:
         what = "too little traffic to judge" if verdict.rule == Rule.NO_TRAFFIC else "no verdict"
+        then = "a human decides (approve or reject in Gatekeeper)"
+        actions = []
+        checks = release.project.gate_checks
+        if verdict.after_checks and checks:
+            then = f"running its {len(checks)} gate check(s); promoted if they pass twice, 30 s apart"
+            actions.append(
+                ActionSpec(
+                    kind=Action.Kind.CHECKS,
+                    key=f"checks:{release.pk}:no-traffic",
+                    payload={"checks": checks, "confirmations": 2, "interval": 30.0},
+                )
+            )
         facts = facts_for(
             release,
             outcome="inconclusive",
-            headline=f"held, {what}: a human decides (approve or reject in Gatekeeper)",
+            headline=f"held, {what}: {then}",
             reasons=verdict.reasons,
             figures=figures,
         )
@@ -137,5 +150,5 @@ def decide(release: Release, verdict: Verdict) -> None:
             reason=reason,
             data=data,
             fields=decided,
-            actions=slack_spec(release, facts),
+            actions=[*slack_spec(release, facts), *actions],
         )

@@ -18,6 +18,7 @@ from releases.domain.sequential import Design
 from releases.domain.verdict import (
     Evidence,
     Method,
+    OnNoTraffic,
     OnTimeout,
     Outcome,
     Policy,
@@ -491,3 +492,14 @@ def test_no_traffic_never_promotes(policy: Policy, sample: tuple[int, int], elap
     if verdict.rule == Rule.NO_TRAFFIC:
         assert verdict.outcome == Outcome.INCONCLUSIVE
         assert verdict.on_inconclusive in {OnTimeout.HOLD, OnTimeout.ROLLBACK}
+
+
+def test_promote_after_checks_holds_and_asks_for_the_checks_never_promotes_by_itself() -> None:
+    policy = dataclasses.replace(DEFAULT, on_no_traffic=OnNoTraffic.PROMOTE_AFTER_CHECKS)
+    verdict = evaluate(policy, Evidence(3, 0, 900.0))
+    assert (verdict.outcome, verdict.on_inconclusive, verdict.after_checks) == (
+        Outcome.INCONCLUSIVE,
+        OnTimeout.HOLD,
+        True,
+    )
+    assert evaluate(DEFAULT, Evidence(3, 0, 900.0)).after_checks is False

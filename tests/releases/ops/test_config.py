@@ -124,6 +124,7 @@ def test_the_design_example_parses_to_the_expected_fields() -> None:
         "on_timeout": "hold",
         "no_traffic_after": timedelta(minutes=10),
         "on_no_traffic": "hold",
+        "gate_checks": [],
         "max_consecutive_errors": 4,
         "fail_fast": True,
         "watch_after_promotion": timedelta(minutes=60),
@@ -601,13 +602,16 @@ def test_the_fixed_rule_keeps_its_own_options() -> None:
     )
 
 
-def test_no_traffic_after_takes_a_duration_or_off_and_on_no_traffic_hold_or_rollback() -> None:
+def test_no_traffic_after_takes_a_duration_or_off_and_on_no_traffic_one_of_its_three() -> None:
     (on,) = parse(yaml.safe_dump({"projects": [project_doc(gate={"no_traffic_after": "20m"})]}))
     (off,) = parse(yaml.safe_dump({"projects": [project_doc(gate={"no_traffic_after": "off"})]}))
     assert (on["no_traffic_after"], off["no_traffic_after"]) == (timedelta(minutes=20), None)
     with pytest.raises(ConfigError) as refused:
         parse(yaml.safe_dump({"projects": [project_doc(gate={"on_no_traffic": "promote"})]}))
-    assert any("gate.on_no_traffic: must be hold or rollback" in p for p in refused.value.problems)
+    assert any(
+        "gate.on_no_traffic: must be hold, rollback or promote_after_checks" in p
+        for p in refused.value.problems
+    )
 
 
 def test_a_canary_stage_takes_max_hold_at_least_its_hold() -> None:
@@ -622,3 +626,21 @@ def test_a_canary_stage_takes_max_hold_at_least_its_hold() -> None:
     (project,) = parse(yaml.safe_dump({"projects": [project_doc(canary=canary)]}))
     assert project["canary"]["stages"][0] == {"percent": 5, "hold": 600.0, "max_hold": 2700.0}
     assert project["canary"]["checks"][0]["method"] == "sequential"
+
+
+def test_promote_after_checks_needs_gate_checks_written_in_the_canary_checks_grammar() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse(yaml.safe_dump({"projects": [project_doc(gate={"on_no_traffic": "promote_after_checks"})]}))
+    assert any(
+        "gate.on_no_traffic: promote_after_checks needs gate checks" in p for p in refused.value.problems
+    )
+    gate = {
+        "on_no_traffic": "promote_after_checks",
+        "checks": [{"kind": "http", "url": "https://$DEPLOYMENT_URL/api/health"}],
+    }
+    (project,) = parse(yaml.safe_dump({"projects": [project_doc(gate=gate)]}))
+    assert project["on_no_traffic"] == "promote_after_checks"
+    assert project["gate_checks"][0]["kind"] == "http"
+    with pytest.raises(ConfigError) as refused:
+        parse(yaml.safe_dump({"projects": [project_doc(gate={"checks": [{"kind": "http"}]})]}))
+    assert any("gate.checks[0].url: is required" in p for p in refused.value.problems)
