@@ -2,8 +2,9 @@
 
 What each event means is the table at the bottom: a production deployment of a gated project
 starts its gate (or its canary ramp), ``deployment.promoted`` records what serves production,
-an error or a cancel cancels the gate. The types on the ignore list (``vercel_payload.IGNORED``)
-are acknowledged and ignored; any other type is refused with a 400. Every delivery
+an error or a cancel cancels the gate. Every other type, on the list of known ones
+(``vercel_payload.IGNORED``) or new, is acknowledged with a 200 and recorded as ignored, so Vercel
+never marks the endpoint as failing for an event it added. Every delivery
 is recorded once, unique on its envelope id, in the same transaction as what it led to; actions
 are dispatched on commit.
 """
@@ -31,7 +32,7 @@ from releases.domain.lifecycle import ALLOWED, FINAL, ReleaseState
 from releases.domain.release_names import render_release
 from releases.inbound.common import BadPayload, HmacSignature, Malformed, WebhookView
 from releases.inbound.schema import webhook_responses
-from releases.inbound.vercel_payload import Deployment, Event, read_deployment, read_envelope
+from releases.inbound.vercel_payload import IGNORED, Deployment, Event, read_deployment, read_envelope
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.workflows.bake import watch_if_new
 from releases.workflows.canary.ramp import start_ramp
@@ -59,7 +60,7 @@ class VercelWebhookView(WebhookView):
     def post(self, request: Request) -> Response:
         envelope = self.parse_json(request)
         try:
-            event = read_envelope(envelope, HANDLERS)
+            event = read_envelope(envelope)
             outcome = record(event, envelope)
         except BadPayload as exc:
             raise Malformed(str(exc)) from exc
@@ -258,5 +259,7 @@ HANDLERS: dict[str, Callable[[Event, WebhookDelivery], Outcome]] = {
 def handle(event: Event, delivery: WebhookDelivery) -> Outcome:
     handler = HANDLERS.get(event.type)
     if handler is None:
-        return _ignore(delivery, f"{event.type}: not used by Gatekeeper")
+        if event.type in IGNORED:
+            return _ignore(delivery, f"{event.type}: not used by Gatekeeper")
+        return _ignore(delivery, f"{event.type}: an event type Gatekeeper does not know; acknowledged")
     return handler(event, delivery)

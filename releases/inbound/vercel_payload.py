@@ -3,13 +3,14 @@ read, so a wrong shape is a 400 naming the field, never a 500."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from releases.inbound.common import BadPayload
 
-# Events a Vercel webhook may carry that say nothing a gate needs (docs/vendor-apis.md §1.4).
+# Events a Vercel webhook may carry that say nothing a gate needs (docs/vendor-apis.md §1.4): they
+# and any type not listed (Vercel adds types over time) are acknowledged, recorded and ignored.
+# Where Vercel's pages spell a name two ways, both are here, so the note says "known".
 IGNORED = frozenset(
     {
         "deployment.created",
@@ -32,8 +33,11 @@ IGNORED = frozenset(
         "project.rolling-release.aborted",
         "domain.created",
         "domain.auto-renew.changed",
+        "domain.auto-renew-changed",
         "domain.certificate.add",
+        "domain.certificate-add",
         "domain.certificate.renew",
+        "project.domain-created",
         "integration-configuration.permission-upgraded",
         "integration-configuration.removed",
         "integration-configuration.scope-change-confirmed",
@@ -61,15 +65,13 @@ class Event:
     payload: dict[str, Any]
 
 
-def read_envelope(data: dict[str, Any], handled: Collection[str]) -> Event:
-    """The delivery's envelope; ``handled``: the event types Gatekeeper acts on."""
+def read_envelope(data: dict[str, Any]) -> Event:
+    """The delivery's envelope. Any event type is read: the handler table decides what it does."""
     event_id, event_type, payload = data.get("id"), data.get("type"), data.get("payload")
     if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 200:
         raise BadPayload("id: must be a non-empty string")
     if not isinstance(event_type, str) or not event_type:
         raise BadPayload("type: must be a non-empty string")
-    if event_type not in handled and event_type not in IGNORED:
-        raise BadPayload(f"type: unsupported event type {event_type!r}")
     if not isinstance(payload, dict):
         raise BadPayload("payload: must be an object")
     created = data.get("createdAt")

@@ -582,10 +582,24 @@ def test_json_that_is_not_an_object_is_400(client: Client, scene: Scene) -> None
     assert row_counts() == (0, 0, 0, 0)
 
 
-@pytest.mark.parametrize("resource", ["metric_alerts", "", "deployment"])
-def test_an_unknown_resource_is_400_and_changes_nothing(client: Client, scene: Scene, resource: str) -> None:
+@pytest.mark.parametrize("resource", ["metric_alerts", "deployment", "autofix_run"])
+def test_a_resource_gatekeeper_does_not_know_is_acknowledged_once_and_acts_on_nothing(
+    client: Client, scene: Scene, resource: str
+) -> None:
+    payload = alert()
+    response = post(client, payload, resource=resource)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "ignored"
+    delivery = WebhookDelivery.objects.get(event_type=resource)
+    assert delivery.outcome == "ignored" and "does not know" in delivery.note
+    assert post(client, payload, resource=resource).json()["status"] == "duplicate"  # the same bytes again
+    assert Release.objects.get(pk=scene.live.pk).state == S.PROMOTED
+    assert not Action.objects.exists()
+
+
+def test_a_missing_resource_header_is_400_and_changes_nothing(client: Client, scene: Scene) -> None:
     before = row_counts()
-    response = post(client, alert(), resource=resource)
+    response = post(client, alert(), resource="")
     assert response.status_code == 400
     assert "Sentry-Hook-Resource" in response.json()["detail"]
     assert row_counts() == before

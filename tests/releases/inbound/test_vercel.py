@@ -272,13 +272,31 @@ def test_json_that_is_not_an_object_is_400(client: Client) -> None:
     assert response.status_code == 400
 
 
-def test_unsupported_event_type_is_400(client: Client, project: Project) -> None:
+@pytest.mark.parametrize(
+    ("event_type", "note"),
+    [
+        (
+            "deployment.teleported",
+            "an event type Gatekeeper does not know; acknowledged",
+        ),  # one Vercel adds later
+        ("domain.certificate-add", "not used by Gatekeeper"),  # both of Vercel's spellings are known
+        ("domain.certificate.add", "not used by Gatekeeper"),
+        ("project.domain-created", "not used by Gatekeeper"),
+    ],
+)
+def test_an_event_type_gatekeeper_does_not_use_is_acknowledged_and_recorded(
+    client: Client, project: Project, event_type: str, note: str
+) -> None:
     event = load("deployment_succeeded.json")
-    event["type"] = "deployment.teleported"
+    event["type"] = event_type
     response = post(client, event)
-    assert response.status_code == 400
-    assert "unsupported event type" in response.json()["detail"]
-    assert not WebhookDelivery.objects.exists()
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "ignored"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.event_type, delivery.outcome) == (event_type, "ignored")
+    assert note in delivery.note
+    assert not Release.objects.exists()
+    assert post(client, event).json()["status"] == "duplicate"  # a retry is still one row
 
 
 def test_body_over_one_megabyte_is_413_without_reading_it(client: Client, project: Project) -> None:
