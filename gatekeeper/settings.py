@@ -106,6 +106,12 @@ STORAGES = {
 # Webhook bodies above this are refused with 413 before they are parsed.
 WEBHOOK_MAX_BODY = env_int("WEBHOOK_MAX_BODY", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY
+# A Vercel delivery whose createdAt is older than this (seconds) is refused as a replay: Vercel's
+# retries end well within it, and it lets `prune_deliveries` drop rows older than it safely.
+WEBHOOK_REPLAY_WINDOW = env_int("WEBHOOK_REPLAY_WINDOW", 24 * 3600)
+# A deployment.promoted this much older (seconds) than what is recorded as live is late or
+# replayed, and does not move "live"; within it, clocks may disagree, and it is taken as live.
+LIVE_ORDER_MARGIN = 60
 
 # --- Security (production: `manage.py check --deploy` is clean with DEBUG off) -------------
 BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -61,6 +61,7 @@ class VercelWebhookView(WebhookView):
         envelope = self.parse_json(request)
         try:
             event = read_envelope(envelope)
+            _refuse_replay(event)
             outcome = record(event, envelope)
         except BadPayload as exc:
             raise Malformed(str(exc)) from exc
@@ -72,6 +73,19 @@ class VercelWebhookView(WebhookView):
         )
         code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
         return Response({"status": outcome.status, "detail": outcome.detail, "id": event.id}, status=code)
+
+
+def _refuse_replay(event: Event) -> None:
+    """A delivery older than the replay window is refused: Vercel's retries end long before it."""
+    if event.created_at is None:
+        return
+    age = datetime.now(UTC).timestamp() - event.created_at / 1000
+    window = settings.WEBHOOK_REPLAY_WINDOW
+    if age > window:
+        raise BadPayload(
+            f"createdAt: {age / 3600:,.1f} h old, past the {window / 3600:g} h replay window: "
+            f"refused as a replay"
+        )
 
 
 def _project_for(deployment: Deployment) -> Project | None:
@@ -206,6 +220,17 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
         return _ignore(delivery, f"unknown project {deployment.project_id}")
     lock_project(project.pk)  # before the release's rows (its history row locks it): mark_live's order
     release, _ = _release_for(project, deployment, event.created_at)
+    late = _older_than_live(project.pk, deployment.id, _event_time(event.created_at))
+    if late is not None:
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.NOTE,
+            actor=VERCEL,
+            reason=f"deployment.promoted arrived late: {late}; what serves production is unchanged",
+            data={"event": event.id},
+        )
+        delivery.release = release
+        return _ignore(delivery, f"late deployment.promoted: {late}", project)
     ReleaseEvent.objects.create(
         release=release,
         kind=ReleaseEvent.Kind.WEBHOOK,
@@ -225,6 +250,25 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
     delivery.project, delivery.release = project, release
     delivery.outcome, delivery.note = WebhookDelivery.Outcome.ACCEPTED, "recorded as live"
     return Outcome("accepted", "recorded as live", accepted=True)
+
+
+def _older_than_live(project_id: int, deployment_id: str, promoted_at: datetime | None) -> str | None:
+    """Why a deployment.promoted is older than what is recorded as live, or None when it is not.
+
+    Vercel does not promise the order of deliveries, and a signed one can be replayed: an event
+    for another deployment, from before the live one went live, must not move "live" back (a
+    following alert would then be judged against the wrong release)."""
+    live_id, live_since = (
+        Project.objects.filter(pk=project_id).values_list("live_deployment_id", "live_since").get()
+    )
+    if promoted_at is None or not live_id or live_id == deployment_id or live_since is None:
+        return None
+    if promoted_at >= live_since - timedelta(seconds=settings.LIVE_ORDER_MARGIN):
+        return None
+    return (
+        f"it says {promoted_at.isoformat()}, but {live_id} has served production since "
+        f"{live_since.isoformat()}"
+    )
 
 
 def on_failed(event: Event, delivery: WebhookDelivery) -> Outcome:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,10 @@ pytestmark = pytest.mark.django_db
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((PAYLOADS / name).read_text())
+    """A captured delivery, as it arrives now (an old createdAt is a replay, refused)."""
+    event = json.loads((PAYLOADS / name).read_text())
+    event["createdAt"] = int(time.time() * 1000)
+    return event
 
 
 def post(client: Client, event: dict[str, Any] | bytes, **headers: str) -> Any:
@@ -111,6 +116,51 @@ def test_promoted_records_what_serves_production_and_supersedes_the_previous(
     assert live.state == ReleaseState.PROMOTED and live.promoted_at is not None
     old.refresh_from_db()
     assert old.state == ReleaseState.SUPERSEDED
+
+
+@pytest.mark.parametrize(
+    ("promoted_ago", "moves"),
+    [
+        (timedelta(hours=3), False),  # late or replayed: older than what went live an hour ago
+        (timedelta(minutes=61), False),
+        (timedelta(minutes=59, seconds=30), True),  # within a minute of it: clocks may disagree
+        (timedelta(minutes=5), True),  # newer: a promote made in Vercel since
+    ],
+)
+def test_a_promoted_event_older_than_what_is_live_is_recorded_and_does_not_move_live(
+    client: Client, project: Project, promoted_ago: timedelta, moves: bool
+) -> None:
+    make_release(project, state=ReleaseState.PROMOTED, deployment_id="dpl_live")
+    live_since = timezone.now() - timedelta(hours=1)
+    Project.objects.filter(pk=project.pk).update(live_deployment_id="dpl_live", live_since=live_since)
+    event = load("deployment_promoted.json")
+    event["createdAt"] = int((timezone.now() - promoted_ago).timestamp() * 1000)
+    response = post(client, event)
+    project.refresh_from_db()
+    delivery = WebhookDelivery.objects.get()
+    if moves:
+        assert response.status_code == 202
+        assert project.live_deployment_id == "dpl_7Hq2Rt9Ws4Lk1Mn8Bv3Cx6Zp0Q"
+        return
+    assert response.status_code == 200 and response.json()["status"] == "ignored"
+    assert (project.live_deployment_id, project.live_since) == ("dpl_live", live_since)
+    assert "late deployment.promoted" in delivery.note and "dpl_live" in delivery.note
+    assert Release.objects.get(deployment_id="dpl_live").state == ReleaseState.PROMOTED
+    late = Release.objects.get(deployment_id="dpl_7Hq2Rt9Ws4Lk1Mn8Bv3Cx6Zp0Q")
+    assert late.promoted_at is None and late.events.filter(reason__contains="arrived late").exists()
+
+
+@pytest.mark.parametrize("age", [timedelta(hours=25), timedelta(days=30)])
+def test_a_delivery_older_than_the_replay_window_is_refused_and_changes_nothing(
+    client: Client, project: Project, age: timedelta
+) -> None:
+    event = load("deployment_succeeded.json")
+    event["createdAt"] = int((timezone.now() - age).timestamp() * 1000)
+    before = row_counts()
+    response = post(client, event)
+    assert response.status_code == 400
+    assert "replay window" in response.json()["detail"]
+    assert row_counts() == before
 
 
 def test_a_gating_release_that_goes_live_on_its_own_keeps_being_judged(
