@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from releases.domain.gate_policy import Method, Policy
 from releases.domain.operating import Characteristics, Decisions, characteristics, decisions, session_limit
-from releases.domain.verdict import Method, Policy
 
 RATES = (0.97, 0.98, 0.99, 0.992, 0.995, 0.997, 0.998, 0.999, 0.9995)
 PER_POLL = (1, 25, 200)

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
-from releases.domain.verdict import odds
+from releases.domain.wording import odds
 
 EMOJI = {
     "pass": ":white_check_mark:",

@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from releases.domain.verdict import Evidence, Outcome, Policy, evaluate
+from releases.domain.evidence import Evidence, Outcome
+from releases.domain.gate_policy import Policy
+from releases.domain.verdict import evaluate
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from releases.domain.evidence import Evidence, Outcome
+from releases.domain.gate_policy import Method, Policy, validate_policy
 from releases.domain.policy import GATE
-from releases.domain.verdict import Evidence, Method, Outcome, Policy, evaluate, odds, validate_policy
+from releases.domain.verdict import evaluate
+from releases.domain.wording import odds
 
 KINDS = ("sentry_error_rate", "sentry_crash_free", "datadog_query", "posthog_exceptions", "http")
 PLACEHOLDERS = ("$DEPLOYMENT_ID", "$DEPLOYMENT_URL", "$RELEASE")

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError
 
-from releases.domain.verdict import validate_policy
+from releases.domain.gate_policy import validate_policy
 from releases.models import Project
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
+from releases.domain.gate_policy import GATE_METHODS, Method, OnNoTraffic, OnTimeout, Policy, validate_policy
 from releases.domain.policy import CANARY, DEFAULT_MAX_HOLD, GATE
 from releases.domain.release_names import template_problems
 from releases.domain.slo_rules import parse_check
-from releases.domain.verdict import GATE_METHODS, Method, OnNoTraffic, OnTimeout, Policy, validate_policy
 from releases.models import NEEDS_CHECKS, Project
 from releases.workflows.canary.traffic import ROUTERS
 

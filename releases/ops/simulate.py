@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from releases.domain.gate_policy import Method, Policy
 from releases.domain.operating import Characteristics, characteristics, decisions, session_limit
-from releases.domain.verdict import Method, Policy
 
 
 @dataclass(frozen=True)

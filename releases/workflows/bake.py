@@ -14,8 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from releases.core.transitions import GATEKEEPER
+from releases.domain.gate_policy import Method, Policy
 from releases.domain.policy import GATE
-from releases.domain.verdict import Method, Policy
 from releases.models import Analysis, Project, Release, ReleaseEvent
 
 

@@ -14,8 +14,9 @@ from django.utils import timezone
 from notifications.intents import facts_for, slack_spec
 from releases.core.outbox import ActionSpec
 from releases.core.transitions import GATEKEEPER, enter, transition
+from releases.domain.evidence import Outcome, Rule, Verdict
+from releases.domain.gate_policy import Method, OnTimeout
 from releases.domain.lifecycle import ReleaseState
-from releases.domain.verdict import Method, OnTimeout, Outcome, Rule, Verdict
 from releases.models import Action, Analysis, Release
 from releases.workflows.promotion import start_promotion, start_rollback
 

@@ -29,8 +29,9 @@ from django.utils import timezone
 
 from releases.core.errors import ProviderError
 from releases.core.publish import task
+from releases.domain.evidence import Evidence, Outcome
 from releases.domain.lifecycle import ReleaseState
-from releases.domain.verdict import Evidence, Outcome, evaluate
+from releases.domain.verdict import evaluate
 from releases.integrations import clients
 from releases.integrations.sentry.client import MAX_RELEASES_PER_QUERY
 from releases.models import Analysis, GateCheck, Release

@@ -7,8 +7,12 @@ from typing import Any
 import httpx
 import pytest
 
+from notifications.messages import evidence
 from notifications.slack import PostedMessage, SlackClient
 from releases.core.errors import ProviderError, ProviderTimeout
+from releases.domain.evidence import Evidence
+from releases.domain.gate_policy import Method, Policy
+from releases.domain.verdict import evaluate
 from tests.http import Vendor
 
 TOKEN = "xoxb-1234-5678-SeCrEtToKeN"
@@ -206,9 +210,6 @@ def test_the_token_is_not_in_a_connection_error() -> None:
 
 
 def test_a_sequential_verdict_says_its_evidence_in_words_and_the_fixed_rule_says_nothing_more() -> None:
-    from notifications.messages import evidence
-    from releases.domain.verdict import Evidence, Method, Policy, evaluate
-
     sequential = evaluate(Policy(crash_free_threshold=0.995, max_wait=7200), Evidence(1240, 1, 60.0))
     assert evidence(sequential.figures.as_dict(), "pass") == (
         "evidence 779:1 that the crash-free rate is 99.80% or better rather than 99.20% (promotes at 32:1)"

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from releases.domain.verdict import Method, OnTimeout, Policy, validate_policy
+from releases.domain.gate_policy import Method, OnTimeout, Policy, validate_policy
 from releases.models import Project
 from releases.ops.config import parse_duration
 from releases.ops.simulate import Plan, default_rates, describe, table

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from releases.core.errors import ProviderError
+from releases.domain.evidence import Outcome
 from releases.domain.slo_rules import (
     KINDS,
     CheckSpec,
@@ -30,7 +31,6 @@ from releases.domain.slo_rules import (
     parse_check,
     substitute,
 )
-from releases.domain.verdict import Outcome
 from releases.integrations import clients
 from releases.integrations.http_check.client import http_check
 from releases.integrations.sentry.client import SessionTotals

@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import yaml
 
+from releases.domain.gate_policy import Policy
 from releases.domain.policy import CANARY, GATE, CanaryPolicy, Stage
-from releases.domain.verdict import Policy
 from releases.models import Project
 from releases.ops.config import parse
 from tests.releases.ops.test_config import project_doc

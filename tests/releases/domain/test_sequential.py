@@ -13,20 +13,12 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from releases.domain import sequential
+from releases.domain.evidence import Evidence, Outcome, Rule
+from releases.domain.gate_policy import Method, OnNoTraffic, OnTimeout, Policy, validate_policy
 from releases.domain.operating import characteristics, decisions, session_limit
+from releases.domain.rates import allowed_crashes
 from releases.domain.sequential import Design
-from releases.domain.verdict import (
-    Evidence,
-    Method,
-    OnNoTraffic,
-    OnTimeout,
-    Outcome,
-    Policy,
-    Rule,
-    allowed_crashes,
-    evaluate,
-    validate_policy,
-)
+from releases.domain.verdict import evaluate
 
 HOUR = 3600.0
 DEFAULT = Policy(crash_free_threshold=0.995, max_wait=2 * HOUR)

@@ -13,19 +13,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from releases.domain.verdict import (
-    Evidence,
-    Method,
-    OnTimeout,
-    Outcome,
-    Policy,
-    Rule,
-    Verdict,
-    allowed_crashes,
-    evaluate,
-    validate_policy,
-    wilson_upper_bound,
-)
+from releases.domain.evidence import Evidence, Outcome, Rule, Verdict
+from releases.domain.gate_policy import Method, OnTimeout, Policy, validate_policy
+from releases.domain.rates import allowed_crashes, wilson_upper_bound
+from releases.domain.verdict import evaluate
 
 HOUR = 3600.0
 SEQUENTIAL_FIGURES = [

@@ -9,7 +9,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from releases.domain.verdict import Evidence, evaluate
+from releases.domain.evidence import Evidence
+from releases.domain.verdict import evaluate
 from tests.factories import make_analysis, make_project, make_release
 
 pytestmark = pytest.mark.django_db

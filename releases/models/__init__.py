@@ -1,0 +1,27 @@
+"""Gatekeeper's source of truth: projects, releases, every check, decision and side effect.
+
+One Django app's models, in three modules: ``project`` (the project and its policy), ``release``
+(a release, its analyses, their checks and its history) and ``records`` (the outbox, incidents,
+webhook deliveries). Import them from here.
+"""
+
+from releases.models.project import DEFAULT_RELEASE_TEMPLATE, NEEDS_CHECKS, Project, _positive_duration
+from releases.models.records import Action, Incident, WebhookDelivery
+from releases.models.release import Analysis, AppendOnly, GateCheck, RampCheck, Release, ReleaseEvent
+
+# _positive_duration: the migrations name the validator by its first home, releases.models.
+__all__ = [
+    "DEFAULT_RELEASE_TEMPLATE",
+    "NEEDS_CHECKS",
+    "Action",
+    "Analysis",
+    "AppendOnly",
+    "GateCheck",
+    "Incident",
+    "Project",
+    "RampCheck",
+    "Release",
+    "ReleaseEvent",
+    "WebhookDelivery",
+    "_positive_duration",
+]
