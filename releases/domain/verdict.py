@@ -150,20 +150,13 @@ def _sequential(policy: Policy, evidence: Evidence, figures: Figures, sessions: 
     if sessions >= cap:
         # The cap decides even past max_wait: there is a verdict to give, by the ratio's sign.
         ratio = odds(sequential.log_ratio(sessions, crashed, test.design.good, test.design.bad))
-        if test.cap_promotes(sessions, crashed):
-            return _verdict(
-                Outcome.PASS,
-                Rule.CAP_PASS,
-                figures,
-                f"{counted}: max_sessions ({cap:,}) reached, and the counts favour a crash-free rate of "
-                f"{good} over {bad} ({ratio})",
-            )
+        promotes = test.cap_promotes(sessions, crashed)
         return _verdict(
-            Outcome.FAIL,
-            Rule.CAP_FAIL,
+            Outcome.PASS if promotes else Outcome.FAIL,
+            Rule.CAP_PASS if promotes else Rule.CAP_FAIL,
             figures,
-            f"{counted}: max_sessions ({cap:,}) reached, and the counts do not favour a crash-free rate "
-            f"of {good} over {bad} ({ratio})",
+            f"{counted}: max_sessions ({cap:,}) reached, and the counts "
+            f"{'favour' if promotes else 'do not favour'} a crash-free rate of {good} over {bad} ({ratio})",
         )
     if test.rolls_back(sessions, crashed):
         return _verdict(

@@ -289,8 +289,13 @@ def _gate_checks(reader: _Reader, where: str, gate: dict[str, Any]) -> list[dict
     if not isinstance(raw, list):
         reader.problems.append(f"{where}.checks: must be a list of SLO checks")
         return []
+    return _checks(reader, where, raw)
+
+
+def _checks(reader: _Reader, where: str, checks: list[Any]) -> list[dict[str, Any]]:
+    """Each entry parsed as an SLO check, its problems named by its path; the good ones stored."""
     specs = []
-    for i, check in enumerate(raw):
+    for i, check in enumerate(checks):
         spec, problems = parse_check(check, f"{where}.checks[{i}]")
         reader.problems.extend(problems)
         if spec is not None:
@@ -334,16 +339,11 @@ def _canary(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     if out_stages and out_stages[-1]["percent"] != 100:
         reader.problems.append(f"{where}.stages: the last stage must be 100")
     checks = canary.get("checks")
-    specs = []
     if not isinstance(checks, list) or not checks:
         # Nothing to judge a canary by would mean advancing blind: refused, not defaulted.
         reader.problems.append(f"{where}.checks: must list at least one SLO check")
         checks = []
-    for i, check in enumerate(checks):
-        spec, problems = parse_check(check, f"{where}.checks[{i}]")
-        reader.problems.extend(problems)
-        if spec is not None:
-            specs.append(spec.to_json())
+    specs = _checks(reader, where, checks)
     interval = reader.get(
         where, canary, "confirmation_interval", "duration", timedelta(seconds=CANARY.confirmation_interval)
     )

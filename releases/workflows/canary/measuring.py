@@ -388,13 +388,7 @@ def _measure(
 def _sentry(  # noqa: PLR0917 - one measurement's inputs, all needed
     spec: CheckSpec, project: Project, target: Target, start: datetime, end: datetime, detail: dict[str, Any]
 ) -> float:
-    if not target.release:
-        raise NoData("the deployment has no Sentry release name")
-    sentry = clients.sentry(timeout=spec.timeout)
-    environment = project.sentry_environment or None
-    totals = sentry.release_sessions(
-        project.sentry_org, project.sentry_project, environment, [target.release], start, end, interval="1m"
-    )[target.release]
+    totals = _sessions(spec, project, target, start, end)
     detail["sessions"] = totals.sessions
     if totals.sessions < spec.min_sessions:
         raise NoData(f"{totals.sessions} sessions in the window, fewer than {spec.min_sessions}")
@@ -403,8 +397,13 @@ def _sentry(  # noqa: PLR0917 - one measurement's inputs, all needed
         rate = totals.crash_free_rate
         assert rate is not None  # sessions >= min_sessions >= 1
         return rate
-    errors = sentry.error_count(
-        project.sentry_org, project.sentry_project, environment, target.release, start, end
+    errors = clients.sentry(timeout=spec.timeout).error_count(
+        project.sentry_org,
+        project.sentry_project,
+        project.sentry_environment or None,
+        target.release,
+        start,
+        end,
     )
     detail["errors"] = errors
     return errors / totals.sessions
