@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from releases.domain import sequential
@@ -94,26 +95,33 @@ class Policy:
             return self.min_sessions
         if self.method == Method.FIXED:
             return GATE.fixed_min_sessions
-        bad = float(1 - exact(self.crash_free_threshold) + exact(self.tolerance))
+        _, bad = crash_rates(self.crash_free_threshold, self.tolerance)
         return derived_floor(bad, self.false_promote)
 
     def watch(self) -> sequential.Watch:
-        return sequential.Watch(
-            good=float(1 - exact(self.crash_free_threshold) - exact(self.tolerance)),
-            bad=float(1 - exact(self.crash_free_threshold) + exact(self.tolerance)),
-            false_alarm=self.false_alarm,
-        )
+        good, bad = crash_rates(self.crash_free_threshold, self.tolerance)
+        return sequential.Watch(good=good, bad=bad, false_alarm=self.false_alarm)
 
     def design(self) -> sequential.Design:
+        good, bad = crash_rates(self.crash_free_threshold, self.tolerance)
         return sequential.Design(
-            # Through the exact decimals, so 1 - (0.995 + 0.003) is 0.002, not 0.0020000000000000018.
-            good=float(1 - exact(self.crash_free_threshold) - exact(self.tolerance)),
-            bad=float(1 - exact(self.crash_free_threshold) + exact(self.tolerance)),
+            good=good,
+            bad=bad,
             false_promote=self.false_promote,
             false_rollback=self.false_rollback,
             floor=self.sample,
             cap=self.max_sessions,
         )
+
+
+@lru_cache(maxsize=256)
+def crash_rates(threshold: float, tolerance: float) -> tuple[float, float]:
+    """The good and bad crash rates around a crash-free threshold.
+
+    Through the exact decimals, so 1 - (0.995 + 0.003) is 0.002, not 0.0020000000000000018; cached,
+    since every poll asks it of the same few policies.
+    """
+    return float(1 - exact(threshold) - exact(tolerance)), float(1 - exact(threshold) + exact(tolerance))
 
 
 def derived_floor(bad_crash_rate: float, false_promote: float) -> int:
