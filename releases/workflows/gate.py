@@ -15,7 +15,7 @@ from notifications.intents import facts_for, slack_spec
 from releases.core.outbox import ActionSpec
 from releases.core.transitions import GATEKEEPER, enter, transition
 from releases.domain.evidence import Outcome, Rule, Verdict
-from releases.domain.gate_policy import Method, OnTimeout
+from releases.domain.gate_policy import Method, OnTimeout, crash_rates
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, Analysis, Release
 from releases.workflows.promotion import start_promotion, start_rollback
@@ -31,10 +31,9 @@ def _reason(release: Release) -> str:
             f"gating: waiting for {policy.sample:,} sessions at a crash-free rate of at least "
             f"{project.crash_free_threshold * 100:.2f}%"
         )
-    good = (project.crash_free_threshold + project.tolerance) * 100
-    bad = (project.crash_free_threshold - project.tolerance) * 100
+    good, bad = crash_rates(project.crash_free_threshold, project.tolerance)
     return (
-        f"gating: a sequential test of crash-free {good:.2f}% or better against {bad:.2f}% or worse "
+        f"gating: a sequential test of crash-free {1 - good:.2%} or better against {1 - bad:.2%} or worse "
         f"(at most {project.false_promote:.0%} of bad releases promoted, {project.false_rollback:.0%} "
         f"of good ones rolled back; at least {policy.sample:,} sessions to promote)"
     )
