@@ -124,6 +124,16 @@ def posthog_exceptions(sim: Simulator, request: Request, args: dict[str, str]) -
     return 201, registered.to_json(sim.now())
 
 
+def sentry_projects(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
+    if request.method == "GET":
+        return 200, {"projects": sim.sentry_projects.list(), "scopes": sorted(sim.sentry_projects.scopes)}
+    return 201, sim.sentry_projects.register(_body(request)).to_json()
+
+
+def sentry_scopes(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
+    return 200, {"scopes": sim.sentry_projects.set_scopes(_body(request).get("scopes"))}
+
+
 def sentry_webhooks(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
     return 200, alerts.send_alert(sim, _body(request))
 
@@ -194,6 +204,8 @@ ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], Action]] = [
     (("GET", "POST"), re.compile(r"/sentry/traffic"), traffic),
     (("POST",), re.compile(r"/sentry/traffic/phase"), traffic_phase),
     (("POST",), re.compile(r"/sentry/webhooks"), sentry_webhooks),
+    (("GET", "POST"), re.compile(r"/sentry/projects"), sentry_projects),
+    (("POST",), re.compile(r"/sentry/scopes"), sentry_scopes),
     (("GET", "POST"), re.compile(r"/datadog/series"), datadog_series),
     (("GET", "POST"), re.compile(r"/posthog/exceptions"), posthog_exceptions),
     (("GET", "POST", "DELETE"), re.compile(r"/faults"), faults),

@@ -19,7 +19,7 @@ from typing import Any
 from simulator.sessions import (
     SessionsError,
     Term,
-    cursor_page,
+    cursor_offset,
     int_param,
     parse_query,
     time_range,
@@ -52,7 +52,7 @@ class EventsQuery:
     end: float
     sort: str | None
     per_page: int
-    page: int
+    offset: int
 
     @property
     def group_by(self) -> tuple[str, ...]:
@@ -91,7 +91,7 @@ def parse(query: dict[str, list[str]], now: float) -> EventsQuery:
         end=end,
         sort=sort,
         per_page=max(1, min(int_param(query, "per_page", DEFAULT_PER_PAGE, EventsError), 100)),
-        page=cursor_page(query, EventsError),
+        offset=cursor_offset(query, EventsError),
     )
 
 
@@ -152,7 +152,7 @@ def compute(traffic: list[Traffic], q: EventsQuery, now: float) -> tuple[dict[st
     if q.sort:
         name = q.sort.lstrip("-")
         rows.sort(key=lambda r: r[name], reverse=q.sort.startswith("-"))
-    first = q.page * q.per_page
+    first = q.offset
     body = {
         "data": rows[first : first + q.per_page],
         "meta": {
@@ -162,4 +162,4 @@ def compute(traffic: list[Traffic], q: EventsQuery, now: float) -> tuple[dict[st
             "tips": {},
         },
     }
-    return body, q.page > 0, first + q.per_page < len(rows)
+    return body, q.offset > 0, first + q.per_page < len(rows)

@@ -64,7 +64,7 @@ class SessionsQuery:
     interval: int
     order_by: str | None
     per_page: int
-    page: int
+    offset: int
     include_totals: bool
     include_series: bool
 
@@ -208,7 +208,7 @@ def parse(query: dict[str, list[str]], now: float) -> SessionsQuery:
         interval=interval,
         order_by=order_by,
         per_page=max(1, min(per_page, 100)),
-        page=cursor_page(query),
+        offset=cursor_offset(query),
         include_totals=(query.get("includeTotals") or ["1"])[0] != "0",
         include_series=(query.get("includeSeries") or ["1"])[0] != "0",
     )
@@ -257,8 +257,8 @@ def int_param(
         raise error(f"Invalid {name}: {raw!r}") from None
 
 
-def cursor_page(query: dict[str, list[str]], error: type[Exception] = SessionsError) -> int:
-    # Sentry's offset cursors read "<per_page>:<page>:<is_prev>".
+def cursor_offset(query: dict[str, list[str]], error: type[Exception] = SessionsError) -> int:
+    # Sentry's offset cursors read "<value>:<row offset>:<is_prev>" (value 0 for these endpoints).
     raw = (query.get("cursor") or [None])[0]
     if not raw:
         return 0
@@ -364,7 +364,7 @@ def compute(traffic: list[Traffic], q: SessionsQuery, now: float) -> tuple[dict[
     ordered = [row[3] for row in groups]
     if q.include_series:
         ordered = ordered[: max(1, MAX_POINTS // max(1, n))]
-    first = q.page * q.per_page
+    first = q.offset
     page = ordered[first : first + q.per_page]
     body = {
         "start": iso_z(q.start),
@@ -373,7 +373,7 @@ def compute(traffic: list[Traffic], q: SessionsQuery, now: float) -> tuple[dict[
         "groups": page,
         "query": q.raw_query,
     }
-    return body, q.page > 0, first + q.per_page < len(ordered)
+    return body, q.offset > 0, first + q.per_page < len(ordered)
 
 
 def _sort_value(value: int | float | None, descending: bool) -> tuple[int, float]:

@@ -17,6 +17,7 @@ from simulator.faults import FaultStore
 from simulator.pagerduty import PagerDutyService
 from simulator.posthog import PostHogService
 from simulator.sentry import SentryService
+from simulator.sentry_projects import SentryDirectory
 from simulator.slack import SlackService
 from simulator.traffic import TrafficStore
 from simulator.vercel import VercelService
@@ -115,6 +116,7 @@ class Simulator:
         self.faults = FaultStore()
         self.webhooks = WebhookSender(self)
         self.traffic = TrafficStore(self)
+        self.sentry_projects = SentryDirectory(self)
         self.vercel = VercelService(self)
         self.sentry = SentryService(self)
         self.slack = SlackService(self)
@@ -141,6 +143,7 @@ class Simulator:
             self.faults.clear()
             self.webhooks.clear()
             self.traffic.clear()
+            self.sentry_projects.clear()
             for service in self.services.values():
                 service.reset()
             self.wake.set()

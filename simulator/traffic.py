@@ -22,7 +22,6 @@ to ``sessions * errored_rate``.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,11 +155,6 @@ class Traffic:
         }
 
 
-def default_project_id(org: str, project: str) -> int:
-    """A stable numeric id for traffic registered by slug only (Sentry groups by numeric id)."""
-    return 1_000_000 + zlib.crc32(f"{org}/{project}".encode()) % 9_000_000
-
-
 def _rate(body: dict[str, Any], key: str, default: float | None) -> float:
     value = as_number(body, key, default)
     if value is None or not 0.0 <= value <= 1.0:
@@ -207,10 +201,11 @@ class TrafficStore:
             errored_rate=errored_rate,
             errors_per_minute=_per_minute(body, "errors_per_minute", 0.0),
         )
+        directory = self.sim.sentry_projects
         traffic = Traffic(
             org=org,
             project=project,
-            project_id=project_id if project_id is not None else default_project_id(org, project),
+            project_id=project_id if project_id is not None else directory.id_for(org, project),
             environment=as_text(body, "environment") or "production",
             release=require_text(body, "release"),
             stop=as_number(body, "stop"),
@@ -251,6 +246,10 @@ class TrafficStore:
                 )
                 traffic.phases = sorted([*traffic.phases, phase], key=lambda p: p.at)
             return matched
+
+    def entries(self) -> list[Traffic]:
+        with self.sim.lock:
+            return list(self._entries.values())
 
     def matching(self, org: str) -> list[Traffic]:
         with self.sim.lock:

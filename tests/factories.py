@@ -25,6 +25,9 @@ def make_project(**overrides: Any) -> Project:
         "production_domains": ["shop.example.com"],
         "sentry_org": "acme",
         "sentry_project": "shop-web",
+        # As sync_config leaves it: resolved through Sentry's project lookup.
+        "sentry_project_id": 4507,
+        "sentry_project_slug": "shop-web",
         "sentry_environment": "production",
         "slack_channel": "#releases",
         # Most tests are about what a decision does, not how it is reached: the fixed rule's
@@ -37,6 +40,8 @@ def make_project(**overrides: Any) -> Project:
         "max_wait": timedelta(hours=2),
     }
     values.update(overrides)
+    if "sentry_project" in overrides and "sentry_project_slug" not in overrides:
+        values["sentry_project_slug"] = overrides["sentry_project"]
     return Project.objects.create(**values)
 
 

@@ -58,7 +58,14 @@ class Project(models.Model):
     start_on = models.CharField(max_length=40, choices=StartOn.choices, default=StartOn.SUCCEEDED)
 
     sentry_org = models.CharField(max_length=100)
-    sentry_project = models.CharField(max_length=100, help_text="slug or numeric id")
+    sentry_project = models.CharField(
+        max_length=100, help_text="the project's slug, as Sentry shows it (a numeric id is accepted too)"
+    )
+    # What Sentry said sentry_project is: data queries send the id, metric alerts name the slug.
+    # Resolved by sync_config, the admin and, when still unknown, the first poll.
+    sentry_project_id = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
+    sentry_project_slug = models.CharField(max_length=100, blank=True, editable=False)
+    sentry_resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
     sentry_environment = models.CharField(max_length=100, blank=True, default="production")
     release_template = models.CharField(max_length=200, default=DEFAULT_RELEASE_TEMPLATE)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -14,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from notifications.messages import percent, sentry_release_url
+from releases.core.errors import ProviderError
 from releases.models import (
     Action,
     Analysis,
@@ -26,6 +28,7 @@ from releases.models import (
     WebhookDelivery,
 )
 from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
+from releases.workflows.sentry_project import Unresolvable, resolve, store
 
 EXTEND_BY = timedelta(minutes=30)
 
@@ -226,8 +229,44 @@ class ReleaseAdmin(admin.ModelAdmin):
         )
 
 
+class ProjectForm(forms.ModelForm):
+    """Asks Sentry which project ``sentry_project`` is when it (or the org) changes: a project
+    Sentry does not know is refused on the field, as sync_config refuses it."""
+
+    class Meta:
+        model = Project
+        fields = "__all__"  # the admin's fieldsets choose what is shown
+
+    note = ""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        org, configured = data.get("sentry_org"), data.get("sentry_project")
+        project = self.instance
+        if not org or not configured:
+            return data
+        same = bool(project.pk) and (project.sentry_org, project.sentry_project) == (org, configured)
+        if same and project.sentry_project_id is not None:
+            return data
+        try:
+            found = resolve(org, configured)
+        except Unresolvable as exc:
+            self.add_error("sentry_project", str(exc))
+            return data
+        except ProviderError as exc:
+            project.sentry_project_id, project.sentry_project_slug = None, ""
+            self.note = (
+                f"Sentry could not be asked which project {configured!r} is ({exc}); the first poll will"
+            )
+            return data
+        store(project, found.project)
+        self.note = found.note
+        return data
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    form = ProjectForm
     list_display = (
         "name",
         "vercel_project_id",
@@ -239,7 +278,16 @@ class ProjectAdmin(admin.ModelAdmin):
         "live_deployment_id",
     )
     search_fields = ("name", "vercel_project_id")
-    readonly_fields = ("live_deployment_id", "live_since", "synced_from", "created_at", "updated_at")
+    readonly_fields = (
+        "live_deployment_id",
+        "live_since",
+        "synced_from",
+        "created_at",
+        "updated_at",
+        "sentry_project_id",
+        "sentry_project_slug",
+        "sentry_resolved_at",
+    )
     fieldsets = (
         (None, {"fields": ("name", "synced_from")}),
         (
@@ -255,7 +303,20 @@ class ProjectAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Sentry", {"fields": ("sentry_org", "sentry_project", "sentry_environment", "release_template")}),
+        (
+            "Sentry",
+            {
+                "fields": (
+                    "sentry_org",
+                    "sentry_project",
+                    "sentry_project_id",
+                    "sentry_project_slug",
+                    "sentry_resolved_at",
+                    "sentry_environment",
+                    "release_template",
+                )
+            },
+        ),
         ("Notifications", {"fields": ("slack_channel", "pagerduty_routing_key_env")}),
         (
             "Gate",
@@ -287,6 +348,11 @@ class ProjectAdmin(admin.ModelAdmin):
         ),
         ("Canary", {"fields": ("canary",)}),
     )
+
+    def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if getattr(form, "note", ""):
+            messages.warning(request, form.note)
 
 
 @admin.register(Action)

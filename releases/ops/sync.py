@@ -7,9 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from releases.core.errors import ProviderError
 from releases.models import Project
 from releases.ops.config import ConfigError
+from releases.workflows.sentry_project import Unresolvable, resolve
 
 
 @dataclass
@@ -31,6 +34,40 @@ def _show(value: Any) -> str:
     if isinstance(value, timedelta):
         return f"{value.total_seconds():g}s"
     return repr(value)
+
+
+def resolve_sentry(projects: list[dict[str, Any]]) -> list[str]:
+    """Ask Sentry which project each ``sentry.project`` is, and add its id and slug to the values.
+
+    A project Sentry does not know (or the token may not read) refuses the whole file, each
+    named by its path. When Sentry cannot be asked, the file still applies: the first poll
+    resolves what is missing. Returns notes to print."""
+    problems, notes = [], []
+    stored = {p.name: p for p in Project.objects.filter(name__in=[v["name"] for v in projects])}
+    for index, values in enumerate(projects):
+        where = f"projects[{index}].sentry.project"
+        org, configured = values["sentry_org"], values["sentry_project"]
+        before = stored.get(values["name"])
+        same = before is not None and (before.sentry_org, before.sentry_project) == (org, configured)
+        try:
+            found = resolve(org, configured, before.sentry_project_id if same and before else None)
+        except Unresolvable as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        except ProviderError as exc:
+            notes.append(
+                f"{values['name']}: {where} not checked, Sentry could not be asked ({exc}); "
+                "the first poll resolves it"
+            )
+            if not same:  # an id resolved for another project must not stay
+                values.update(sentry_project_id=None, sentry_project_slug="")
+            continue
+        values.update(sentry_project_id=found.project.id, sentry_project_slug=found.project.slug)
+        if found.note:
+            notes.append(f"{values['name']}: {found.note}")
+    if problems:
+        raise ConfigError(problems)
+    return notes
 
 
 def apply(projects: list[dict[str, Any]], source: str) -> list[Change]:
@@ -56,6 +93,8 @@ def apply(projects: list[dict[str, Any]], source: str) -> list[Change]:
                     changes.append(Change(project.name, "unchanged"))
     except IntegrityError as exc:
         raise ConfigError([f"conflicts with a project already in the database: {exc}"]) from exc
+    resolved = [v["name"] for v in projects if v.get("sentry_project_id") is not None]
+    Project.objects.filter(name__in=resolved).update(sentry_resolved_at=timezone.now())
     for name in Project.objects.exclude(name__in=names).values_list("name", flat=True):
         changes.append(Change(name, "kept"))
     return changes

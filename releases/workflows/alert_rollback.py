@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from notifications.intents import dedup_key, facts_for, page_spec, resolve_spec, slack_spec
 from releases.core.deliveries import Outcome
@@ -62,10 +63,15 @@ class Alert:
 
 
 def _project_for(alert: Alert) -> Project | None:
-    candidates = list(Project.objects.filter(sentry_project__in=alert.projects).order_by("id"))
+    # Alerts name projects by slug: the one Sentry gave when the project was resolved, else the
+    # one configured (a numeric id configured and never resolved cannot match).
+    named = Q(sentry_project_slug__in=alert.projects) | Q(
+        sentry_project_slug="", sentry_project__in=alert.projects
+    )
+    candidates = list(Project.objects.filter(named).order_by("id"))
     if alert.environment:
         candidates = [p for p in candidates if p.sentry_environment in ("", alert.environment)]
-    if len(candidates) > 1 and alert.org_slug:
+    if alert.org_slug:  # a slug is unique only within its organisation
         candidates = [p for p in candidates if p.sentry_org == alert.org_slug]
     return candidates[0] if len(candidates) == 1 else None
 

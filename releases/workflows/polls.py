@@ -35,6 +35,7 @@ from releases.domain.verdict import evaluate
 from releases.integrations import clients
 from releases.integrations.sentry.client import MAX_RELEASES_PER_QUERY
 from releases.models import Analysis, GateCheck, Release
+from releases.workflows import sentry_project
 from releases.workflows.bake import end_watch
 from releases.workflows.canary.ramp import tick
 from releases.workflows.gate import decide
@@ -122,26 +123,32 @@ def poll_batch(
     if not polled:
         return outcomes
     claimed = _claim(polled, now + poll_lease())
-    groups: dict[tuple[str, str, str, datetime], list[Analysis]] = {}
+    groups: dict[tuple[str, str | ProviderError, str, datetime], list[Analysis]] = {}
+    query_ids: dict[int, str | ProviderError] = {}
     for analysis in polled:
         if analysis.pk not in claimed:
             outcomes[analysis.pk] = "lost-claim"
             continue
         release = analysis.release
         project = release.project
+        if project.pk not in query_ids:
+            try:
+                query_ids[project.pk] = sentry_project.query_id(project)
+            except ProviderError as exc:  # recorded as this poll's error, like a failed query
+                query_ids[project.pk] = exc
         key = (
             project.sentry_org,
-            project.sentry_project,
+            query_ids[project.pk],
             project.sentry_environment,
             window_start(release, now),
         )
         groups.setdefault(key, []).append(analysis)
-    for (org, sentry_project, environment, start), group in groups.items():
+    for (org, query_project, environment, start), group in groups.items():
         size = batch_size()
         for first in range(0, len(group), size):
             chunk = group[first : first + size]
             outcomes.update(
-                _poll_group(org, sentry_project, environment, start, chunk, now, scheduled_at, due)
+                _poll_group(org, query_project, environment, start, chunk, now, scheduled_at, due)
             )
     return outcomes
 
@@ -167,7 +174,7 @@ def _claim(analyses: Sequence[Analysis], lease: datetime) -> set[int]:
 
 def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
     org: str,
-    project: str,
+    project: str | ProviderError,
     environment: str,
     start: datetime,
     group: list[Analysis],
@@ -181,6 +188,8 @@ def _poll_group(  # noqa: PLR0917 - one Sentry request's scope
     retry_after: float | None = None
     started = time.monotonic()
     try:
+        if isinstance(project, ProviderError):
+            raise project
         totals = clients.sentry().release_sessions(
             org,
             project,

@@ -61,6 +61,10 @@ def project(e2e: Simulator) -> Project:
         min_sessions=300,
         poll_interval=timedelta(seconds=1),
         max_wait=timedelta(minutes=5),
+        # Not resolved yet, as after an install whose sync could not reach Sentry: the first
+        # poll asks Sentry for the id its data queries need.
+        sentry_project_id=None,
+        sentry_project_slug="",
     )
     e2e.control(
         "POST",
@@ -69,7 +73,7 @@ def project(e2e: Simulator) -> Project:
             "id": E2E_PROJECT,
             "name": "shop-web",
             "domains": ["shop.example.com"],
-            "sentry": {"org": "acme", "project": "shop-web", "environment": "production"},
+            "sentry": {"org": "acme", "project": "shop-web", "project_id": 4507, "environment": "production"},
         },
     )
     e2e.control(

@@ -35,7 +35,7 @@ S = ReleaseState
 PROJECT = "prj_auditShopWeb00000000000000"
 BASELINE, GOOD, BAD = "dpl_auditBaseline", "dpl_auditGood", "dpl_auditBad"
 VALUES = distinctive()
-SENTRY = {"org": "acme", "project": "shop-web", "environment": "production"}
+SENTRY = {"org": "acme", "project": "shop-web", "project_id": 4507, "environment": "production"}
 TRAFFIC = {**SENTRY, "sessions_per_minute": 12000}
 
 

@@ -15,7 +15,10 @@ HOUR = 3600
 
 
 @pytest.fixture
-def sentry(simulator_process) -> httpx.Client:
+def sentry(simulator_process, control: httpx.Client) -> httpx.Client:
+    # Sentry answers only for an organisation, project and environment it has.
+    known = {"org": "acme", "slug": "shop-web", "id": 4507, "environments": ["production"]}
+    assert control.post("/_sim/sentry/projects", json=known).status_code == 201
     with simulator_process.client(headers={"Authorization": "Bearer sntrys_test"}) as client:
         yield client
 
@@ -174,12 +177,13 @@ def test_empty_query_means_every_release_and_environment_filters(
 
     everything = sentry.get(SESSIONS, params=params).json()
     production = sentry.get(SESSIONS, params={**params, "environment": "production"}).json()
-    by_slug = sentry.get(SESSIONS, params={**params, "project": "shop-web"}).json()
+    control.post("/_sim/sentry/projects", json={"org": "acme", "slug": "other", "id": 999})
+    by_id = sentry.get(SESSIONS, params={**params, "project": "4507"}).json()
     other_project = sentry.get(SESSIONS, params={**params, "project": "999"}).json()
 
     assert sorted(g["by"]["release"] for g in everything["groups"]) == ["a", "b", "c"]
     assert sorted(g["by"]["release"] for g in production["groups"]) == ["a", "b"]
-    assert len(by_slug["groups"]) == 3
+    assert len(by_id["groups"]) == 3
     assert other_project["groups"] == []
 
 
@@ -198,8 +202,11 @@ def test_pagination_follows_link_cursors(control: httpx.Client, sentry: httpx.Cl
     first = sentry.get(SESSIONS, params=params)
     assert first.links["next"]["results"] == "true"
     assert first.links["previous"]["results"] == "false"
+    # Sentry's offset cursors: "0:<row offset>:<is_prev>".
+    assert first.links["next"]["cursor"] == "0:2:0"
     second = sentry.get(SESSIONS, params={**params, "cursor": first.links["next"]["cursor"]})
     assert second.links["next"]["results"] == "false"
+    assert second.links["previous"]["cursor"] == "0:0:1"
     # The URL in the header works as is, prefix included.
     followed = sentry.get(first.links["next"]["url"])
 
@@ -383,7 +390,8 @@ def test_error_events_filter_by_project_environment_and_event_type(
 
     by_env = _events(sentry, **params).json()["data"]
     production = _events(sentry, environment="production", **params).json()["data"]
-    by_slug = _events(sentry, project="shop-web", **params).json()["data"]
+    control.post("/_sim/sentry/projects", json={"org": "acme", "slug": "other", "id": 999})
+    by_id = _events(sentry, project="4507", **params).json()["data"]
     other_project = _events(sentry, project="999", **params).json()["data"]
     transactions = _events(sentry, query="event.type:transaction", **params).json()["data"]
     negated = _events(sentry, query="!environment:staging release:a*", **params).json()["data"]
@@ -393,7 +401,7 @@ def test_error_events_filter_by_project_environment_and_event_type(
         {"environment": "staging", "count()": 12000},
     ]
     assert production == [{"environment": "production", "count()": 1200}]
-    assert len(by_slug) == 2
+    assert len(by_id) == 2
     assert other_project == []
     assert transactions == []
     assert negated == [{"environment": "production", "count()": 1200}]
@@ -516,3 +524,98 @@ def test_faults_on_the_events_endpoint_leave_sessions_alone(
     assert failed.status_code == 502
     assert "detail" in failed.json()
     assert recovered.status_code == 200
+
+
+# --- projects, ids and refusals (§3.1, §3.2) -------------------------------------------------
+
+
+def test_a_project_resolves_by_slug_or_id_to_its_numeric_id(sentry: httpx.Client) -> None:
+    by_slug = sentry.get("/sentry/api/0/projects/acme/shop-web/")
+    by_id = sentry.get("/sentry/api/0/projects/acme/4507/")
+
+    assert by_slug.status_code == by_id.status_code == 200
+    assert (by_slug.json()["id"], by_slug.json()["slug"]) == ("4507", "shop-web")
+    assert by_id.json()["slug"] == "shop-web"
+    assert by_slug.json()["organization"]["slug"] == "acme"
+    environments = sentry.get("/sentry/api/0/projects/acme/shop-web/environments/")
+    assert [e["name"] for e in environments.json()] == ["production"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/sentry/api/0/projects/acme/nope/", 404), ("/sentry/api/0/projects/nobody/shop-web/", 404)],
+)
+def test_an_unknown_project_or_org_is_a_404(sentry: httpx.Client, path: str, status: int) -> None:
+    response = sentry.get(path)
+
+    assert response.status_code == status
+    assert response.json() == {"detail": "The requested resource does not exist"}
+
+
+def test_a_renamed_project_redirects_its_old_slug(control: httpx.Client, sentry: httpx.Client) -> None:
+    control.post("/_sim/sentry/projects", json={"org": "acme", "slug": "storefront", "id": 4507})
+
+    moved = sentry.get("/sentry/api/0/projects/acme/shop-web/")
+
+    assert moved.status_code == 302
+    assert moved.json()["detail"]["extra"]["slug"] == "storefront"
+    assert moved.headers["Location"].endswith("/projects/acme/storefront/")
+    assert sentry.get("/sentry/api/0/projects/acme/storefront/").json()["id"] == "4507"
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "detail"),
+    [
+        ({"project": "shop-web"}, 400, "Invalid project parameter. Values must be numbers."),
+        ({"project": "999"}, 403, "You do not have permission to perform this action."),
+        ({"project": "4507", "environment": "staging"}, 404, "The requested resource does not exist"),
+    ],
+)
+def test_data_queries_refuse_as_sentry_does(
+    sentry: httpx.Client, params: dict[str, str], status: int, detail: str
+) -> None:
+    base = {"field": "sum(session)", "statsPeriod": "1h"}
+    sessions = sentry.get(SESSIONS, params={**base, **params})
+    events = sentry.get(
+        "/sentry/api/0/organizations/acme/events/",
+        params={"field": "count()", "dataset": "errors", "statsPeriod": "1h", **params},
+    )
+
+    assert (sessions.status_code, sessions.json()) == (status, {"detail": detail})
+    assert (events.status_code, events.json()) == (status, {"detail": detail})
+
+
+def test_an_unknown_org_is_a_404_on_data_queries(sentry: httpx.Client) -> None:
+    response = sentry.get(
+        "/sentry/api/0/organizations/nobody/sessions/", params={"field": "sum(session)", "statsPeriod": "1h"}
+    )
+
+    assert response.status_code == 404
+
+
+def test_a_token_without_project_read_cannot_look_projects_up(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    control.post("/_sim/sentry/scopes", json={"scopes": ["org:read"]})
+
+    lookup = sentry.get("/sentry/api/0/projects/acme/shop-web/")
+    data = sentry.get(SESSIONS, params={"field": "sum(session)", "project": "4507", "statsPeriod": "1h"})
+
+    assert lookup.status_code == 403
+    assert data.status_code == 200
+
+
+def test_traffic_and_vercel_mappings_register_their_sentry_projects(
+    control: httpx.Client, sentry: httpx.Client
+) -> None:
+    _traffic(control, "r1", org="beta", project="api", project_id=77, environment="staging")
+    control.post(
+        "/_sim/vercel/projects",
+        json={"id": "prj_x", "name": "x", "sentry": {"org": "gamma", "project": "web", "project_id": 88}},
+    )
+
+    api = sentry.get("/sentry/api/0/projects/beta/api/").json()
+    web = sentry.get("/sentry/api/0/projects/gamma/web/").json()
+
+    assert (api["id"], api["environments"]) == ("77", ["staging"])
+    assert (web["id"], web["environments"]) == ("88", ["production"])

@@ -1,4 +1,5 @@
-"""Sentry REST client: release-health session counts and error counts (docs/vendor-apis.md §3.1, §3.2, §3.4).
+"""Sentry REST client: release-health session counts and error counts (docs/vendor-apis.md §3.1, §3.2, §3.4),
+and the project lookup that turns the slug users write into the numeric id those queries take.
 
 We ask for ``sum(session)`` and ``crash_rate(session)`` grouped by release only, and recover
 the crashed count as rate x sessions: one group per release, so a page of 100 groups answers
@@ -49,6 +50,16 @@ class SessionTotals:
         if self.sessions == 0:
             return None
         return 1 - self.crashed / self.sessions
+
+
+@dataclass(frozen=True)
+class SentryProject:
+    """A project as Sentry's API knows it: data queries take the id, alerts name the slug."""
+
+    id: int
+    slug: str
+    name: str
+    moved_from: str | None = None  # the slug asked for, when Sentry answered it had been renamed
 
 
 class SentryClient(HttpClient):
@@ -170,6 +181,24 @@ class SentryClient(HttpClient):
         response = self.request("GET", f"/organizations/{quote(org, safe='')}/events/", params=params)
         return self.parse(response, _error_count_from)
 
+    def project(self, org: str, id_or_slug: str) -> SentryProject:
+        """``GET /api/0/projects/{org}/{id_or_slug}/`` (needs ``project:read``).
+
+        A renamed project's old slug answers 302 with the new slug in the body (Sentry keeps a
+        redirect per rename); the new one is asked once, on the configured host."""
+        response = self.request("GET", _project_path(org, id_or_slug), expect=(200, 302))
+        if response.status_code == 302:
+            moved_to = self.parse(response, _moved_slug)
+            response = self.request("GET", _project_path(org, moved_to))
+            found = self.parse(response, _project_from)
+            return SentryProject(found.id, found.slug, found.name, moved_from=id_or_slug)
+        return self.parse(response, _project_from)
+
+    def environments(self, org: str, id_or_slug: str) -> list[str]:
+        """The names of a project's environments, hidden ones included."""
+        response = self.request("GET", _project_path(org, id_or_slug) + "environments/")
+        return self.parse(response, _environment_names)
+
     def _pages(self, method: str, path: str, params: list[tuple[str, str]]) -> Iterator[httpx.Response]:
         """Follow ``Link: <...>; rel="next"; results="true"; cursor="..."`` (§3.1).
 
@@ -193,6 +222,41 @@ class SentryClient(HttpClient):
             provider=self.provider,
             code="too_many_pages",
         )
+
+
+def _project_path(org: str, id_or_slug: str) -> str:
+    return f"/projects/{quote(org, safe='')}/{quote(id_or_slug, safe='')}/"
+
+
+def _project_from(data: Any) -> SentryProject:
+    body = as_dict(data, "project")
+    raw_id = body.get("id")
+    # Sentry serialises ids as strings; a number is read the same.
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id).isdigit():
+        raise MalformedAnswer(f"id: expected a numeric id, got {raw_id!r}")
+    slug = body.get("slug")
+    if not isinstance(slug, str) or not slug:
+        raise MalformedAnswer("slug: expected a string")
+    name = body.get("name")
+    return SentryProject(int(raw_id), slug, name if isinstance(name, str) else slug)
+
+
+def _moved_slug(data: Any) -> str:
+    detail = as_dict(as_dict(data, "moved answer").get("detail"), "detail")
+    slug = as_dict(detail.get("extra"), "detail.extra").get("slug")
+    if not isinstance(slug, str) or not slug:
+        raise MalformedAnswer("detail.extra.slug: expected the project's new slug")
+    return slug
+
+
+def _environment_names(data: Any) -> list[str]:
+    names = []
+    for index, raw in enumerate(as_list(data, "environments")):
+        name = as_dict(raw, f"[{index}]").get("name")
+        if not isinstance(name, str):
+            raise MalformedAnswer(f"[{index}].name: expected a string")
+        names.append(name)
+    return names
 
 
 def release_query(releases: Sequence[str]) -> str:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from releases.ops.config import ConfigError, load
-from releases.ops.sync import apply
+from releases.ops.sync import apply, resolve_sentry
 
 
 class Command(BaseCommand):
@@ -15,11 +15,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", nargs="?", help="config file (default: $GATEKEEPER_CONFIG)")
         parser.add_argument("--check", action="store_true", help="validate only, change nothing")
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="do not ask Sentry which project each sentry.project is (the first poll will)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = options["file"] or settings.GATEKEEPER_CONFIG
         try:
             projects = load(path)
+            notes = [] if options["offline"] else resolve_sentry(projects)
+            for note in notes:
+                self.stderr.write(note)
             if options["check"]:
                 self.stdout.write(f"{path}: valid, {len(projects)} project(s)")
                 return

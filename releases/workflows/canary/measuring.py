@@ -8,6 +8,7 @@ check passed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from releases.integrations import clients
 from releases.integrations.http_check.client import http_check
 from releases.integrations.sentry.client import SessionTotals
 from releases.models import Project, Release
+from releases.workflows import sentry_project
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,11 @@ def run_checks(
     baseline_target = Target.of(previous) if previous is not None else None
     if not specs:
         return SloResult(False, release.deployment_id, _id(previous), now, ())
+    if any(spec.kind.startswith("sentry") for spec in specs):
+        # Here, not in the checks' threads: a first resolution writes the project's row, and a
+        # thread's database connection would outlive it. A failure is each check's to report.
+        with contextlib.suppress(ProviderError):
+            sentry_project.query_id(project)
     pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(specs)), thread_name_prefix="slo")
     try:
         started = time.monotonic()
@@ -325,7 +332,7 @@ def _sessions(
         raise NoData("the deployment has no Sentry release name")
     return clients.sentry(timeout=spec.timeout).release_sessions(
         project.sentry_org,
-        project.sentry_project,
+        sentry_project.query_id(project),
         project.sentry_environment or None,
         [target.release],
         start,
@@ -399,7 +406,7 @@ def _sentry(  # noqa: PLR0917 - one measurement's inputs, all needed
         return rate
     errors = clients.sentry(timeout=spec.timeout).error_count(
         project.sentry_org,
-        project.sentry_project,
+        sentry_project.query_id(project),
         project.sentry_environment or None,
         target.release,
         start,

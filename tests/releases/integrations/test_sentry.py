@@ -454,3 +454,66 @@ def test_error_count_malformed_answer_names_the_field(body: object, complaint: s
         errors(sentry(Vendor(httpx.Response(200, json=body))))
     assert not caught.value.permanent
     assert complaint in caught.value.message
+
+
+# --- the project lookup: slug to numeric id (docs/vendor-apis.md §3.2) ------------------------
+
+
+def project_answer(project_id: str = "4507", slug: str = "shop-web") -> httpx.Response:
+    return httpx.Response(200, json={"id": project_id, "slug": slug, "name": "Shop Web", "status": "active"})
+
+
+def test_a_slug_resolves_to_the_numeric_id_sentry_gives() -> None:
+    vendor = Vendor(project_answer())
+
+    found = sentry(vendor).project("acme", "shop-web")
+
+    assert (found.id, found.slug, found.moved_from) == (4507, "shop-web", None)
+    assert vendor.last.url.path == "/api/0/projects/acme/shop-web/"
+
+
+def test_a_renamed_slug_follows_sentrys_redirect_once_on_the_configured_host() -> None:
+    moved = httpx.Response(
+        302,
+        headers={"Location": "https://elsewhere.test/api/0/projects/acme/storefront/"},
+        json={
+            "detail": {
+                "code": "resource-moved",
+                "message": "Resource has been moved",
+                "extra": {"url": "/api/0/projects/acme/storefront/", "slug": "storefront"},
+            }
+        },
+    )
+    vendor = Vendor(moved, project_answer(slug="storefront"))
+
+    found = sentry(vendor).project("acme", "shop-web")
+
+    assert (found.id, found.slug, found.moved_from) == (4507, "storefront", "shop-web")
+    assert [str(r.url) for r in vendor.requests] == [
+        "https://sentry.test/api/0/projects/acme/shop-web/",
+        "https://sentry.test/api/0/projects/acme/storefront/",
+    ]
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_refused_lookup_is_a_permanent_error_with_its_status(status: int) -> None:
+    vendor = Vendor(httpx.Response(status, json={"detail": "The requested resource does not exist"}))
+
+    with pytest.raises(ProviderError) as refused:
+        sentry(vendor).project("acme", "nope")
+
+    assert (refused.value.status, refused.value.permanent) == (status, True)
+
+
+@pytest.mark.parametrize("body", [{"id": "abc", "slug": "x"}, {"id": "12"}, {"id": True, "slug": "x"}, []])
+def test_a_project_answer_without_a_numeric_id_and_a_slug_is_malformed(body: Any) -> None:
+    with pytest.raises(ProviderError, match="malformed answer"):
+        sentry(Vendor(httpx.Response(200, json=body))).project("acme", "shop-web")
+
+
+def test_environments_are_listed_by_name() -> None:
+    answer = [{"id": "1", "name": "production", "isHidden": False}, {"id": "2", "name": "staging"}]
+    vendor = Vendor(httpx.Response(200, json=answer))
+
+    assert sentry(vendor).environments("acme", "shop-web") == ["production", "staging"]
+    assert vendor.last.url.path == "/api/0/projects/acme/shop-web/environments/"

@@ -8,13 +8,16 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from django.core.management import CommandError, call_command
 
 from releases.domain.release_names import render_release
+from releases.integrations.sentry.client import SentryClient
 from releases.models import Project
 from releases.ops.config import ConfigError, parse, parse_duration
+from releases.workflows import sentry_project
 from tests.factories import make_project
 
 # The example gatekeeper.yaml of the design (the README, "Projects as code"), verbatim.
@@ -399,6 +402,19 @@ def test_durations_without_a_known_unit_are_refused(value: Any) -> None:
 # --- sync_config -------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def sentry_knows_every_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sync_config asks Sentry which project each entry is; here Sentry knows them all, each by
+    its slug (tests/releases/ops/test_sentry_projects.py asks the simulator what Sentry says)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        slug = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        return httpx.Response(200, json={"id": str(4000 + len(slug)), "slug": slug, "name": slug})
+
+    client = SentryClient("https://sentry.test", "t", transport=httpx.MockTransport(answer))
+    monkeypatch.setattr(sentry_project.clients, "sentry", lambda timeout=None: client)
+
+
 def write(path: Path, *projects: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump({"projects": list(projects)}))
     return path
@@ -411,7 +427,11 @@ def sync(*args: str) -> list[str]:
 
 
 def db_state() -> list[dict[str, Any]]:
-    return list(Project.objects.order_by("name").values())
+    # sentry_resolved_at says when Sentry last confirmed the project: every sync moves it.
+    return [
+        {k: v for k, v in row.items() if k != "sentry_resolved_at"}
+        for row in Project.objects.order_by("name").values()
+    ]
 
 
 @pytest.fixture
