@@ -2,11 +2,12 @@
 
 What each event means is the table at the bottom: a production deployment of a gated project
 starts its gate (or its canary ramp), ``deployment.promoted`` records what serves production,
-an error or a cancel cancels the gate. Every other type, on the list of known ones
-(``vercel_payload.IGNORED``) or new, is acknowledged with a 200 and recorded as ignored, so Vercel
-never marks the endpoint as failing for an event it added. Every delivery
-is recorded once, unique on its envelope id, in the same transaction as what it led to; actions
-are dispatched on commit.
+an error or a cancel cancels the gate, and ``deployment.rollback`` (a rollback request Vercel
+has accepted, not yet a switch) is noted on the releases it names and moves nothing. Every other
+type, on the list of known ones (``vercel_payload.IGNORED``) or new, is acknowledged with a 200
+and recorded as ignored, so Vercel never marks the endpoint as failing for an event it added.
+Every delivery is recorded once, unique on its envelope id, in the same transaction as what it
+led to; actions are dispatched on commit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +34,14 @@ from releases.domain.lifecycle import ALLOWED, FINAL, ReleaseState
 from releases.domain.release_names import render_release
 from releases.inbound.common import BadPayload, HmacSignature, Malformed, WebhookView
 from releases.inbound.schema import webhook_responses
-from releases.inbound.vercel_payload import IGNORED, Deployment, Event, read_deployment, read_envelope
+from releases.inbound.vercel_payload import (
+    IGNORED,
+    Deployment,
+    Event,
+    read_deployment,
+    read_envelope,
+    read_rollback,
+)
 from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.workflows.bake import watch_if_new
 from releases.workflows.canary.ramp import start_ramp
@@ -89,12 +98,12 @@ def _refuse_replay(event: Event) -> None:
 
 
 def _project_for(deployment: Deployment) -> Project | None:
-    project = Project.objects.filter(vercel_project_id=deployment.project_id).first()
-    return _ours(project, deployment)
+    return _ours(deployment.project_id, deployment.team_id)
 
 
-def _ours(project: Project | None, deployment: Deployment) -> Project | None:
-    if project is not None and project.vercel_team_id and deployment.team_id != project.vercel_team_id:
+def _ours(project_id: str, team_id: str) -> Project | None:
+    project = Project.objects.filter(vercel_project_id=project_id).first() if project_id else None
+    if project is not None and project.vercel_team_id and team_id != project.vercel_team_id:
         return None  # same project id under another team is not ours
     return project
 
@@ -215,6 +224,9 @@ def _ready(
 
 def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
     deployment = read_deployment(event.payload)
+    if not deployment.target:
+        # Vercel does not list payload.target for this event: promoted is production by definition.
+        deployment = replace(deployment, target="production")
     project = _project_for(deployment)
     if project is None:
         return _ignore(delivery, f"unknown project {deployment.project_id}")
@@ -291,12 +303,45 @@ def on_failed(event: Event, delivery: WebhookDelivery) -> Outcome:
     return Outcome("accepted", "gate cancelled", accepted=True)
 
 
+def on_rollback_requested(event: Event, delivery: WebhookDelivery) -> Outcome:
+    """Noted, and "live" left as it is: Vercel sends this when it accepts the request, possibly
+    before traffic moves, and sends nothing when the switch is done (no ``deployment.promoted``
+    for rollbacks). Moving "live" here would judge the next alert against a deployment that may
+    not serve yet; a rollback Gatekeeper asked for is confirmed over REST, where ``mark_live``
+    records it."""
+    request = read_rollback(event.payload)
+    project = _ours(request.project_id, request.team_id)
+    if project is None:
+        return _ignore(delivery, f"deployment.rollback for unknown project {request.project_id or '(none)'}")
+    lock_project(project.pk)  # before the releases' rows: mark_live's order
+    live_id = Project.objects.filter(pk=project.pk).values_list("live_deployment_id", flat=True).get()
+    to_name = request.to_id or "an earlier deployment"
+    reason = (
+        f"deployment.rollback: Vercel accepted a rollback to {to_name}; what serves production by "
+        f"our records ({live_id or 'none known'}) is unchanged until the switch is confirmed"
+    )
+    named = [i for i in dict.fromkeys((request.to_id, request.from_id or live_id)) if i]
+    found = {r.deployment_id: r for r in Release.objects.filter(project=project, deployment_id__in=named)}
+    releases = [found[i] for i in named if i in found]
+    for release in releases:
+        ReleaseEvent.objects.create(
+            release=release,
+            kind=ReleaseEvent.Kind.NOTE,
+            actor=VERCEL,
+            reason=reason,
+            data={"event": event.id, "to": request.to_id, "from": request.from_id},
+        )
+    delivery.release = releases[0] if releases else None
+    return _ignore(delivery, f"rollback to {to_name} requested: recorded; live unchanged", project)
+
+
 HANDLERS: dict[str, Callable[[Event, WebhookDelivery], Outcome]] = {
     "deployment.succeeded": on_ready,
     "deployment.ready": on_ready,
     "deployment.promoted": on_promoted,
     "deployment.error": on_failed,
     "deployment.canceled": on_failed,
+    "deployment.rollback": on_rollback_requested,
 }
 
 

@@ -10,7 +10,8 @@ from releases.inbound.common import BadPayload
 
 # Events a Vercel webhook may carry that say nothing a gate needs (docs/vendor-apis.md §1.4): they
 # and any type not listed (Vercel adds types over time) are acknowledged, recorded and ignored.
-# Where Vercel's pages spell a name two ways, both are here, so the note says "known".
+# Where Vercel's pages spell a name two ways, both are here, so the note says "known". The
+# hyphenated deployment names are the deprecated ones, whose older payload shape is not read.
 IGNORED = frozenset(
     {
         "deployment.created",
@@ -18,11 +19,20 @@ IGNORED = frozenset(
         "deployment.checks.failed",
         "deployment.checks.succeeded",
         "deployment.check-rerequested",
+        "deployment.checkrun.start",
+        "deployment.checkrun.cancel",
         "deployment.integration.action.start",
         "deployment.integration.action.cancel",
         "deployment.integration.action.cleanup",
         "deployment.prepared",
-        "deployment.rollback",
+        "deployment",
+        "deployment-ready",
+        "deployment-prepared",
+        "deployment-error",
+        "deployment-canceled",
+        "deployment-check-rerequested",
+        "deployment-checks-completed",
+        "test-webhook",
         "project.created",
         "project.removed",
         "project.renamed",
@@ -134,4 +144,39 @@ def read_deployment(payload: dict[str, Any]) -> Deployment:
         target=target or "",
         meta=meta,
         inspector_url=inspector if isinstance(inspector, str) and inspector.startswith("https://") else "",
+    )
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    project_id: str
+    team_id: str
+    to_id: str  # the deployment production is to serve again; "" when the payload does not say
+    from_id: str  # what served production when the rollback was asked for; "" when not said
+
+
+def _optional(payload: dict[str, Any], *path: str) -> str:
+    """A string that may be absent at any depth (""), but is a 400 when present with another type."""
+    value: Any = payload
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadPayload(f"payload.{'.'.join(path)}: must be a string")
+    return value
+
+
+def read_rollback(payload: dict[str, Any]) -> RollbackRequest:
+    """A ``deployment.rollback``: Vercel accepted a rollback request. Its fields are less settled
+    than the other deployment events' (recorded ones name ``fromDeploymentId`` and
+    ``toDeploymentId``; ``project`` and ``deployment`` are the common objects), so each is optional:
+    a missing one makes the note vaguer (or, without the project, the delivery unattributed), never
+    a 400 that Vercel would retry for a day."""
+    to_id = _optional(payload, "toDeploymentId") or _optional(payload, "deployment", "id")
+    return RollbackRequest(
+        project_id=_optional(payload, "project", "id"),
+        team_id=_optional(payload, "team", "id"),
+        to_id=to_id,
+        from_id=_optional(payload, "fromDeploymentId"),
     )
