@@ -61,7 +61,7 @@ class VercelService(Service):
         self.routes: list[Route] = [
             *self.rolling.routes(),
             route("GET", r"/v13/deployments/(?P<ref>[^/]+)", self.get_deployment),
-            route("GET", r"/v6/deployments", self.list_deployments),
+            route("GET", r"/v(?:6|7)/deployments", self.list_deployments),
             route("GET", r"/v2/deployments/(?P<ref>[^/]+)/aliases", self.deployment_aliases),
             route("POST", r"/v(?:9|10)/projects/(?P<project>[^/]+)/promote/(?P<ref>[^/]+)", self.promote),
             route("POST", r"/v1/projects/(?P<project>[^/]+)/rollback/(?P<ref>[^/]+)", self.rollback),

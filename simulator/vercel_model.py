@@ -6,6 +6,7 @@ v6 list), so each shape has its own function rather than one serializer with swi
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -17,6 +18,30 @@ _ALNUM = string.ascii_letters + string.digits
 _LOWER = string.ascii_lowercase + string.digits
 ACTIVE_JOB = ("pending", "in-progress")
 DEFAULT_STAGES = (5, 25, 100)  # a project's rolling-release stages when none are configured
+CREATOR = {"uid": "Zq81Lm2Np3Oq4Rs5", "email": "alice@acme.test", "username": "dev-alice"}
+REGIONS = ("iad1",)
+# A Pro team's defaults for the settings GET /v9/projects always carries.
+RESOURCE_CONFIG = {
+    "functionDefaultTimeout": 300,
+    "functionDefaultMemoryType": "standard",
+    "fluid": True,
+}
+DEPLOYMENT_EXPIRATION = {
+    "expirationDays": 180,
+    "expirationDaysProduction": 365,
+    "expirationDaysCanceled": 30,
+    "expirationDaysErrored": 90,
+    "deploymentsToKeep": 10,
+}
+PROJECT_SETTINGS = {
+    "framework": "nextjs",
+    "nodeVersion": "20.x",
+    "buildCommand": None,
+    "devCommand": None,
+    "installCommand": None,
+    "outputDirectory": None,
+    "commandForIgnoringBuildStep": None,
+}
 
 
 def random_id(prefix: str, length: int = 24) -> str:
@@ -50,6 +75,11 @@ class Project:
     @property
     def account_id(self) -> str:
         return self.team_id or "usr_simulator0000000000000"
+
+    @property
+    def repo_id(self) -> int:
+        """The GitHub repository's numeric id, stable per project."""
+        return int(hashlib.sha256(self.id.encode()).hexdigest()[:8], 16) % 900_000_000 + 100_000_000
 
     @property
     def last_alias_request(self) -> dict[str, Any] | None:
@@ -120,6 +150,8 @@ def new_url(project: Project) -> str:
 
 
 def v13_deployment(d: Deployment) -> dict[str, Any]:
+    """The owner's view of ``GET /v13/deployments/{idOrUrl}``, with every field the official SDK
+    requires of it (tests/clients/vercel_sdk)."""
     project = d.project
     body: dict[str, Any] = {
         "id": d.id,
@@ -129,7 +161,6 @@ def v13_deployment(d: Deployment) -> dict[str, Any]:
         "ownerId": project.account_id,
         "project": {"id": project.id, "name": project.name, "framework": "nextjs"},
         "readyState": d.state,
-        "readySubstate": d.substate if d.state == "READY" else None,
         "status": d.state,
         "target": d.target,
         "type": "LAMBDAS",
@@ -138,26 +169,34 @@ def v13_deployment(d: Deployment) -> dict[str, Any]:
         "public": False,
         "source": "git",
         "createdAt": d.created_at,
+        "createdIn": REGIONS[0],
         "buildingAt": d.created_at + 2_000,
         "bootedAt": d.created_at + 1_000,
-        "ready": d.created_at + 60_000 if d.state == "READY" else None,
         "buildSkipped": False,
+        "isInConcurrentBuildsQueue": False,
+        "isInSystemBuildsQueue": False,
         "aliasAssigned": d.alias_assigned,
         "aliasError": None,
         "alias": list(project.domains) if d.is_production else [],
         "automaticAliases": [d.branch_alias],
-        "regions": ["iad1"],
+        "regions": list(REGIONS),
         "inspectorUrl": d.inspector_url,
-        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "username": "dev-alice"},
+        "creator": dict(CREATOR),
         "meta": dict(d.meta),
+        "env": [],  # names of the deployment's environment variables
+        "build": {"env": []},
+        "routes": None,
+        "projectSettings": dict(PROJECT_SETTINGS),
         "checksState": "completed",
         "checksConclusion": "succeeded",
         "gitSource": {
             "type": "github",
+            "repoId": project.repo_id,
             "ref": d.meta.get("githubCommitRef", "main"),
             "sha": d.meta.get("githubCommitSha", ""),
         },
     }
+    body.update(_readiness(d))
     if project.team_id:
         slug = project.team_slug or project.team_id
         body["team"] = {"id": project.team_id, "name": slug, "slug": slug}
@@ -168,8 +207,20 @@ def v13_deployment(d: Deployment) -> dict[str, Any]:
     return body
 
 
+def _readiness(d: Deployment) -> dict[str, Any]:
+    """``readySubstate`` and ``ready`` exist only once a deployment is READY: the SDK's schema
+    has them optional but not nullable."""
+    if d.state != "READY":
+        return {}
+    ready: dict[str, Any] = {"ready": d.created_at + 60_000}
+    if d.substate is not None:
+        ready["readySubstate"] = d.substate
+    return ready
+
+
 def v6_deployment(d: Deployment) -> dict[str, Any]:
-    return {
+    """One item of ``GET /v6|v7/deployments``."""
+    body: dict[str, Any] = {
         "uid": d.id,
         "name": d.project.name,
         "projectId": d.project.id,
@@ -178,43 +229,53 @@ def v6_deployment(d: Deployment) -> dict[str, Any]:
         "createdAt": d.created_at,
         "state": d.state,
         "readyState": d.state,
-        "readySubstate": d.substate if d.state == "READY" else None,
         "type": "LAMBDAS",
         "target": d.target,
         "source": "git",
-        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "username": "dev-alice"},
+        "creator": dict(CREATOR, githubLogin=CREATOR["username"]),
         "meta": dict(d.meta),
         "inspectorUrl": d.inspector_url,
         "isRollbackCandidate": d.substate == "PROMOTED" and not d.is_production,
         "aliasAssigned": d.alias_assigned,
         "aliasError": None,
         "buildingAt": d.created_at + 2_000,
-        "ready": d.created_at + 60_000 if d.state == "READY" else None,
         "checksState": "completed",
         "checksConclusion": "succeeded",
     }
+    body.update(_readiness(d))
+    return body
 
 
 def project_deployment(d: Deployment) -> dict[str, Any]:
-    """The trimmed deployment inside ``targets`` and ``latestDeployments`` of a project."""
-    return {
+    """The trimmed deployment inside ``targets``, ``latestDeployments`` and ``alias`` of a project."""
+    body: dict[str, Any] = {
         "id": d.id,
         "url": d.url,
+        "deploymentHostname": d.url.removesuffix(".vercel.app"),
         "name": d.project.name,
         "createdAt": d.created_at,
+        "createdIn": REGIONS[0],
         "readyState": d.state,
-        "readySubstate": d.substate if d.state == "READY" else None,
         "target": d.target,
         "alias": list(d.project.domains) if d.is_production else [],
         "aliasAssigned": d.alias_assigned,
+        "aliasError": None,
         "meta": dict(d.meta),
         "type": "LAMBDAS",
         "plan": "pro",
-        "createdIn": "iad1",
-        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "username": "dev-alice"},
+        "private": True,
+        "creator": dict(CREATOR),
         "buildingAt": d.created_at + 2_000,
-        "readyAt": d.created_at + 60_000,
+        "checksState": "completed",
+        "checksConclusion": "succeeded",
     }
+    if d.project.team_id:
+        body["teamId"] = d.project.team_id
+    ready = _readiness(d)
+    if "ready" in ready:
+        body["readyAt"] = ready.pop("ready")
+    body.update(ready)
+    return body
 
 
 def v9_project(project: Project, deployments: list[Deployment], now_ms: int) -> dict[str, Any]:
@@ -228,10 +289,22 @@ def v9_project(project: Project, deployments: list[Deployment], now_ms: int) -> 
         "updatedAt": now_ms,
         "framework": "nextjs",
         "nodeVersion": "20.x",
+        "directoryListing": False,
+        "live": False,
+        "resourceConfig": dict(RESOURCE_CONFIG, functionDefaultRegions=list(REGIONS)),
+        "defaultResourceConfig": dict(RESOURCE_CONFIG, functionDefaultRegions=list(REGIONS)),
+        "deploymentExpiration": dict(DEPLOYMENT_EXPIRATION),
         "targets": {"production": project_deployment(production)} if production else {},
         "latestDeployments": [project_deployment(d) for d in latest],
         "alias": [
-            {"domain": domain, "target": "PRODUCTION", "deploymentId": project.production_id}
+            {
+                "domain": domain,
+                "environment": "production",
+                "target": "PRODUCTION",
+                "createdAt": project.created_at,
+                "redirect": None,
+                "deployment": project_deployment(production) if production else None,
+            }
             for domain in project.domains
         ],
         "lastAliasRequest": dict(project.last_alias_request) if project.last_alias_request else None,
@@ -249,8 +322,9 @@ def rolling_config(project: Project) -> dict[str, Any] | None:
     return {
         "target": "production",
         "stages": [
-            # Durations here would be minutes (§2.7); manual approval has none.
-            {"targetPercentage": pct, "requireApproval": i != last, "duration": None}
+            # Durations here would be minutes (§2.7); manual approval has none, and the field is
+            # then left out (the SDK's schema has it optional, not nullable).
+            {"targetPercentage": pct, "requireApproval": i != last}
             for i, pct in enumerate(project.rolling_stages)
         ],
     }
@@ -291,6 +365,10 @@ def rolling_release_json(rr: RollingRelease) -> dict[str, Any]:
         next_index = active + 1
     return {
         "state": rr.state,
+        # PAUSED is a frozen automatic rollout; a manual-approval release waiting for approval
+        # is not paused, and this simulator never pauses one.
+        "substate": None,
+        "currentCanaryPercentage": rr.canary_percent,
         "currentDeployment": _rr_deployment(rr.current),
         "canaryDeployment": _rr_deployment(rr.canary),
         "queuedDeploymentId": None,
@@ -315,7 +393,7 @@ def alias_record(project: Project, domain: str, production: Deployment) -> dict[
         "deploymentId": production.id,
         "projectId": project.id,
         "deployment": {"id": production.id, "url": production.url},
-        "creator": {"uid": "Zq81Lm2Np3Oq4Rs5", "email": "alice@acme.test", "username": "dev-alice"},
+        "creator": dict(CREATOR),
         "redirect": None,
     }
 
@@ -341,7 +419,7 @@ def webhook_envelope(d: Deployment, event_type: str, event_id: str, now_ms: int)
         "name": project.name,
         "plan": "pro",
         "project": {"id": project.id},
-        "regions": ["iad1"],
+        "regions": list(REGIONS),
         "type": "LAMBDAS",
         "url": d.url,
     }

@@ -224,6 +224,44 @@ def test_list_deployments_uses_uid_and_paginates_by_timestamp(
     assert second["pagination"]["next"] is None
 
 
+def test_v7_lists_deployments_as_v6_does(control: httpx.Client, vercel: httpx.Client) -> None:
+    # @vercel/sdk's getDeployments calls /v7; Vercel documents the same answer as /v6.
+    make_project(control)
+    make_deployment(control, live=True, created_at=1767225400000)
+    make_deployment(control, state="BUILDING", created_at=1767225401000)
+    params = {"projectId": "prj_shopweb", "limit": 10}
+
+    v6 = vercel.get("/vercel/v6/deployments", params=params)
+    v7 = vercel.get("/vercel/v7/deployments", params=params)
+
+    assert v7.status_code == 200
+    assert v7.json() == v6.json()
+    building, live = v7.json()["deployments"]
+    assert (live["readySubstate"], live["ready"]) == ("PROMOTED", 1767225460000)
+    # Optional but never null in the SDK's schema: a deployment not yet READY has neither.
+    assert "readySubstate" not in building
+    assert "ready" not in building
+
+
+def test_owner_view_of_a_deployment_has_what_the_sdk_requires(
+    control: httpx.Client, vercel: httpx.Client
+) -> None:
+    make_project(control)
+    deployment = make_deployment(control, state="BUILDING")["deployment"]
+
+    body = vercel.get(f"/vercel/v13/deployments/{deployment['id']}").json()
+
+    assert body["build"] == {"env": []}
+    assert body["env"] == []
+    assert body["routes"] is None
+    assert body["createdIn"] == "iad1"
+    assert (body["isInConcurrentBuildsQueue"], body["isInSystemBuildsQueue"]) == (False, False)
+    assert body["projectSettings"]["framework"] == "nextjs"
+    assert isinstance(body["gitSource"]["repoId"], int)
+    assert "readySubstate" not in body
+    assert "ready" not in body
+
+
 def test_failed_alias_job_leaves_production_alone(control: httpx.Client, vercel: httpx.Client) -> None:
     make_project(control)
     old = make_deployment(control, live=True)["deployment"]
