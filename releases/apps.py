@@ -13,5 +13,5 @@ class ReleasesConfig(AppConfig):
         # tasks (so that publishing a task by name finds it in every process, not only in workers).
         from releases import tasks  # noqa: F401
         from releases.ops import admin, checks  # noqa: F401
-        from releases.workflows import no_traffic, promotion  # noqa: F401
+        from releases.workflows import learn_production, no_traffic, promotion  # noqa: F401
         from releases.workflows.canary import moves  # noqa: F401

@@ -320,6 +320,12 @@ class VercelService(Service):
             return vercel_error(
                 409, "conflict", "A rolling release is active for this project; complete or abort it first"
             )
+        current = self.deployments.get(project.production_id or "")
+        if kind == "promote" and project.rolling_stages is not None and current not in (None, target):
+            # §2.4: with Rolling Releases configured, a promote starts a rolling release on its
+            # first stage instead of cutting production over; someone must advance it.
+            self.rolling.begin(project, current, target)
+            return empty_response(status)
         job = {
             "fromDeploymentId": project.production_id,
             "toDeploymentId": target.id,

@@ -127,13 +127,17 @@ class RollingReleases:
             return _error(400, f"Deployment {canary.id} already serves production")
         if project.active_job() is not None:
             return _error(400, "A promote or rollback is in progress for this project")
+        return _answer(self.begin(project, current, canary))
+
+    def begin(self, project: Project, current: Deployment, canary: Deployment) -> RollingRelease:
+        """A new rolling release of ``canary`` on its first stage; called with the lock held."""
         now = self.vercel.now_ms()
         stages = list(project.rolling_stages or DEFAULT_STAGES)
         rr = RollingRelease(random_id("rr_"), current, canary, stages, started_at=now, updated_at=now)
         project.rolling_release = rr
         canary.substate = "ROLLING"
         self._record(project, rr, "start")
-        return _answer(rr)
+        return rr
 
     def approve_stage(self, request: Request, args: dict[str, str]) -> Response:
         found = self._target(request, args)

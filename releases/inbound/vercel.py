@@ -28,6 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from releases.core.deliveries import Outcome
+from releases.core.outbox import enqueue_actions, write_actions
 from releases.core.production import lock_project, mark_live
 from releases.core.transitions import transition
 from releases.domain.lifecycle import ALLOWED, FINAL, ReleaseState
@@ -46,6 +47,7 @@ from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.workflows.bake import watch_if_new
 from releases.workflows.canary.ramp import start_ramp
 from releases.workflows.gate import open_gate, start_gate
+from releases.workflows.learn_production import THEN_RAMP, THEN_RECORD, learn_spec, silent
 
 logger = logging.getLogger(__name__)
 S = ReleaseState
@@ -202,6 +204,8 @@ def _ready(
     if release.version and not project.canary:
         open_gate(release)
         delivery.release = release
+        if silent(project, release):  # no record of what serves production: the rollback target
+            enqueue_actions(write_actions(release, [learn_spec(release, THEN_RECORD)]))
         return Outcome("accepted", f"gating {release.version}", accepted=True)
     release.save(force_insert=True)
     delivery.release = release
@@ -216,6 +220,13 @@ def _ready(
             ),
         )
         return Outcome("accepted", "held: no release name", accepted=True)
+    if silent(project, release):
+        # Nothing on record to ramp from, as on the first release after installing Gatekeeper:
+        # Vercel says what serves production, then the ramp (or, with nothing, a gate) starts.
+        enqueue_actions(write_actions(release, [learn_spec(release, THEN_RAMP)]))
+        return Outcome(
+            "accepted", f"asking Vercel what serves production, then ramping {release.version}", accepted=True
+        )
     if start_ramp(release):
         return Outcome("accepted", f"ramping {release.version}", accepted=True)
     start_gate(release)  # nothing to ramp from: gate the build as a staged one

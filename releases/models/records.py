@@ -19,6 +19,7 @@ class Action(models.Model):
         PAGERDUTY = "pagerduty"
         TRAFFIC = "traffic"  # a canary ramp move: start, next stage, complete, abort
         CHECKS = "checks"  # a held build without traffic: its gate checks, then promote if they pass
+        LEARN = "learn"  # what serves production, asked of Vercel when our records are silent
 
     class Status(models.TextChoices):
         PENDING = "pending"

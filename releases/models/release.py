@@ -49,6 +49,9 @@ class Release(models.Model):
     rolled_back_at = models.DateTimeField(null=True, blank=True)
     # The deployment to fall back to; for a canary also the baseline its checks compare with.
     rollback_target = models.CharField(max_length=100, blank=True)
+    # Never judged here: Vercel said it served production when our records were silent (a
+    # project's first release after installing Gatekeeper).
+    learned = models.BooleanField(default=False, help_text="learned from Vercel, not gated by Gatekeeper")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from releases.core.errors import ProviderError
+from releases.integrations.vercel.client import VercelClient
 from releases.models import Project
 from releases.ops.config import ConfigError
 from releases.workflows.sentry_project import Unresolvable, resolve
@@ -67,6 +69,57 @@ def resolve_sentry(projects: list[dict[str, Any]]) -> list[str]:
             notes.append(f"{values['name']}: {found.note}")
     if problems:
         raise ConfigError(problems)
+    return notes
+
+
+def check_vercel(projects: list[dict[str, Any]]) -> list[str]:
+    """Notes on what Vercel has configured that changes what a promote does.
+
+    With Rolling Releases on in Vercel, a promote starts a rolling release rather than moving
+    production; a project without ``canary:`` here then has its gate-passed promote completed
+    at once, which a user may not expect, and a canary on ``router: vercel`` needs its stages
+    to match Vercel's. Nothing here refuses the file: Vercel's setting can change at any time."""
+    notes = []
+    for index, values in enumerate(projects):
+        name, project_id = values["name"], values["vercel_project_id"]
+        client = VercelClient(
+            settings.VERCEL_API_URL,
+            settings.VERCEL_TOKEN,
+            team_id=values.get("vercel_team_id") or None,
+            timeout=settings.PROVIDER_TIMEOUT,
+        )
+        try:
+            with client:
+                stages = client.rolling_release_stages(project_id)
+        except ProviderError as exc:
+            if exc.status in (403, 404):
+                notes.append(
+                    f"{name}: projects[{index}].vercel.project_id: Vercel has no project {project_id} that "
+                    "VERCEL_TOKEN can see (a team's project needs vercel.team_id)"
+                )
+            else:
+                notes.append(
+                    f"{name}: projects[{index}].vercel not checked, Vercel could not be asked ({exc})"
+                )
+            continue
+        canary = values.get("canary")
+        if stages is None:
+            continue
+        shown = ", ".join(f"{p:g}%" for p in stages)
+        if not canary:
+            notes.append(
+                f"{name}: Vercel project {project_id} has Rolling Releases configured ({shown}) and "
+                f"projects[{index}] has no canary: section, so a promote starts a rolling release; "
+                "Gatekeeper completes it as soon as the gate passes. Add canary: (router: vercel) "
+                "to ramp it stage by stage instead"
+            )
+        elif canary.get("router") == "vercel":
+            ours = [float(stage["percent"]) for stage in canary.get("stages", [])]
+            if ours != stages:
+                notes.append(
+                    f"{name}: projects[{index}].canary.stages ({', '.join(f'{p:g}%' for p in ours)}) differ "
+                    f"from Vercel's Rolling Releases stages ({shown}); make them match, or ramps will hold"
+                )
     return notes
 
 

@@ -352,3 +352,31 @@ def test_completing_sends_deployment_promoted_like_a_promote(
     [event] = wait_until(promoted)
     assert event["type"] == "deployment.promoted"
     assert "target" not in event["payload"]  # as for every deployment.promoted (§1.4)
+
+
+def test_a_promote_on_a_project_with_rolling_releases_configured_starts_one(
+    control: httpx.Client, vercel: httpx.Client, release: dict[str, str]
+) -> None:
+    control.patch("/_sim/vercel/projects/prj_shopweb", json={"rolling_release": {"stages": [10, 100]}})
+
+    response = vercel.post(f"/vercel/v10/projects/prj_shopweb/promote/{release['canary']}")
+
+    assert response.status_code == 202
+    rr = _ok(vercel.get(RR))
+    assert (rr["state"], rr["canaryDeployment"]["id"], rr["activeStage"]["targetPercentage"]) == (
+        "ACTIVE",
+        release["canary"],
+        10,
+    )
+    # Split, not cut over: production still serves the old deployment until someone advances it.
+    assert _view(control)["production_deployment_id"] == release["old"]
+    assert vercel.get("/vercel/v9/projects/prj_shopweb").json()["lastAliasRequest"] is None
+
+
+def test_without_rolling_releases_configured_a_promote_cuts_over(
+    control: httpx.Client, vercel: httpx.Client, release: dict[str, str]
+) -> None:
+    vercel.post(f"/vercel/v10/projects/prj_shopweb/promote/{release['canary']}")
+
+    wait_until(lambda: _view(control)["production_deployment_id"] == release["canary"])
+    assert _ok(vercel.get(RR)) is None

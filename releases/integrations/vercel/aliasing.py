@@ -165,6 +165,7 @@ def _confirm(
 ) -> Done | Confirming:
     deadline = time.monotonic() + CONFIRM_WINDOW
     requested = datetime.fromisoformat(action.result["requested_at"])
+    looked_for_rolling = False
     while True:
         try:
             state = vercel.project_state(project.vercel_project_id)
@@ -188,6 +189,10 @@ def _confirm(
                 )
         elif serving == target:
             return Done({**action.result, "note": "production serves the target"})
+        elif kind == "promote" and not looked_for_rolling:
+            looked_for_rolling = True
+            if _complete_rolling_release(vercel, action, project, target):
+                continue
         if time.monotonic() >= deadline:
             break
         time.sleep(CONFIRM_POLL)
@@ -206,3 +211,35 @@ def _confirm(
         _forget_request(action)
         raise ProviderError(f"Vercel {kind} of {target} not finished after 3 minutes", provider="vercel")
     return Confirming(action.result, recheck_in=1.0)
+
+
+def _complete_rolling_release(vercel: VercelClient, action: Action, project: Project, target: str) -> bool:
+    """A promote on a project with Rolling Releases configured in Vercel starts a rolling release
+    on its first stage instead of moving production (§2.4), and nothing advances it: production
+    would stay split. The gate already passed, so complete it; True when it was ours to complete.
+
+    A rolling release of another deployment is refused, not completed: that is someone else's."""
+    try:
+        rolling = vercel.rolling_release(project.vercel_project_id)
+    except ProviderError as exc:
+        if exc.permanent:  # no Rolling Releases on this project (or plan): a plain promote
+            return False
+        raise
+    if rolling is None or rolling.state != "ACTIVE":
+        return False
+    if rolling.canary_deployment_id != target:
+        _forget_request(action)
+        raise ProviderError(
+            f"a Vercel rolling release of {rolling.canary_deployment_id} is active; complete or abort it "
+            f"in Vercel before {target} can be promoted",
+            provider="vercel",
+            permanent=True,
+        )
+    vercel.complete_rolling_release(project.vercel_project_id, target)
+    logger.info(
+        "vercel.rolling_release.completed", extra={"project_id": project.vercel_project_id, "to": target}
+    )
+    result = {**action.result, "completed_rolling_release": True}
+    action.result = result
+    Action.objects.filter(pk=action.pk).update(result=result)
+    return True

@@ -209,6 +209,12 @@ class VercelClient(HttpClient):
             response, lambda data: ProjectState(_production_target_from(data), _last_alias_request_from(data))
         )
 
+    def rolling_release_stages(self, project_id: str) -> list[float] | None:
+        """The stage percentages of the project's Rolling Releases setting; None when it has none
+        (a promote then cuts production over instead of starting a rolling release)."""
+        response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
+        return self.parse(response, _configured_stages_from)
+
     # --- rolling releases (§2.7) ---------------------------------------------------------------
     # There is no abort endpoint: aborting is an instant rollback to the current deployment
     # (:meth:`rollback`), which is what the CLI's `rolling-release abort` does.
@@ -368,6 +374,20 @@ def _production_target_from(data: Any) -> str | None:
     if production is None:  # never deployed to production
         return None
     return req_str(as_dict(production, "project.targets.production"), "id", "project.targets.production")
+
+
+def _configured_stages_from(data: Any) -> list[float] | None:
+    config = as_dict(data, "project").get("rollingRelease")
+    if config is None:
+        return None
+    stages = as_dict(config, "project.rollingRelease").get("stages")
+    if not stages:  # configured off, or an empty list: promotes cut over
+        return None
+    where = "project.rollingRelease.stages"
+    return [
+        _percentage(as_dict(stage, f"{where}[{i}]").get("targetPercentage"), f"{where}[{i}].targetPercentage")
+        for i, stage in enumerate(as_list(stages, where))
+    ]
 
 
 def _rolling_path(project_id: str) -> str:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from releases.ops.config import ConfigError, load
-from releases.ops.sync import apply, resolve_sentry
+from releases.ops.sync import apply, check_vercel, resolve_sentry
 
 
 class Command(BaseCommand):
@@ -18,14 +18,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--offline",
             action="store_true",
-            help="do not ask Sentry which project each sentry.project is (the first poll will)",
+            help="ask neither Sentry which project each sentry.project is (the first poll will) "
+            "nor Vercel how its projects promote",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = options["file"] or settings.GATEKEEPER_CONFIG
         try:
             projects = load(path)
-            notes = [] if options["offline"] else resolve_sentry(projects)
+            notes = [] if options["offline"] else [*resolve_sentry(projects), *check_vercel(projects)]
             for note in notes:
                 self.stderr.write(note)
             if options["check"]:

@@ -62,7 +62,11 @@ def test_succeeded_for_production_starts_a_gate_due_for_its_first_poll(
     assert gate.next_check_at is not None and gate.next_check_at <= timezone.now()
     # Judged by the policy as it was when the gate started.
     assert gate.policy["min_sessions"] == project.min_sessions
-    assert no_broker == []
+    # No poll is published from the request; the project has no live release on record, so the
+    # one action asks Vercel what serves production (the rollback target, should the gate fail).
+    (learn,) = Action.objects.filter(release=release)
+    assert (learn.kind, learn.payload) == ("learn", {"then": "record"})
+    assert no_broker == [("releases.run_action", (learn.pk,), {"countdown": None, "retry": False})]
     delivery = WebhookDelivery.objects.get()
     assert (delivery.outcome, delivery.release_id) == ("accepted", release.pk)
     assert list(release.events.values_list("to_state", flat=True)) == ["gating"]

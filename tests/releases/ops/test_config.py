@@ -15,7 +15,9 @@ from django.core.management import CommandError, call_command
 
 from releases.domain.release_names import render_release
 from releases.integrations.sentry.client import SentryClient
+from releases.integrations.vercel.client import VercelClient
 from releases.models import Project
+from releases.ops import sync as sync_module
 from releases.ops.config import ConfigError, parse, parse_duration
 from releases.workflows import sentry_project
 from tests.factories import make_project
@@ -413,6 +415,13 @@ def sentry_knows_every_project(monkeypatch: pytest.MonkeyPatch) -> None:
 
     client = SentryClient("https://sentry.test", "t", transport=httpx.MockTransport(answer))
     monkeypatch.setattr(sentry_project.clients, "sentry", lambda timeout=None: client)
+    # And Vercel's projects have no Rolling Releases: nothing to report.
+    no_rolling = httpx.MockTransport(lambda request: httpx.Response(200, json={"rollingRelease": None}))
+    monkeypatch.setattr(
+        sync_module,
+        "VercelClient",
+        lambda url, token, **kwargs: VercelClient(url, token, **{**kwargs, "transport": no_rolling}),
+    )
 
 
 def write(path: Path, *projects: dict[str, Any]) -> Path:

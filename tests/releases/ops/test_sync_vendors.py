@@ -1,5 +1,6 @@
-"""The Sentry project users write (a slug) resolved to the numeric id Sentry's data endpoints take:
-by sync_config, the admin and the first poll, against the simulator answering as Sentry does."""
+"""sync_config, the admin and the first poll against the vendors, here the simulator answering as
+they do: the Sentry project users write (a slug) resolved to the numeric id Sentry's data
+endpoints take, and Vercel's Rolling Releases setting reported where it changes what a promote does."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def sentry(sim: Simulator, settings: Any) -> Simulator:
     sim.control("POST", "/reset")
     sim.control("POST", "/sentry/projects", json={"org": "acme", "slug": "shop-web", "id": 4507})
     settings.SENTRY_API_URL = f"{sim.url}/sentry/api/0"
+    settings.VERCEL_API_URL = f"{sim.url}/vercel"
     return sim
 
 
@@ -176,3 +178,60 @@ def test_the_admin_refuses_a_project_sentry_does_not_know_on_its_field(
         4507,
         "shop-web",
     )
+
+
+# --- Vercel's Rolling Releases setting ---------------------------------------------------------
+
+
+def vercel_project(sim: Simulator, stages: list[int] | None) -> None:
+    sim.control("POST", "/vercel/projects", json={"id": "prj_shop", "name": "shop-web", "domains": []})
+    if stages is not None:
+        sim.control("PATCH", "/vercel/projects/prj_shop", json={"rolling_release": {"stages": stages}})
+
+
+@pytest.mark.django_db
+def test_rolling_releases_in_vercel_without_a_canary_section_are_reported(
+    sentry: Simulator, tmp_path: Path
+) -> None:
+    vercel_project(sentry, [10, 100])
+
+    lines, notes = sync(tmp_path, entry())
+
+    assert lines == ["created shop-web"]
+    assert "has Rolling Releases configured (10%, 100%)" in notes
+    assert (
+        "projects[0] has no canary: section" in notes and "completes it as soon as the gate passes" in notes
+    )
+
+
+@pytest.mark.django_db
+def test_a_vercel_canary_whose_stages_differ_from_vercels_is_reported(
+    sentry: Simulator, tmp_path: Path
+) -> None:
+    vercel_project(sentry, [10, 100])
+    canary = {
+        "router": "vercel",
+        "stages": [{"percent": 5}, {"percent": 100}],
+        "checks": [{"kind": "sentry_error_rate", "max": 0.01}],
+    }
+
+    _, notes = sync(tmp_path, {**entry(), "canary": canary})
+
+    assert (
+        "projects[0].canary.stages (5%, 100%) differ from Vercel's Rolling Releases stages (10%, 100%)"
+        in notes
+    )
+
+
+@pytest.mark.django_db
+def test_without_rolling_releases_nothing_is_said(sentry: Simulator, tmp_path: Path) -> None:
+    vercel_project(sentry, None)
+
+    assert sync(tmp_path, entry()) == (["created shop-web"], "")
+
+
+@pytest.mark.django_db
+def test_a_vercel_project_the_token_cannot_see_is_reported(sentry: Simulator, tmp_path: Path) -> None:
+    _, notes = sync(tmp_path, entry())
+
+    assert "projects[0].vercel.project_id: Vercel has no project prj_shop that VERCEL_TOKEN can see" in notes
