@@ -47,7 +47,7 @@ from releases.models import Project, Release, ReleaseEvent, WebhookDelivery
 from releases.workflows.bake import watch_if_new
 from releases.workflows.canary.ramp import start_ramp
 from releases.workflows.gate import open_gate, start_gate
-from releases.workflows.learn_production import THEN_RAMP, THEN_RECORD, learn_spec, silent
+from releases.workflows.learn_production import THEN_RAMP, THEN_RECORD, confirm_spec, learn_spec, silent
 
 logger = logging.getLogger(__name__)
 S = ReleaseState
@@ -243,7 +243,8 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
         return _ignore(delivery, f"unknown project {deployment.project_id}")
     lock_project(project.pk)  # before the release's rows (its history row locks it): mark_live's order
     release, _ = _release_for(project, deployment, event.created_at)
-    late = _older_than_live(project.pk, deployment.id, _event_time(event.created_at))
+    promoted_at = _event_time(event.created_at)
+    late = _older_than_live(project.pk, deployment.id, promoted_at)
     if late is not None:
         ReleaseEvent.objects.create(
             release=release,
@@ -261,6 +262,10 @@ def on_promoted(event: Event, delivery: WebhookDelivery) -> Outcome:
         reason="Vercel says this deployment serves production",
         data={"event": event.id},
     )
+    if _before_live(project.pk, deployment.id, promoted_at):
+        # Within the margin of when the live one went live, either side: clocks may differ by
+        # that much, so which came last is Vercel's own reading to settle.
+        enqueue_actions(write_actions(release, [confirm_spec(release, event.id)]))
     watch_if_new(
         mark_live(
             project,
@@ -294,6 +299,15 @@ def _older_than_live(project_id: int, deployment_id: str, promoted_at: datetime 
     )
 
 
+def _before_live(project_id: int, deployment_id: str, promoted_at: datetime | None) -> bool:
+    live_id, live_since = (
+        Project.objects.filter(pk=project_id).values_list("live_deployment_id", "live_since").get()
+    )
+    if not (promoted_at and live_id and live_id != deployment_id and live_since):
+        return False
+    return promoted_at < live_since + timedelta(seconds=settings.LIVE_ORDER_MARGIN)
+
+
 def on_failed(event: Event, delivery: WebhookDelivery) -> Outcome:
     deployment = read_deployment(event.payload)
     project = _project_for(deployment)
@@ -318,8 +332,9 @@ def on_rollback_requested(event: Event, delivery: WebhookDelivery) -> Outcome:
     """Noted, and "live" left as it is: Vercel sends this when it accepts the request, possibly
     before traffic moves, and sends nothing when the switch is done (no ``deployment.promoted``
     for rollbacks). Moving "live" here would judge the next alert against a deployment that may
-    not serve yet; a rollback Gatekeeper asked for is confirmed over REST, where ``mark_live``
-    records it."""
+    not serve yet. So Vercel is asked (a confirm action) until production serves the deployment
+    asked for, and that reading moves "live"; a rollback Gatekeeper asked for is confirmed by its
+    own action the same way."""
     request = read_rollback(event.payload)
     project = _ours(request.project_id, request.team_id)
     if project is None:
@@ -343,6 +358,10 @@ def on_rollback_requested(event: Event, delivery: WebhookDelivery) -> Outcome:
             data={"event": event.id, "to": request.to_id, "from": request.from_id},
         )
     delivery.release = releases[0] if releases else None
+    if releases:
+        # Vercel says nothing when the switch is done: its reading says when it is.
+        spec = confirm_spec(releases[0], event.id, expect=request.to_id)
+        enqueue_actions(write_actions(releases[0], [spec]))
     return _ignore(delivery, f"rollback to {to_name} requested: recorded; live unchanged", project)
 
 

@@ -7,16 +7,23 @@ keep. So that release asks Vercel, through the outbox like any call to a vendor:
 domains' aliases, then the project's production target (the reading a rollback uses). The
 answer is recorded as a release marked ``learned``, live from now, and is the previous
 deployment from then on: the canary's baseline and the rollback target.
+
+The same reading settles what a webhook leaves in doubt: a ``deployment.promoted`` that may
+be older than the live one, and a ``deployment.rollback`` (a request Vercel accepted, not yet a
+switch, and never followed by a ``deployment.promoted``). Production is confirmed with Vercel,
+for a rollback until it serves the deployment asked for or a few minutes have passed.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from releases.core.outbox import ActionSpec, Done, Handler, register
+from releases.core.outbox import ActionSpec, Confirming, Done, Handler, register
 from releases.core.production import known_good, lock_project, mark_live
 from releases.domain.lifecycle import ReleaseState
 from releases.domain.release_names import render_release
@@ -30,6 +37,9 @@ S = ReleaseState
 VERCEL = "vercel"
 THEN_RAMP = "ramp"  # a canary release waiting in received: ramp it, or gate it if nothing serves
 THEN_RECORD = "record"  # a gate already running: only the rollback target was missing
+THEN_CONFIRM = "confirm"  # a webhook left in doubt what serves production: Vercel says
+CONFIRM_FOR = timedelta(minutes=3)  # as long as Vercel's CLI waits for a rollback to land
+CONFIRM_EVERY = 2.0
 
 
 def silent(project: Project, release: Release) -> bool:
@@ -41,13 +51,28 @@ def learn_spec(release: Release, then: str) -> ActionSpec:
     return ActionSpec(kind=Action.Kind.LEARN, key=f"learn:{release.pk}", payload={"then": then})
 
 
-def _perform(action: Action) -> Done:
+def confirm_spec(release: Release, event_id: str, expect: str = "") -> ActionSpec:
+    """Ask Vercel what serves production, because ``event_id`` left it in doubt; ``expect``: the
+    deployment a rollback asked for, waited for until CONFIRM_FOR has passed."""
+    until = (timezone.now() + CONFIRM_FOR).isoformat()
+    payload = {"then": THEN_CONFIRM, "expect": expect, "until": until, "event": event_id}
+    return ActionSpec(kind=Action.Kind.LEARN, key=f"confirm-live:{event_id}", payload=payload)
+
+
+def _perform(action: Action) -> Done | Confirming:
     release = action.release
     project = release.project
     vercel = clients.vercel(project)
     serving = vercel.production_deployment_id(project.vercel_project_id, project.production_domains)
-    if not serving or serving == release.deployment_id:
+    payload = action.payload
+    if payload.get("then") == THEN_CONFIRM:
+        expect = payload.get("expect") or ""
+        if expect and serving != expect and timezone.now() < datetime.fromisoformat(payload["until"]):
+            return Confirming({"serving": serving}, recheck_in=CONFIRM_EVERY)
+    elif not serving or serving == release.deployment_id:
         return Done({"serving": serving})
+    if not serving or Release.objects.filter(deployment_id=serving, project=project).exists():
+        return Done({"serving": serving})  # nothing to learn about it: it is on record
     found = vercel.get_deployment(serving)
     deployment = {
         "id": found.id,
@@ -106,6 +131,9 @@ def _learnt(action: Action, done: Done) -> None:
     release = Release.objects.select_for_update().select_related("project").get(pk=action.release_id)
     project = Project.objects.get(pk=project_id)
     serving, deployment = done.result.get("serving"), done.result.get("deployment")
+    if action.payload.get("then") == THEN_CONFIRM:
+        _confirmed(project, serving, deployment)
+        return
     learned = None
     if deployment and silent(project, release):
         learned = _learned(project, deployment)
@@ -114,6 +142,16 @@ def _learnt(action: Action, done: Done) -> None:
     if serving == release.deployment_id:
         why = "Vercel says this deployment already serves production"
     _then(action, release, learned, why)
+
+
+def _confirmed(project: Project, serving: str | None, deployment: dict[str, Any] | None) -> None:
+    """Vercel said what serves production: the record follows when it differs."""
+    if not serving or serving == project.live_deployment_id:
+        return
+    if Release.objects.filter(deployment_id=serving, project=project).exists():
+        mark_live(project, serving, actor=VERCEL, reason="confirmed with Vercel: it serves production")
+    elif deployment:
+        _learned(project, deployment)
 
 
 def _failed(action: Action, error: str) -> None:

@@ -119,7 +119,9 @@ def test_rollback_request_is_noted_on_both_releases_and_moves_nothing(
     assert sorted(notes.values_list("release__deployment_id", flat=True)) == sorted([GOOD, NEW])
     assert all("unchanged until the switch is confirmed" in n.reason and NEW in n.reason for n in notes)
     assert not ReleaseEvent.objects.filter(kind=ReleaseEvent.Kind.TRANSITION).exists()
-    assert not Action.objects.exists()
+    # The one action asks Vercel until production serves the deployment asked for.
+    (confirm,) = Action.objects.all()
+    assert (confirm.kind, confirm.payload["then"], confirm.payload["expect"]) == ("learn", "confirm", GOOD)
 
 
 def test_rollback_request_without_from_or_to_is_noted_on_the_live_release(client: Client) -> None:

@@ -123,16 +123,18 @@ def test_promoted_records_what_serves_production_and_supersedes_the_previous(
 
 
 @pytest.mark.parametrize(
-    ("promoted_ago", "moves"),
+    ("promoted_ago", "moves", "confirmed"),
     [
-        (timedelta(hours=3), False),  # late or replayed: older than what went live an hour ago
-        (timedelta(minutes=62), False),  # two minutes before it: past the minute clocks may differ by
-        (timedelta(minutes=59, seconds=30), True),  # within a minute of it: clocks may disagree
-        (timedelta(minutes=5), True),  # newer: a promote made in Vercel since
+        (timedelta(hours=3), False, False),  # late or replayed: older than what went live an hour ago
+        (timedelta(minutes=62), False, False),  # two minutes before it: past the minute clocks may differ by
+        # Within a minute of it, either side: clocks may disagree. It moves live; Vercel is asked.
+        (timedelta(minutes=60, seconds=30), True, True),
+        (timedelta(minutes=59, seconds=30), True, True),
+        (timedelta(minutes=5), True, False),  # newer: a promote made in Vercel since
     ],
 )
 def test_a_promoted_event_older_than_what_is_live_is_recorded_and_does_not_move_live(
-    client: Client, project: Project, promoted_ago: timedelta, moves: bool
+    client: Client, project: Project, promoted_ago: timedelta, moves: bool, confirmed: bool
 ) -> None:
     make_release(project, state=ReleaseState.PROMOTED, deployment_id="dpl_live")
     live_since = timezone.now() - timedelta(hours=1)
@@ -142,6 +144,8 @@ def test_a_promoted_event_older_than_what_is_live_is_recorded_and_does_not_move_
     response = post(client, event)
     project.refresh_from_db()
     delivery = WebhookDelivery.objects.get()
+    confirms = list(Action.objects.filter(key__startswith="confirm-live:").values_list("payload", flat=True))
+    assert [c["then"] for c in confirms] == (["confirm"] if confirmed else [])
     if moves:
         assert response.status_code == 202
         assert project.live_deployment_id == "dpl_7Hq2Rt9Ws4Lk1Mn8Bv3Cx6Zp0Q"
