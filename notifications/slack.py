@@ -7,6 +7,7 @@ only resends when it certainly did not.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from releases.integrations.http import (
     HttpClient,
     MalformedAnswer,
     as_dict,
+    as_list,
     req_str,
     with_root,
 )
@@ -36,6 +38,8 @@ TRANSIENT_ERRORS = frozenset(
 
 # What the official SDK waits when a 429 has no Retry-After (§5.1).
 DEFAULT_RETRY_AFTER = 1.0
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
+MAX_CHANNEL_PAGES = 50  # 10,000 channels at 200 a page: past that, say we could not find it
 REDACTED = "[redacted]"
 
 
@@ -135,6 +139,48 @@ class SlackClient(HttpClient):
             maybe_delivered=False,  # Slack said no: nothing was posted
             code=answer.code,
         )
+
+    def lookup(self, method: str, **args: str) -> dict[str, Any]:
+        """A read-only Web API call (``auth.test``, ``conversations.info``...): its answer, or a
+        ProviderError whose ``code`` is Slack's error (``channel_not_found``, ``missing_scope``)."""
+        try:
+            response = self.request("POST", f"/{method}", data=args)
+            body = self.parse(response, lambda data: as_dict(data, f"{method} answer"))
+        except ProviderError as exc:
+            self._scrub(exc)
+            raise
+        if body.get("ok") is True:
+            return body
+        code = body.get("error") if isinstance(body.get("error"), str) else None
+        detail = code or "refused without an error code"
+        if code == "missing_scope":
+            detail += f" (needed {body.get('needed')!r})"
+        raise ProviderError(f"{method}: {detail}", provider=self.provider, permanent=True, code=code)
+
+    def find_channel(self, channel: str) -> dict[str, Any] | None:
+        """The channel's ``conversations`` record (``is_member``, ``is_archived``), by id or
+        ``#name``; None when the bot cannot see it (private and not invited, or no such channel)."""
+        if CHANNEL_ID.match(channel):
+            try:
+                return dict(self.lookup("conversations.info", channel=channel)["channel"])
+            except ProviderError as exc:
+                if exc.code == "channel_not_found":
+                    return None
+                raise
+        name, cursor = channel.lstrip("#"), ""
+        for _ in range(MAX_CHANNEL_PAGES):
+            page = self.lookup(
+                "conversations.list", types="public_channel,private_channel", limit="200", cursor=cursor
+            )
+            for found in as_list(page.get("channels"), "channels"):
+                if isinstance(found, dict) and found.get("name") == name:
+                    return dict(found)
+            cursor = str(
+                as_dict(page.get("response_metadata") or {}, "response_metadata").get("next_cursor") or ""
+            )
+            if not cursor:
+                return None
+        return None
 
     def _scrub(self, exc: ProviderError) -> None:
         """Keep the token out of anything that reaches logs, even if a body echoed it."""

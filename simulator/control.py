@@ -94,6 +94,10 @@ def create_deployment(sim: Simulator, request: Request, args: dict[str, str]) ->
     return 201, vercel_control.create_deployment(sim.vercel, _body(request))
 
 
+def vercel_token(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
+    return 200, sim.vercel.account.set_role(_body(request))
+
+
 def vercel_webhooks(sim: Simulator, request: Request, args: dict[str, str]) -> tuple[int, Any]:
     return 200, vercel_control.send_webhooks(sim.vercel, _body(request))
 
@@ -201,6 +205,7 @@ ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], Action]] = [
     (("GET", "PATCH"), re.compile(r"/vercel/projects/(?P<id>[^/]+)"), project),
     (("POST",), re.compile(r"/vercel/deployments"), create_deployment),
     (("POST",), re.compile(r"/vercel/webhooks"), vercel_webhooks),
+    (("POST",), re.compile(r"/vercel/token"), vercel_token),
     (("GET", "POST"), re.compile(r"/sentry/traffic"), traffic),
     (("POST",), re.compile(r"/sentry/traffic/phase"), traffic_phase),
     (("POST",), re.compile(r"/sentry/webhooks"), sentry_webhooks),

@@ -24,6 +24,13 @@ _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
 _TOKEN = re.compile(r"^xox[abpe]-[A-Za-z0-9-]+$")
 MAX_TEXT = 40_000
 BOT_ID, APP_ID = "B0SIMBOT0001", "A0SIMAPP0001"
+BOT_USER, TEAM_ID = "U0SIMBOT0001", "T0SIMTEAM001"
+# What ``manage.py doctor`` asks: who the token is, and whether the bot is in a channel.
+LOOKUPS = {
+    "auth.test": "auth_test",
+    "conversations.info": "conversation_info",
+    "conversations.list": "conversations",
+}
 
 
 def ok(payload: dict[str, Any], status: int = 200) -> Response:
@@ -70,7 +77,7 @@ class SlackService(Service):
         if request.method != "POST":
             return fail("invalid_request", 405)
         method = request.path.removeprefix("/api/")
-        if method not in ("chat.postMessage", "chat.update"):
+        if method not in ("chat.postMessage", "chat.update", *LOOKUPS):
             return fail("unknown_method", 404)
         args, warning = self._arguments(request)
         if args is None:
@@ -82,7 +89,10 @@ class SlackService(Service):
         if (required is not None and token != required) or (required is None and not _TOKEN.match(token)):
             return fail("invalid_auth")
         with self.sim.lock:
-            response = self.post(args) if method == "chat.postMessage" else self.update(args)
+            if method in LOOKUPS:
+                response = getattr(self, LOOKUPS[method])(args)
+            else:
+                response = self.post(args) if method == "chat.postMessage" else self.update(args)
         if warning and response.status == 200:
             _add_warning(response, warning)
         return response
@@ -220,6 +230,44 @@ class SlackService(Service):
         return response
 
     # --- control -------------------------------------------------------------------------------
+
+    def auth_test(self, args: dict[str, Any]) -> Response:
+        return ok(
+            {
+                "url": "https://sim-workspace.slack.com/",
+                "team": "Sim Workspace",
+                "user": "gatekeeper",
+                "team_id": TEAM_ID,
+                "user_id": BOT_USER,
+                "bot_id": BOT_ID,
+                "is_enterprise_install": False,
+            }
+        )
+
+    def _channel_json(self, channel: Channel) -> dict[str, Any]:
+        return {
+            "id": channel.id,
+            "name": channel.name,
+            "is_channel": True,
+            "is_private": False,
+            "is_archived": channel.archived,
+            "is_member": channel.member,
+            "created": 1_700_000_000,
+        }
+
+    def conversation_info(self, args: dict[str, Any]) -> Response:
+        ref = args.get("channel")
+        if not isinstance(ref, str) or not ref:
+            return fail("invalid_arguments")
+        # Unlike chat.postMessage, conversations.info takes an id only, and knows no new ones.
+        known = self.state.channels.get(ref)
+        if known is None or known.missing:
+            return fail("channel_not_found")
+        return ok({"channel": self._channel_json(known)})
+
+    def conversations(self, args: dict[str, Any]) -> Response:
+        listed = [self._channel_json(c) for c in self.state.channels.values() if not c.missing]
+        return ok({"channels": listed, "response_metadata": {"next_cursor": ""}})
 
     def register_channel(self, body: dict[str, Any]) -> dict[str, Any]:
         name = (as_text(body, "name") or "").lstrip("#")

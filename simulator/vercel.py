@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from simulator import vercel_control
 from simulator.service import RateWindow, Route, Service, resolve, route
+from simulator.vercel_account import Account
 from simulator.vercel_model import (
     Deployment,
     Project,
@@ -58,8 +59,10 @@ class VercelService(Service):
         self.deployments: dict[str, Deployment] = {}
         self.seq = 0
         self.rolling = RollingReleases(self)
+        self.account = Account(self)
         self.routes: list[Route] = [
             *self.rolling.routes(),
+            *self.account.routes(),
             route("GET", r"/v13/deployments/(?P<ref>[^/]+)", self.get_deployment),
             route("GET", r"/v(?:6|7)/deployments", self.list_deployments),
             route("GET", r"/v2/deployments/(?P<ref>[^/]+)/aliases", self.deployment_aliases),
@@ -74,6 +77,7 @@ class VercelService(Service):
     def reset(self) -> None:
         self.projects.clear()
         self.deployments.clear()
+        self.account.reset()
 
     # --- plumbing ------------------------------------------------------------------------------
 

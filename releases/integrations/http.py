@@ -182,11 +182,15 @@ class HttpClient:
         *,
         params: Any = None,
         json: Any = None,
+        data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (200,),
     ) -> httpx.Response:
+        """``data``: a form body, for the vendor methods that read no JSON."""
         try:
-            return self._request(method, path, params=params, json=json, headers=headers, expect=expect)
+            return self._request(
+                method, path, params=params, json=json, data=data, headers=headers, expect=expect
+            )
         except ProviderError as exc:
             exc.message = self.scrub(exc.message)
             exc.args = (exc.message,)
@@ -199,11 +203,14 @@ class HttpClient:
         *,
         params: Any,
         json: Any,
+        data: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         expect: tuple[int, ...],
     ) -> httpx.Response:
         try:
-            response = self._client.request(method, path, params=params, json=json, headers=headers)
+            response = self._client.request(
+                method, path, params=params, json=json, data=data, headers=headers
+            )
         except httpx.TimeoutException as exc:
             # A connect timeout means nothing was sent; any later timeout may have delivered it.
             sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))

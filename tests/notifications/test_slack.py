@@ -223,3 +223,48 @@ def test_a_sequential_verdict_says_its_evidence_in_words_and_the_fixed_rule_says
         Evidence(800, 2, 60.0),
     )
     assert evidence(fixed.figures.as_dict(), "pass") == ""
+
+
+# --- the read-only lookups manage.py doctor uses ----------------------------------------------
+
+
+def lookup_client(*pages: dict[str, Any]) -> tuple[SlackClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+    answers = list(pages)
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answers.pop(0))
+
+    return SlackClient("https://slack.test", "xoxb-secret", transport=httpx.MockTransport(vendor)), seen
+
+
+def test_a_channel_name_is_found_across_conversations_list_pages() -> None:
+    client, seen = lookup_client(
+        {
+            "ok": True,
+            "channels": [{"id": "C01", "name": "general"}],
+            "response_metadata": {"next_cursor": "dXNlcjpV"},
+        },
+        {
+            "ok": True,
+            "channels": [{"id": "C02", "name": "releases", "is_member": False}],
+            "response_metadata": {},
+        },
+    )
+
+    found = client.find_channel("#releases")
+
+    assert found == {"id": "C02", "name": "releases", "is_member": False}
+    assert [r.url.path for r in seen] == ["/api/conversations.list"] * 2
+    assert b"cursor=dXNlcjpV" in seen[1].content  # a form body, as Slack's read methods take
+
+
+def test_an_unknown_channel_id_is_none_and_a_missing_scope_says_which() -> None:
+    client, _ = lookup_client({"ok": False, "error": "channel_not_found"})
+    assert client.find_channel("C0NOSUCH01") is None
+
+    client, _ = lookup_client({"ok": False, "error": "missing_scope", "needed": "channels:read"})
+    with pytest.raises(ProviderError, match="missing_scope") as refused:
+        client.find_channel("#releases")
+    assert refused.value.code == "missing_scope" and "channels:read" in refused.value.message

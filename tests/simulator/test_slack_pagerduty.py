@@ -197,3 +197,19 @@ def test_change_events(control: httpx.Client) -> None:
     assert response.json()["status"] == "success"
     changes = control.get("/_sim/pagerduty/incidents").json()["change_events"]
     assert changes[0]["payload"]["summary"] == "deployed"
+
+
+def test_the_lookups_doctor_asks_answer_like_slack(control: httpx.Client, slack: httpx.Client) -> None:
+    control.post("/_sim/slack/channels", json={"name": "releases", "id": "C0RELEASES1"})
+    control.post("/_sim/slack/channels", json={"name": "ops", "id": "C0OPSCHAN01", "not_in_channel": True})
+
+    who = slack.post("/slack/api/auth.test", json={}).json()
+    info = slack.post("/slack/api/conversations.info", json={"channel": "C0RELEASES1"}).json()
+    unknown = slack.post("/slack/api/conversations.info", json={"channel": "C0NOSUCH001"}).json()
+    listed = slack.post("/slack/api/conversations.list", json={}).json()
+
+    assert who["ok"] and who["bot_id"] and who["team_id"]
+    assert (info["channel"]["name"], info["channel"]["is_member"]) == ("releases", True)
+    assert unknown == {"ok": False, "error": "channel_not_found"}
+    assert {c["name"]: c["is_member"] for c in listed["channels"]} == {"releases": True, "ops": False}
+    assert listed["response_metadata"]["next_cursor"] == ""

@@ -297,3 +297,19 @@ def test_rate_limit_fault_can_add_retry_after(control: httpx.Client, vercel: htt
     limited = vercel.get("/vercel/v9/projects/prj_shopweb")
     assert limited.status_code == 429
     assert limited.headers["Retry-After"] == "3"
+
+
+def test_the_token_is_a_user_and_has_a_role_in_each_team(control: httpx.Client, vercel: httpx.Client) -> None:
+    control.post(
+        "/_sim/vercel/projects", json={"id": "prj_t", "name": "t", "team_id": "team_x", "team_slug": "x"}
+    )
+
+    user = vercel.get("/vercel/v2/user").json()["user"]
+    owner = vercel.get("/vercel/v2/teams/team_x").json()
+    control.post("/_sim/vercel/token", json={"role": "VIEWER"})
+    viewer = vercel.get("/vercel/v2/teams/x").json()
+
+    assert user["id"].startswith("usr_")
+    assert (owner["id"], owner["slug"], owner["membership"]["role"]) == ("team_x", "x", "OWNER")
+    assert viewer["membership"]["role"] == "VIEWER"
+    assert vercel.get("/vercel/v2/teams/team_nope").status_code == 404

@@ -199,6 +199,37 @@ class SentryClient(HttpClient):
         response = self.request("GET", _project_path(org, id_or_slug) + "environments/")
         return self.parse(response, _environment_names)
 
+    def organization(self, org: str) -> str:
+        """The organisation's name, if the token can see it (``org:read``)."""
+        response = self.request("GET", f"/organizations/{quote(org, safe='')}/")
+        return self.parse(response, lambda data: str(as_dict(data, "organization").get("name") or org))
+
+    def latest_release(self, org: str, project: str, environment: str | None) -> tuple[str, int] | None:
+        """The newest release with sessions in the last day, and its session count; None when
+        release health has no sessions at all (the SDK's session tracking off, or no traffic)."""
+        params = [
+            ("field", SUM_SESSION),
+            ("groupBy", "release"),
+            ("orderBy", "-release.timestamp"),
+            ("project", project),
+            *([("environment", environment)] if environment is not None else []),
+            ("statsPeriod", "24h"),
+            ("interval", "1d"),
+            ("includeSeries", "0"),
+            ("per_page", "1"),
+        ]
+        response = self.request("GET", f"/organizations/{quote(org, safe='')}/sessions/", params=params)
+        groups = self.parse(
+            response, lambda data: as_list(as_dict(data, "sessions answer").get("groups"), "groups")
+        )
+        for group in groups:
+            body = as_dict(group, "groups[0]")
+            release = as_dict(body.get("by"), "groups[0].by").get("release")
+            sessions = as_dict(body.get("totals"), "groups[0].totals").get(SUM_SESSION)
+            if isinstance(release, str) and isinstance(sessions, int) and sessions > 0:
+                return release, sessions
+        return None
+
     def _pages(self, method: str, path: str, params: list[tuple[str, str]]) -> Iterator[httpx.Response]:
         """Follow ``Link: <...>; rel="next"; results="true"; cursor="..."`` (§3.1).
 

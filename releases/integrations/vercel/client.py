@@ -215,6 +215,20 @@ class VercelClient(HttpClient):
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
         return self.parse(response, _configured_stages_from)
 
+    def token_role(self) -> str:
+        """The token's role in the client's team (``OWNER``, ``MEMBER``, ``VIEWER``...), or
+        ``OWNER`` for a personal account's own projects: who may promote (§2.8)."""
+        if not self.team_id:
+            self.parse(self.request("GET", "/v2/user"), lambda data: as_dict(data, "user answer"))
+            return "OWNER"
+        response = self.request("GET", f"/v2/teams/{_seg(self.team_id)}")
+        return self.parse(
+            response,
+            lambda data: req_str(
+                as_dict(as_dict(data, "team").get("membership"), "team.membership"), "role", "team.membership"
+            ),
+        )
+
     # --- rolling releases (§2.7) ---------------------------------------------------------------
     # There is no abort endpoint: aborting is an instant rollback to the current deployment
     # (:meth:`rollback`), which is what the CLI's `rolling-release abort` does.
@@ -254,6 +268,21 @@ class VercelClient(HttpClient):
         )
         # A 200 means Vercel acted, so an unreadable answer still may have changed traffic.
         return self.parse(response, _required_rolling_release_from, maybe_delivered=True)
+
+    def aliases_of(self, project_id: str, domains: Sequence[str]) -> dict[str, str]:
+        """The deployment each of ``domains`` (as given) points at, for those that are this
+        project's aliases."""
+        served: dict[str, str] = {}
+        for start in range(0, len(domains), MAX_DOMAINS_PER_QUERY):
+            chunk = domains[start : start + MAX_DOMAINS_PER_QUERY]
+            response = self.request(
+                "GET",
+                "/v4/aliases",
+                params=self._params(("projectId", project_id), *(("domain", d) for d in chunk)),
+            )
+            found = self.parse(response, lambda data: _deployments_by_domain(data, project_id))
+            served.update({d: found[_host(d)] for d in chunk if _host(d) in found})
+        return served
 
     def production_deployment_id(self, project_id: str, domains: Sequence[str]) -> str | None:
         """The deployment serving production now.
