@@ -39,7 +39,7 @@ def facts_for(
         threshold=figures.get("threshold", project.crash_free_threshold),
         elapsed=figures.get("elapsed", release.elapsed()),
         evidence=evidence(figures, outcome),
-        sentry_url=sentry_release_url(project.sentry_org, release.version, project.sentry_project),
+        sentry_url=sentry_release_url(project.sentry_org, release.version, project.sentry_query_project),
         vercel_url=release.inspector_url,
         admin_url=admin_url(release.pk),
         dry_run=project.dry_run,

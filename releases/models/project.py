@@ -162,6 +162,12 @@ class Project(models.Model):
     class Meta:
         ordering = ["name"]
 
+    @property
+    def sentry_query_project(self) -> str:
+        """The numeric id when known (what Sentry's data endpoints and release links take), else
+        the project as configured."""
+        return str(self.sentry_project_id) if self.sentry_project_id is not None else self.sentry_project
+
     def __str__(self) -> str:
         return self.name
 

@@ -221,7 +221,7 @@ class ReleaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="links")
     def links(self, obj: Release) -> str:
-        sentry = sentry_release_url(obj.project.sentry_org, obj.version, obj.project.sentry_project)
+        sentry = sentry_release_url(obj.project.sentry_org, obj.version, obj.project.sentry_query_project)
         return format_html(
             '<a href="{}">Sentry release</a> · <a href="{}">Vercel deployment</a>',
             sentry or "#",

@@ -151,7 +151,7 @@ def links_for(release: Release, incident: Incident | None) -> list[tuple[str, st
     links = []
     if incident is not None and incident.web_url:
         links.append((incident.web_url, "Sentry incident"))
-    sentry = sentry_release_url(project.sentry_org, release.version, project.sentry_project)
+    sentry = sentry_release_url(project.sentry_org, release.version, project.sentry_query_project)
     if sentry:
         links.append((sentry, "Sentry release"))
     if release.inspector_url:
