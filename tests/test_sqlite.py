@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent(
     now = timezone.now()
     project = Project.objects.create(
         name="shop-web", vercel_project_id="prj_1", sentry_org="acme", sentry_project="shop-web",
-        sentry_environment="production",
+        sentry_project_id=4507, sentry_environment="production",
     )
     good = Release.objects.create(project=project, deployment_id="dpl_good", version="v1",
                                   state="promoted", promoted_at=now - timedelta(days=1))
