@@ -121,6 +121,12 @@ class Run:
                 },
             )
             projects.append(project)
+            # Each project exists in Sentry, which answers for no other (a slug it does not know
+            # is a 404); the first poll resolves the slug to this id.
+            self.sim.post(
+                "/_sim/sentry/projects",
+                json={"org": "acme", "slug": f"scale-{n}", "id": 5000 + n, "environments": ["production"]},
+            ).raise_for_status()
         rows = []
         rng = random.Random(7)
         for i in range(self.args.releases):
