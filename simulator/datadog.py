@@ -40,6 +40,7 @@ RATE_NAME = "query"  # the real X-RateLimit-Name for this endpoint is not docume
 MAX_POINTS = 1500  # longer ranges are rolled up to a coarser interval, as Datadog does
 DEFAULT_INTERVAL = 60
 AGGREGATORS = ("avg", "sum", "min", "max", "count")
+_NOT_TAG = re.compile(r"[^a-z0-9_:./-]")
 # One metric term: [aggregator:]metric{scope}[ by {tags}]
 _TERM = re.compile(
     r"(?:(?P<aggr>[a-z0-9]+):)?(?P<metric>[A-Za-z][\w.]*)\s*\{(?P<scope>[^{}]*)\}"
@@ -93,8 +94,9 @@ def parse_query(text: str) -> MetricQuery:
     scope = ",".join(part.strip() for part in first.group("scope").split(",") if part.strip())
     if not scope:
         raise QueryError(f"Error parsing query: unable to parse {query}: empty scope, use {{*}}")
+    # Datadog stores tags lower-cased, so a scope matches them whatever its case.
     tags = frozenset(
-        token for token in _SCOPE_SPLIT.split(scope) if token and token not in ("AND", "OR", "NOT")
+        token.lower() for token in _SCOPE_SPLIT.split(scope) if token and token not in ("AND", "OR", "NOT")
     )
     by = first.group("by")
     group_by = tuple(t.strip() for t in by.split(",") if t.strip()) if by else ()
@@ -296,7 +298,8 @@ class DatadogService(Service):
     # --- control -------------------------------------------------------------------------------
 
     def add_phase(self, body: dict[str, Any]) -> Series:
-        tag = require_text(body, "tag").strip()
+        # As Datadog's intake: lower case, and anything outside its tag alphabet becomes _.
+        tag = _NOT_TAG.sub("_", require_text(body, "tag").strip().lower())
         metric = as_text(body, "metric") or None
         value = as_number(body, "value")
         if value is None:

@@ -119,6 +119,11 @@ class Project(models.Model):
     on_no_traffic = models.CharField(
         max_length=30, choices=[(o.value, o.value) for o in OnNoTraffic], default=GATE.on_no_traffic
     )
+    # An http check's host may come from a webhook (the deployment's URL): private, loopback
+    # and link-local addresses are refused unless a project whose checks need them says so.
+    allow_private_addresses = models.BooleanField(
+        default=False, help_text="http checks may reach private, loopback and link-local addresses"
+    )
     # The SLO checks that on_no_traffic: promote_after_checks runs against the staged deployment.
     gate_checks = models.JSONField(default=list, blank=True)
     max_consecutive_errors = models.PositiveIntegerField(

@@ -347,6 +347,7 @@ class ProjectAdmin(admin.ModelAdmin):
             },
         ),
         ("Canary", {"fields": ("canary",)}),
+        ("Checks", {"fields": ("allow_private_addresses",)}),
     )
 
     def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:

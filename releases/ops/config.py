@@ -31,7 +31,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9]{20,}$")
 ON_WARNING = ("notify", "page", "rollback", "ignore")
 SCHEMA: dict[str, set[str]] = {
-    "": {"name", "vercel", "sentry", "slack", "pagerduty", "gate", "canary"},
+    "": {"name", "vercel", "sentry", "slack", "pagerduty", "gate", "canary", "allow_private_addresses"},
     "vercel": {"project_id", "team_id", "production_domains", "start_on"},
     "sentry": {"org", "project", "environment", "release", "on_warning"},
     "slack": {"channel"},
@@ -204,6 +204,7 @@ def _project(reader: _Reader, where: str, raw: Any) -> dict[str, Any]:
     out["pagerduty_routing_key_env"] = key_env
     out.update(_gate(reader, f"{where}.gate", data.get("gate") or {}))
     out["canary"] = _canary(reader, f"{where}.canary", data["canary"]) if data.get("canary") else None
+    out["allow_private_addresses"] = reader.get(where, data, "allow_private_addresses", "bool", False)
     return out
 
 

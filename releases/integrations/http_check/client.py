@@ -7,12 +7,20 @@ answering for itself, so a 3xx counts as unhealthy.
 
 The ``error`` text ends up in logs, Slack and the release history, so URLs in it lose their
 userinfo and query string, where probe credentials and signed tokens live.
+
+A probe's URL may carry webhook data (the deployment's host), so unless the project allows it,
+a host that resolves to a private, loopback, link-local or otherwise non-public address is not
+asked at all: the check fails, saying why. (A name that resolves differently between this look
+and the connection is not caught; the deployment host itself is checked before, in
+releases/domain/outbound.py.)
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -35,12 +43,18 @@ class HttpCheckResult:
         return self.status == 200
 
 
+def addresses_of(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
 def http_check(
     url: str,
     *,
     timeout: float,
     transport: httpx.BaseTransport | None = None,
     headers: Mapping[str, str] | None = None,
+    allow_private: bool = False,
+    resolve: Callable[[str, int], list[str]] = addresses_of,
 ) -> HttpCheckResult:
     target = _checked_url(url)
     safe = safe_url(target)
@@ -48,6 +62,11 @@ def http_check(
 
     def result(status: int | None, error: str) -> HttpCheckResult:
         return HttpCheckResult(url, status, (time.perf_counter() - started) * 1000, error)
+
+    if not allow_private:
+        refused = _not_public(target, resolve)
+        if refused:
+            return result(None, f"GET {safe}: {refused}")
 
     with httpx.Client(
         timeout=httpx.Timeout(timeout),
@@ -73,6 +92,25 @@ def http_check(
         where = f" to {_safe_location(target, location)}" if location else ""
         return result(status, f"GET {safe}: HTTP {status}, redirect{where} not followed")
     return result(status, f"GET {safe}: HTTP {status} {_reason(status)}".rstrip())
+
+
+def _not_public(target: httpx.URL, resolve: Callable[[str, int], list[str]]) -> str:
+    """Why ``target`` is not asked (its host is not a public address), or ""."""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        found = resolve(target.host, port)
+    except OSError as exc:
+        return f"cannot resolve {target.host} ({exc})"
+    if not found:
+        return f"{target.host} resolves to no address"
+    for text in found:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            return (
+                f"{target.host} resolves to {address}, not a public address: not asked "
+                "(allow_private_addresses: true in the project allows it)"
+            )
+    return ""
 
 
 def safe_url(url: httpx.URL) -> str:

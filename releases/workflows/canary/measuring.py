@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from releases.core.errors import ProviderError
 from releases.domain.evidence import Outcome
+from releases.domain.outbound import datadog_tag, deployment_host
 from releases.domain.slo_rules import (
     KINDS,
     CheckSpec,
@@ -51,19 +52,23 @@ class Target:
     """What a check is scoped to: one deployment and its Sentry release."""
 
     deployment_id: str
-    deployment_url: str
+    deployment_url: str  # "" when the URL Vercel gave is not a host a check may reach
     release: str
+    given_url: str = ""
 
     @classmethod
     def of(cls, release: Release) -> Target:
-        return cls(release.deployment_id, _host(release.deployment_url), release.version)
+        host = deployment_host(release.deployment_url, release.project.production_domains or [])
+        return cls(release.deployment_id, host, release.version, release.deployment_url)
 
-    def fill(self, template: str) -> str:
+    def fill(self, template: str, *, datadog: bool = False) -> str:
+        """The template with the placeholders filled; ``datadog``: values as Datadog tags."""
+        tag = datadog_tag if datadog else str
         return substitute(
             template,
-            deployment_id=self.deployment_id,
+            deployment_id=tag(self.deployment_id),
             deployment_url=self.deployment_url,
-            release=self.release,
+            release=tag(self.release),
         )
 
 
@@ -365,7 +370,7 @@ def _measure(
     if spec.kind in ("sentry_error_rate", "sentry_crash_free"):
         return _sentry(spec, project, target, start, now, detail)
     if spec.kind == "datadog_query":
-        query = target.fill(spec.query)
+        query = target.fill(spec.query, datadog=True)
         detail["query"] = query
         points = clients.datadog(timeout=spec.timeout).query_points(query, start, now)
         if not points:
@@ -383,8 +388,18 @@ def _measure(
         )
         return float(count)
     if spec.kind == "http":
+        if "$DEPLOYMENT_URL" in spec.url and not target.deployment_url:
+            raise NoData(
+                f"the deployment's URL {target.given_url[:100]!r} is not a *.vercel.app host or a "
+                "production domain of the project: not checked"
+            )
         headers = {"X-Gatekeeper-Deployment": target.deployment_id, "X-Gatekeeper-Release": target.release}
-        result = http_check(target.fill(spec.url), timeout=spec.timeout, headers=headers)
+        result = http_check(
+            target.fill(spec.url),
+            timeout=spec.timeout,
+            headers=headers,
+            allow_private=project.allow_private_addresses,
+        )
         detail.update(status=result.status, error=result.error)
         if result.status is None:
             raise NoData(result.error or "no answer")
@@ -414,11 +429,6 @@ def _sentry(  # noqa: PLR0917 - one measurement's inputs, all needed
     )
     detail["errors"] = errors
     return errors / totals.sessions
-
-
-def _host(url: str) -> str:
-    """A deployment URL as Vercel gives it may come with or without the scheme."""
-    return url.split("://", 1)[-1].split("/", 1)[0]
 
 
 def _id(release: Release | None) -> str | None:

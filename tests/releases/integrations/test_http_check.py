@@ -13,7 +13,12 @@ URL = "https://shop.acme.test/healthz"
 SECRET_URL = "https://probe:s3cret-pass@shop.acme.test/healthz?token=sig-abc123#frag"
 
 
+def public(host: str, port: int) -> list[str]:
+    return ["93.184.215.14"]
+
+
 def check(vendor: Vendor, url: str = URL, **kwargs: object) -> HttpCheckResult:
+    kwargs.setdefault("resolve", public)
     return http_check(url, timeout=2.0, transport=httpx.MockTransport(vendor), **kwargs)  # type: ignore[arg-type]
 
 
@@ -129,7 +134,7 @@ def test_the_real_timeout_is_applied() -> None:
         seen.append(request.extensions["timeout"])
         return httpx.Response(200)
 
-    http_check(URL, timeout=1.5, transport=httpx.MockTransport(record))
+    http_check(URL, timeout=1.5, transport=httpx.MockTransport(record), resolve=public)
     assert seen == [{"connect": 1.5, "read": 1.5, "write": 1.5, "pool": 1.5}]
 
 
@@ -181,3 +186,55 @@ def test_plain_http_is_accepted() -> None:
     vendor = Vendor(httpx.Response(200))
     assert check(vendor, url="http://10.0.0.5:8080/health").healthy
     assert vendor.last.url.port == 8080
+
+
+# --- only public addresses, unless the project allows more ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "192.168.0.7", "169.254.169.254", "::1", "fe80::1", "0.0.0.0", "224.0.0.1"],  # noqa: S104,
+)
+def test_a_host_that_resolves_to_a_private_address_is_not_asked(address: str) -> None:
+    vendor = Vendor(httpx.Response(200))
+
+    result = check(vendor, "https://evil@shop.acme.test:18556/x", resolve=lambda host, port: [address])
+
+    assert result.status is None and not result.healthy
+    assert f"resolves to {address}, not a public address: not asked" in result.error
+    assert "allow_private_addresses" in result.error and "evil" not in result.error
+    assert vendor.requests == []
+
+
+def test_one_private_address_among_public_ones_is_enough_to_refuse() -> None:
+    vendor = Vendor(httpx.Response(200))
+
+    result = check(vendor, resolve=lambda host, port: ["93.184.215.14", "10.0.0.5"])
+
+    assert "10.0.0.5" in result.error and vendor.requests == []
+
+
+def test_an_ip_literal_is_looked_at_as_the_address_it_is() -> None:
+    vendor = Vendor(httpx.Response(200))
+
+    result = http_check("http://127.0.0.1:9/x", timeout=1.0, transport=httpx.MockTransport(vendor))
+
+    assert "resolves to 127.0.0.1" in result.error and vendor.requests == []
+
+
+def test_a_project_that_allows_private_addresses_is_asked() -> None:
+    vendor = Vendor(httpx.Response(200))
+
+    result = check(vendor, resolve=lambda host, port: ["10.0.0.5"], allow_private=True)
+
+    assert result.healthy and len(vendor.requests) == 1
+
+
+def test_a_host_that_does_not_resolve_fails_the_check_without_asking() -> None:
+    def nowhere(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    vendor = Vendor(httpx.Response(200))
+    result = check(vendor, resolve=nowhere)
+
+    assert "cannot resolve shop.acme.test" in result.error and vendor.requests == []

@@ -107,6 +107,7 @@ def test_the_design_example_parses_to_the_expected_fields() -> None:
 
     assert project == {
         "name": "shop-web",
+        "allow_private_addresses": False,
         "vercel_project_id": "prj_Lm3Np5Qr7St9Uv1Wx3Yz5Ab7",
         "vercel_team_id": "team_Ab12Cd34Ef56Gh78Ij90Kl12",
         "production_domains": ["shop.example.com"],
@@ -673,3 +674,11 @@ def test_promote_after_checks_needs_gate_checks_written_in_the_canary_checks_gra
     with pytest.raises(ConfigError) as refused:
         parse(yaml.safe_dump({"projects": [project_doc(gate={"checks": [{"kind": "http"}]})]}))
     assert any("gate.checks[0].url: is required" in p for p in refused.value.problems)
+
+
+def test_allow_private_addresses_is_a_boolean_at_the_top_of_a_project() -> None:
+    (project,) = parse(yaml.safe_dump({"projects": [project_doc(allow_private_addresses=True)]}))
+    assert project["allow_private_addresses"] is True
+    assert problems_of(project_doc(allow_private_addresses="yes please"))[0].startswith(
+        "projects[0].allow_private_addresses:"
+    )

@@ -210,7 +210,8 @@ def test_http_check_gets_the_deployment_and_needs_a_200(
     calls: list[tuple[str, dict[str, str]]] = []
     answers = [200, 503, None]
 
-    def fake(url: str, *, timeout: float, headers: dict[str, str]) -> HttpCheckResult:
+    def fake(url: str, *, timeout: float, headers: dict[str, str], allow_private: bool) -> HttpCheckResult:
+        assert allow_private is False  # the project did not allow private addresses
         calls.append((url, headers))
         status = answers.pop(0)
         return HttpCheckResult(url, status, 3.0, "" if status else "timed out")
@@ -224,6 +225,49 @@ def test_http_check_gets_the_deployment_and_needs_a_200(
     assert not slo.run_checks(project, canary, previous).ok
     timed_out = slo.run_checks(project, canary, previous)
     assert not timed_out.ok and "timed out" in timed_out.checks[0].reason
+
+
+@pytest.mark.parametrize("url", ["evil@127.0.0.1:18556/x", "attacker.test", "shop-abc.vercel.app:8443"])
+def test_a_deployment_url_that_is_not_the_projects_host_is_never_probed(
+    scene: tuple[Project, Release, Release], fakes: Fakes, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    project, previous, canary = scene
+    Release.objects.filter(pk=canary.pk).update(deployment_url=url)
+    canary.refresh_from_db()
+    use(project, {"kind": "http", "url": "https://$DEPLOYMENT_URL/api/health"})
+    calls: list[str] = []
+    monkeypatch.setattr(slo, "http_check", lambda target, **_: calls.append(target))
+
+    result = slo.run_checks(project, canary, previous)
+
+    assert not result.ok and calls == []
+    assert "is not a *.vercel.app host or a production domain of the project" in result.checks[0].reason
+
+
+def test_a_datadog_query_holds_the_release_as_a_datadog_tag(
+    scene: tuple[Project, Release, Release], fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, previous, canary = scene
+    Release.objects.filter(pk=canary.pk).update(version="web} OR {service:*")
+    canary.refresh_from_db()
+    use(
+        project,
+        {
+            "kind": "datadog_query",
+            "query": "avg:errors{release:$RELEASE,deployment:$DEPLOYMENT_ID}",
+            "max": 1,
+        },
+    )
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params["query"])
+        return httpx.Response(200, json=series(0.5))
+
+    datadog(monkeypatch, handler)
+    slo.run_checks(project, canary, previous)
+
+    assert seen == ["avg:errors{release:web__or__service:_,deployment:dpl_canary}"]
 
 
 def test_composite_every_check_must_pass_and_all_are_reported(
