@@ -78,6 +78,21 @@ def dotenv_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return "PYTEST_VERSION" not in environ
 
 
+# What no server may start without once DEBUG is off: Django's signing key (the development key
+# in settings.py is public) and the secret of the webhook every workflow starts from. Sentry's is
+# needed only for alerts; its endpoint refuses every delivery while it is unset.
+REQUIRED_SECRETS = ("SECRET_KEY", "VERCEL_WEBHOOK_SECRET")
+
+
+def missing_secrets(debug: bool, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The required secrets not set, checked when the settings load, so it holds for gunicorn,
+    celery and manage.py alike (system checks run only under manage.py). The test session sets
+    its own through the settings (PYTEST_VERSION, as in dotenv_enabled)."""
+    if debug or "PYTEST_VERSION" in environ:
+        return []
+    return [name for name in REQUIRED_SECRETS if not environ.get(name, "").strip()]
+
+
 def load_dotenv(base_dir: Path) -> dict[str, str]:
     """Copy the ``.env`` settings the environment does not already have into it; return those."""
     path = dotenv_path(base_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from gatekeeper.env import (
@@ -16,6 +17,7 @@ from gatekeeper.env import (
     env_str,
     env_url,
     load_dotenv,
+    missing_secrets,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,8 +28,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR)
 
 DEBUG = env_bool("DEBUG", False)
-# The development key lets `make run` and the tests start; the system check
-# gatekeeper.E001 refuses it whenever DEBUG is off.
+if missing := missing_secrets(DEBUG):
+    raise ImproperlyConfigured(
+        f"{' and '.join(missing)} not set while DEBUG is off. Set {'them' if len(missing) > 1 else 'it'} "
+        "in the environment (`make run` writes generated ones to .env; docker compose refuses to "
+        "start without them), or DEBUG=1 on a development machine."
+    )
+# The development key lets DEBUG runs and the tests start; the system check gatekeeper.E001
+# refuses it whenever DEBUG is off.
 SECRET_KEY_FROM_ENV = bool(env_str("SECRET_KEY"))
 SECRET_KEY = env_str("SECRET_KEY") or "gatekeeper-insecure-development-key-0123456789abcdef"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
