@@ -138,6 +138,23 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # --- REST API -------------------------------------------------------------------------------
+# The cache /api/slo/ keeps measurements and throttle counts in: Redis (its own database, say
+# redis://redis:6379/1) shares them between web processes; unset, each process keeps its own.
+# A second's socket timeout: a hung Redis costs a request that, not a worker.
+CACHE_URL = env_str("CACHE_URL")
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# GET /api/slo/ per client address, in DRF's rate syntax.
+SLO_RATE = env_str("SLO_RATE", "120/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -148,6 +165,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {"slo": SLO_RATE},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gatekeeper API",
@@ -247,8 +265,12 @@ DD_APP_KEY = env_str("DD_APP_KEY")
 POSTHOG_API_URL = env_url("POSTHOG_API_URL", "https://us.posthog.com")
 POSTHOG_API_KEY = env_str("POSTHOG_API_KEY")
 POSTHOG_PROJECT_ID = env_str("POSTHOG_PROJECT_ID")  # for posthog_exceptions checks without project_id
-# Bearer token GET /api/slo/ requires; unset, the endpoint is open (it shows figures, changes nothing).
+# GET /api/slo/ measures with our provider credentials: it needs its bearer token, or SLO_PUBLIC
+# set on purpose; without either it answers 403 and measures nothing.
 SLO_AUTH_TOKEN = env_str("SLO_AUTH_TOKEN")
+SLO_PUBLIC = env_bool("SLO_PUBLIC", False)
+# One measurement per deployment serves every caller for this long (a cron storm costs one).
+SLO_CACHE_SECONDS = env_float("SLO_CACHE_SECONDS", 15.0)
 PROVIDER_TIMEOUT = env_float("PROVIDER_TIMEOUT", 10.0)
 
 LOGGING = {

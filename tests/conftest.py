@@ -56,6 +56,14 @@ def _secrets(settings: Any) -> None:
     settings.SLACK_BOT_TOKEN = "xoxb-test-token"
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """What one test kept (an /api/slo/ measurement, a throttle's count) is not another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
     """Record what would be sent to Celery instead of sending it (for in-process tests)."""

@@ -46,13 +46,13 @@ def check_secrets(app_configs: Any, **kwargs: Any) -> list[Any]:
 
 @register(Tags.security, deploy=True)
 def check_slo_endpoint(app_configs: Any, **kwargs: Any) -> list[Any]:
-    if settings.SLO_AUTH_TOKEN:
-        return []
+    if settings.SLO_AUTH_TOKEN or not settings.SLO_PUBLIC:
+        return []  # with a token, or off (403) without one
     return [
         Warning(
-            "SLO_AUTH_TOKEN is not set: anyone who can reach /api/slo/ can read your canaries' "
+            "SLO_PUBLIC is set: anyone who can reach /api/slo/ can read your canaries' "
             "figures and make Gatekeeper query your monitoring on their behalf.",
-            hint="Set SLO_AUTH_TOKEN and send it as `Authorization: Bearer <token>` from your cron.",
+            hint="Set SLO_AUTH_TOKEN instead and send it as `Authorization: Bearer <token>` from your cron.",
             id="gatekeeper.W004",
         )
     ]

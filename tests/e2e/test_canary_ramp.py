@@ -234,8 +234,9 @@ def test_one_failed_confirmation_of_two_never_advances(project: Project, e2e: Si
 
 
 def test_api_slo_for_healthy_unhealthy_and_unreachable(
-    project: Project, e2e: Simulator, live_server: Any
+    project: Project, e2e: Simulator, live_server: Any, settings: Any
 ) -> None:
+    settings.SLO_PUBLIC, settings.SLO_CACHE_SECONDS = True, 0  # every call measured, for anyone
     canary_project(project, policy(ERROR_RATE, abort_on_failure=False), e2e)
     Project.objects.filter(pk=project.pk).update(canary=None)  # no ramp: the deployment is only gated
     deploy_canary(e2e, errors_per_minute=SPM * 0.002)
@@ -257,6 +258,7 @@ def test_api_slo_with_datadog_and_posthog_signals(
     project: Project, e2e: Simulator, live_server: Any, settings: Any
 ) -> None:
     settings.DD_API_KEY, settings.DD_APP_KEY, settings.POSTHOG_API_KEY = "dd-api", "dd-app", "phx_test"
+    settings.SLO_PUBLIC, settings.SLO_CACHE_SECONDS = True, 0
     datadog = {
         "kind": "datadog_query",
         "query": "avg:next.server.request.error_rate{deployment_id:$DEPLOYMENT_ID}",

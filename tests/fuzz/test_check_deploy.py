@@ -49,7 +49,7 @@ def test_a_production_configuration_passes_check_deploy_with_no_warning() -> Non
     [
         ({"BEHIND_TLS_PROXY": "0"}, "security.W008"),  # served without TLS: no redirect, no HSTS
         ({"SECURE_HSTS_SECONDS": "0"}, "security.W004"),
-        ({"SLO_AUTH_TOKEN": ""}, "gatekeeper.W004"),
+        ({"SLO_AUTH_TOKEN": "", "SLO_PUBLIC": "true"}, "gatekeeper.W004"),
         ({"SECRET_KEY": "short"}, "security.W009"),
         ({"DEBUG": "1"}, "security.W018"),
     ],

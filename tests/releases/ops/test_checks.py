@@ -151,11 +151,13 @@ def test_each_bad_project_is_named_in_its_own_error() -> None:
     ]
 
 
-def test_an_open_slo_endpoint_is_a_deploy_warning(settings: Any) -> None:
+def test_a_public_slo_endpoint_is_a_deploy_warning(settings: Any) -> None:
     from releases.ops.checks import check_slo_endpoint
 
-    settings.SLO_AUTH_TOKEN = ""
+    settings.SLO_AUTH_TOKEN, settings.SLO_PUBLIC = "", True
     (warning,) = check_slo_endpoint(None)
     assert warning.id == "gatekeeper.W004" and "Bearer" in warning.hint
+    settings.SLO_PUBLIC = False  # off: nothing to warn about
+    assert check_slo_endpoint(None) == []
     settings.SLO_AUTH_TOKEN = "t" * 32
     assert check_slo_endpoint(None) == []

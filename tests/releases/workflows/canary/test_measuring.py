@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.core.cache import cache
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -21,6 +22,7 @@ from releases.integrations.http_check.client import HttpCheckResult
 from releases.integrations.posthog.client import PostHogClient
 from releases.integrations.sentry.client import iso_z
 from releases.models import Project, Release
+from releases.ops.slo_api import SloThrottle
 from releases.workflows.canary import measuring as slo
 from tests.factories import make_project, make_release
 from tests.fakes import Fakes, install
@@ -315,7 +317,10 @@ URL = "/api/slo/"
 
 
 @pytest.fixture
-def http() -> Client:
+def http(settings: Any) -> Client:
+    # Served to anyone, as SLO_PUBLIC says on purpose, and measured afresh for every call.
+    settings.SLO_PUBLIC = True
+    settings.SLO_CACHE_SECONDS = 0
     return Client(HTTP_HOST="127.0.0.1")
 
 
@@ -368,6 +373,47 @@ def test_api_slo_without_checks_is_503_and_says_why(
 ) -> None:
     answer = http.get(URL, {"deployment": "dpl_canary"})
     assert answer.status_code == 503 and "no SLO checks" in answer.json()["error"]
+
+
+def test_api_slo_is_off_without_a_token_unless_public_is_set_on_purpose(
+    scene: tuple[Project, Release, Release], fakes: Fakes, http: Client, settings: Any
+) -> None:
+    project, _, _ = scene
+    use(project, {"kind": "sentry_error_rate", "max": 0.01})
+    settings.SLO_PUBLIC = False
+
+    answer = http.get(URL, {"deployment": "dpl_canary"})
+
+    assert answer.status_code == 403 and "set SLO_AUTH_TOKEN" in answer.json()["error"]
+    assert fakes.sentry.requests == []  # nothing measured with our credentials
+
+
+def test_api_slo_measures_a_deployment_once_for_every_caller_while_it_is_kept(
+    scene: tuple[Project, Release, Release], fakes: Fakes, http: Client, settings: Any
+) -> None:
+    project, _, _ = scene
+    use(project, {"kind": "sentry_error_rate", "max": 0.01})
+    fakes.sentry.totals = {"web@2": (1000, 0)}
+    fakes.sentry.error_events = {"web@2": 3}
+    settings.SLO_CACHE_SECONDS = 15
+
+    answers = [http.get(URL, {"deployment": "dpl_canary"}) for _ in range(5)]
+
+    assert [a.status_code for a in answers] == [200] * 5
+    assert [a.json()["cached"] for a in answers] == [False, True, True, True, True]
+    assert len(fakes.sentry.requests) == 2  # one measurement: sessions and error events
+    cache.clear()
+    assert http.get(URL, {"deployment": "dpl_canary"}).json()["cached"] is False
+
+
+def test_api_slo_throttles_each_address(
+    scene: tuple[Project, Release, Release], fakes: Fakes, http: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SloThrottle, "THROTTLE_RATES", {"slo": "3/min"})
+
+    codes = [http.get(URL, {"deployment": "dpl_unknown"}).status_code for _ in range(5)]
+
+    assert codes == [404, 404, 404, 429, 429]
 
 
 @override_settings(SLO_AUTH_TOKEN="s3cret-token")
