@@ -165,7 +165,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_RATES": {"slo": SLO_RATE},
+    "DEFAULT_THROTTLE_RATES": {"slo": SLO_RATE, "override": env_str("OVERRIDE_RATE", "30/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gatekeeper API",

@@ -141,3 +141,18 @@ def vercel_signature(body: bytes, secret: str = VERCEL_SECRET) -> str:
 def signed(event: dict[str, Any] | bytes, secret: str = VERCEL_SECRET) -> tuple[bytes, dict[str, str]]:
     body = event if isinstance(event, bytes) else json.dumps(event, separators=(",", ":")).encode()
     return body, {"HTTP_X_VERCEL_SIGNATURE": vercel_signature(body, secret)}
+
+
+def make_operator(user: Any, project: Project, *, override: bool = True) -> None:
+    """``user`` operates ``project`` (through a group of its own), with the override permission
+    unless ``override`` is False."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=f"operators-{project.name}")
+    project.operators.add(group)
+    user.groups.add(group)
+    if override:
+        user.user_permissions.add(Permission.objects.get(codename="override_release"))
+    # Django caches a user's permissions on the object: a fresh lookup sees the new ones.
+    for cached in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(cached, None)

@@ -52,6 +52,14 @@ class Project(models.Model):
         READY = "deployment.ready"
 
     name = models.SlugField(max_length=100, unique=True)
+    # Who operates it: members of these groups see its releases in the API and the admin, and
+    # override them with the releases.override_release permission. Superusers see every project.
+    operators = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="operated_projects",
+        help_text="groups that operate this project",
+    )
     vercel_project_id = models.CharField(max_length=100, unique=True)
     vercel_team_id = models.CharField(max_length=100, blank=True)
     production_domains = models.JSONField(default=list, blank=True)

@@ -60,6 +60,8 @@ class Release(models.Model):
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["project", "-promoted_at"], name="release_known_good")]
         constraints = [models.UniqueConstraint(fields=["deployment_id"], name="unique_release_deployment")]
+        # Moving production by hand: approve, reject, pause, resume, extend (API and admin).
+        permissions = [("override_release", "Can approve, reject, pause, resume or extend a release")]
 
     def __str__(self) -> str:
         return f"{self.project.name} {self.version or self.deployment_id}"

@@ -27,6 +27,7 @@ from releases.models import (
     ReleaseEvent,
     WebhookDelivery,
 )
+from releases.ops.access import OVERRIDE, visible_projects, visible_releases
 from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
 from releases.workflows.sentry_project import Unresolvable, resolve, store
 
@@ -142,11 +143,25 @@ def _override(label: str, run: Callable[[Release, str], Any], name: str = "") ->
 
     action.short_description = label  # type: ignore[attr-defined]
     action.__name__ = name or label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    # Offered only to holders of releases.override_release (ReleaseAdmin.has_override_permission).
+    action.allowed_permissions = ("override",)  # type: ignore[attr-defined]
     return action
 
 
+class ScopedAdmin(admin.ModelAdmin):
+    """Rows of the projects the user operates only (``project_path``: how a row names its project)."""
+
+    project_path = "project"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{f"{self.project_path}__in": visible_projects(request.user)})
+
+
 @admin.register(Release)
-class ReleaseAdmin(admin.ModelAdmin):
+class ReleaseAdmin(ScopedAdmin):
     list_display = (
         "id",
         "project",
@@ -184,6 +199,12 @@ class ReleaseAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_override_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(OVERRIDE)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return visible_releases(request.user, super().get_queryset(request))
 
     @admin.display(description="release", ordering="version")
     def version_short(self, obj: Release) -> str:
@@ -267,6 +288,18 @@ class ProjectForm(forms.ModelForm):
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     form = ProjectForm
+    filter_horizontal = ("operators",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
+        return (
+            visible_projects(request.user) if not request.user.is_superuser else super().get_queryset(request)
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Who operates a project is a superuser's to say: an operator must not widen it.
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if request.user.is_superuser else (*fields, "operators")
+
     list_display = (
         "name",
         "vercel_project_id",
@@ -289,7 +322,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "sentry_resolved_at",
     )
     fieldsets = (
-        (None, {"fields": ("name", "synced_from")}),
+        (None, {"fields": ("name", "synced_from", "operators")}),
         (
             "Vercel",
             {
@@ -357,7 +390,8 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Action)
-class ActionAdmin(admin.ModelAdmin):
+class ActionAdmin(ScopedAdmin):
+    project_path = "release__project"
     list_display = ("id", "kind", "release", "status", "attempts", "next_attempt_at", "last_error")
     list_filter = ("status", "kind")
     readonly_fields = [f.name for f in Action._meta.fields]
@@ -370,7 +404,7 @@ class ActionAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ScopedAdmin):
     list_display = ("received_at", "source", "event_type", "outcome", "project", "release", "note")
     list_filter = ("source", "outcome", "event_type")
     search_fields = ("delivery_id",)
@@ -381,7 +415,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Incident)
-class IncidentAdmin(admin.ModelAdmin):
+class IncidentAdmin(ScopedAdmin):
     list_display = ("created_at", "project", "identifier", "severity", "status", "release", "paged", "reason")
     list_filter = ("status", "severity", "project")
     search_fields = ("sentry_id", "identifier", "title")

@@ -11,9 +11,11 @@ from rest_framework.decorators import action
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
 from releases.inbound.schema import CONFLICT, INVALID, NOT_FOUND, REFUSED, UNSUPPORTED
 from releases.models import Action, Analysis, GateCheck, RampCheck, Release, ReleaseEvent
+from releases.ops.access import may_override, visible_releases
 from releases.ops.config import parse_duration
 from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
 
@@ -193,10 +195,17 @@ OVERRIDE_RESPONSES = {
     200: ReleaseSerializer,
     400: INVALID,
     **REFUSED,
+    403: REFUSED[403],  # also: without releases.override_release
     **NOT_FOUND,
     **CONFLICT,
     **UNSUPPORTED,
+    429: INVALID,  # too many overrides from this user (OVERRIDE_RATE)
 }
+OVERRIDES = frozenset({"approve", "reject", "pause", "resume", "extend"})
+
+
+class OverrideThrottle(UserRateThrottle):
+    scope = "override"
 
 
 class ReleasePagination(LimitOffsetPagination):
@@ -224,8 +233,12 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:
         return ReleaseDetailSerializer if self.action == "retrieve" else ReleaseSerializer
 
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [OverrideThrottle()] if self.action in OVERRIDES else super().get_throttles()
+
     def get_queryset(self) -> QuerySet[Release]:
-        queryset = super().get_queryset()
+        # Only the projects the user operates: another project's release is a 404, as if absent.
+        queryset = visible_releases(self.request.user, super().get_queryset())
         params = self.request.query_params
         for name in ("project", "state", "deployment"):
             if "\x00" in params.get(name, ""):  # PostgreSQL refuses NUL in text: a 400, not a 500
@@ -241,8 +254,18 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
             queryset = queryset.prefetch_related(checks, "ramp_checks", "events", "actions")
         return queryset
 
+    def _refused(self, request: Request, release: Release) -> Response | None:
+        if may_override(request.user, release):
+            return None
+        return Response(
+            {"detail": "overriding a release needs the releases.override_release permission"},
+            status=status.HTTP_403_FORBIDDEN,
+        )
+
     def _override(self, request: Request, run: Any) -> Response:
         release = self.get_object()
+        if refused := self._refused(request, release):
+            return refused
         body = OverrideSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
@@ -276,6 +299,8 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def extend(self, request: Request, pk: str | None = None) -> Response:
         release = self.get_object()
+        if refused := self._refused(request, release):
+            return refused
         body = ExtendSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:

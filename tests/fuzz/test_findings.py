@@ -38,7 +38,8 @@ def sentry_post(client: Client, body: bytes, **headers: str) -> Any:
 
 @pytest.fixture
 def staff() -> str:
-    return Token.objects.create(user=User.objects.create_user("finder", is_staff=True)).key
+    # A superuser: these findings are about the answers, not about who may see which project.
+    return Token.objects.create(user=User.objects.create_superuser("finder", "f@example.com", None)).key
 
 
 # A WSGI server hands any non-ASCII header byte over as Latin-1 text; hmac.compare_digest raised

@@ -278,3 +278,64 @@ def test_no_secret_appears_in_the_project_admin(
         html = response.content.decode()
         assert "DO-NOT-SHOW" not in html
     assert "PAGERDUTY_ROUTING_KEY" in pages[1].content.decode()  # the variable's name, not its value
+
+
+# --- who may see and move what ---------------------------------------------------------------
+
+
+def staff_member(client: Client, name: str, *perms: str) -> User:
+    from django.contrib.auth.models import Permission
+
+    user = User.objects.create_user(name, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=perms))
+    client.force_login(user)
+    return user
+
+
+def test_a_staff_member_who_may_only_view_cannot_pause_a_gate(client: Client, project: Project) -> None:
+    from tests.factories import make_operator
+
+    release = make_release(project, state=S.GATING)
+    dave = staff_member(client, "dave", "view_release", "view_project")
+    make_operator(dave, project, override=False)
+
+    page = client.get(CHANGELIST)
+    answer = act(client, "pause", release)
+
+    assert page.status_code == 200 and b'value="pause"' not in page.content
+    assert answer.status_code == 200
+    assert Release.objects.get(pk=release.pk).state == S.GATING
+    assert not ReleaseEvent.objects.filter(release=release, actor="user:dave").exists()
+
+
+def test_an_operator_with_the_permission_pauses_and_is_recorded(client: Client, project: Project) -> None:
+    from tests.factories import make_operator
+
+    release = make_release(project, state=S.GATING)
+    make_analysis(release, "gate")
+    erin = staff_member(client, "erin", "view_release", "view_project")
+    make_operator(erin, project)
+
+    act(client, "pause", release)
+
+    assert ReleaseEvent.objects.filter(release=release, actor="user:erin").exists()
+
+
+def test_staff_see_only_the_releases_of_projects_they_operate(client: Client, project: Project) -> None:
+    from tests.factories import make_operator
+
+    other = make_project(name="shop-api", vercel_project_id="prj_api")
+    mine, theirs = make_release(project, version="mine-1"), make_release(other, version="theirs-1")
+    frank = staff_member(client, "frank", "view_release", "view_project", "change_project")
+    make_operator(frank, project)
+
+    listed = client.get(CHANGELIST).content
+
+    assert b"mine-1" in listed and b"theirs-1" not in listed
+    assert client.get(f"{CHANGELIST}{theirs.pk}/change/").status_code == 302  # "does not exist"
+    assert client.get(f"{CHANGELIST}{mine.pk}/change/").status_code == 200
+    projects = client.get("/admin/releases/project/").content
+    assert b"shop-api" not in projects
+    # Who operates a project is a superuser's to change, not an operator's.
+    form = client.get(f"/admin/releases/project/{project.pk}/change/").context["adminform"].form
+    assert "operators" not in form.fields

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, GateCheck, Project, RampCheck, Release, ReleaseEvent
-from tests.factories import gating_release, make_analysis, make_project, make_release
+from tests.factories import gating_release, make_analysis, make_operator, make_project, make_release
 
 pytestmark = pytest.mark.django_db
 
@@ -35,8 +35,10 @@ def api(user: User) -> APIClient:
 
 
 @pytest.fixture
-def project() -> Project:
-    return make_project()
+def project(user: User) -> Project:
+    project = make_project()
+    make_operator(user, project)  # alice operates it and may override its releases
+    return project
 
 
 def url(release: Release, verb: str = "") -> str:
@@ -90,8 +92,11 @@ def test_drf_create_token_issues_a_token_that_works(user: User, project: Project
 # --- list and detail --------------------------------------------------------------------------
 
 
-def test_the_list_filters_by_project_state_and_deployment(api: APIClient, project: Project) -> None:
+def test_the_list_filters_by_project_state_and_deployment(
+    api: APIClient, project: Project, user: User
+) -> None:
     other = make_project(name="shop-api", vercel_project_id="prj_api")
+    make_operator(user, other)
     gating = make_release(project, state=S.GATING, deployment_id="dpl_gating")
     held = make_release(project, state=S.HELD, deployment_id="dpl_held")
     elsewhere = make_release(other, state=S.GATING, deployment_id="dpl_elsewhere")
@@ -342,9 +347,10 @@ def test_an_override_in_the_wrong_state_is_a_409_that_changes_nothing(
 
 
 def test_approve_in_dry_run_records_a_skipped_promote_and_does_not_promote(
-    api: APIClient, no_broker: list[Any], django_capture_on_commit_callbacks: Any
+    api: APIClient, user: User, no_broker: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     project = make_project(dry_run=True)
+    make_operator(user, project)
     release = make_release(project, state=S.GATING)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -380,3 +386,69 @@ def test_the_openapi_schema_lists_the_release_paths(api: APIClient) -> None:
         "/api/releases/{id}/extend/",
     ):
         assert path in schema["paths"], path
+
+
+# --- who may see and move what ---------------------------------------------------------------
+
+
+def token_for(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def test_a_login_that_operates_no_project_sees_nothing_and_moves_nothing(project: Project) -> None:
+    release = make_release(project, state=S.GATING)
+    bob = token_for(User.objects.create_user("bob"))
+
+    assert bob.get("/api/releases/").json()["results"] == []
+    assert bob.get(url(release)).status_code == 404
+    assert bob.post(url(release, "approve"), {"note": "ship it"}).status_code == 404
+    assert row(release).state == S.GATING and not Action.objects.exists()
+
+
+def test_an_operator_without_the_override_permission_may_look_but_not_move(project: Project) -> None:
+    release = make_release(project, state=S.GATING)
+    carol = User.objects.create_user("carol")
+    make_operator(carol, project, override=False)
+    client = token_for(carol)
+
+    assert client.get(url(release)).status_code == 200
+    refused = client.post(url(release, "approve"), {"note": "ship it"})
+    extend = client.post(url(release, "extend"), {"by": "30m"})
+
+    assert refused.status_code == extend.status_code == 403
+    assert "releases.override_release" in refused.json()["detail"]
+    assert row(release).state == S.GATING and not Action.objects.exists()
+
+
+def test_each_user_sees_only_the_projects_they_operate(api: APIClient, project: Project) -> None:
+    other = make_project(name="shop-api", vercel_project_id="prj_api")
+    mine, theirs = make_release(project, state=S.GATING), make_release(other, state=S.GATING)
+
+    listed = {r["id"] for r in api.get("/api/releases/").json()["results"]}
+
+    assert listed == {mine.pk}
+    assert api.get(url(theirs)).status_code == 404
+    assert api.post(url(theirs, "reject"), {"note": "no"}).status_code == 404
+
+
+def test_a_superuser_sees_every_project(project: Project) -> None:
+    other = make_project(name="shop-api", vercel_project_id="prj_api")
+    releases = {make_release(project).pk, make_release(other).pk}
+    root = token_for(User.objects.create_superuser("root", email="root@example.com", password=None))
+
+    assert {r["id"] for r in root.get("/api/releases/").json()["results"]} == releases
+
+
+def test_overrides_are_throttled_per_user(
+    api: APIClient, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from releases.ops.api import OverrideThrottle
+
+    monkeypatch.setattr(OverrideThrottle, "THROTTLE_RATES", {"override": "2/min"})
+    release = make_release(project, state=S.PROMOTED)
+
+    codes = [api.post(url(release, "approve"), {"note": "again"}).status_code for _ in range(4)]
+
+    assert codes == [409, 409, 429, 429]
