@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Throttles the admin's login (django-axes: a maintained lockout, rather than our own).
+    "axes",
     "releases",
     "notifications",
 ]
@@ -65,7 +67,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: it answers a locked-out login.
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# A username and address pair is locked out after this many failed admin logins, for an hour;
+# a superuser lifts it early with `manage.py axes_reset_username NAME`.
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURES", 5)
+AXES_COOLOFF_TIME = 1  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "gatekeeper.urls"
 WSGI_APPLICATION = "gatekeeper.wsgi.application"
@@ -124,6 +138,11 @@ LIVE_ORDER_MARGIN = 60
 # --- Security (production: `manage.py check --deploy` is clean with DEBUG off) -------------
 BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+# The login lockout's client address: behind the proxy the one it forwards, else the peer's (a
+# client-sent X-Forwarded-For would let anyone pick a fresh address per guess).
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if BEHIND_TLS_PROXY else ["REMOTE_ADDR"]
+)
 # Behind TLS, plain HTTP is redirected and browsers are told to stay on HTTPS for a year (HSTS,
 # with subdomains: those of Gatekeeper's own host). Each can be turned off; without TLS they stay
 # off, so `make run`, the tests and the benchmarks keep speaking plain HTTP.

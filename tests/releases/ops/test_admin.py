@@ -339,3 +339,27 @@ def test_staff_see_only_the_releases_of_projects_they_operate(client: Client, pr
     # Who operates a project is a superuser's to change, not an operator's.
     form = client.get(f"/admin/releases/project/{project.pk}/change/").context["adminform"].form
     assert "operators" not in form.fields
+
+
+def test_the_admin_login_locks_out_after_five_wrong_passwords(client: Client) -> None:
+    User.objects.create_superuser("grace", email="grace@example.com", password="right-horse-battery")
+
+    wrong = [
+        client.post("/admin/login/", {"username": "grace", "password": f"guess-{n}"}).status_code
+        for n in range(5)
+    ]
+    locked = client.post("/admin/login/", {"username": "grace", "password": "right-horse-battery"})
+
+    assert wrong == [200, 200, 200, 200, 429]  # the form again, with the error; the fifth locks
+    assert locked.status_code == 429  # even the right password, until the cool-off ends
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_right_password_before_the_limit_logs_in_and_clears_the_count(client: Client) -> None:
+    User.objects.create_superuser("heidi", email="heidi@example.com", password="right-horse-battery")
+    for n in range(4):
+        client.post("/admin/login/", {"username": "heidi", "password": f"guess-{n}"})
+
+    answer = client.post("/admin/login/", {"username": "heidi", "password": "right-horse-battery"})
+
+    assert answer.status_code == 302 and "_auth_user_id" in client.session
