@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from releases.core.errors import ProviderError
 from releases.core.outbox import Confirming, Done, mark_started, sent
-from releases.integrations.vercel.client import ProjectState, VercelClient
+from releases.integrations.vercel.answers import ProjectState
+from releases.integrations.vercel.client import VercelClient
 from releases.models import Action, Project, Release
 
 logger = logging.getLogger(__name__)

@@ -18,92 +18,31 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from releases.integrations.http import (
-    DEFAULT_TIMEOUT,
-    HttpClient,
-    MalformedAnswer,
-    as_dict,
-    as_list,
-    opt_str,
-    parse_float,
-    req_int,
-    req_str,
+from releases.integrations.http import DEFAULT_TIMEOUT, HttpClient, as_dict, parse_float, req_str
+from releases.integrations.vercel.answers import (
+    AliasRequest,
+    Deployment,
+    ProjectState,
+    RollingRelease,
+    configured_stages_from,
+    deployment_from,
+    deployments_by_domain,
+    host_of,
+    last_alias_request_from,
+    optional_rolling_release_from,
+    production_target_from,
+    required_rolling_release_from,
 )
 
 logger = logging.getLogger(__name__)
 
 # `GET /v4/aliases` accepts at most 20 `domain` values per call (§2.6).
 MAX_DOMAINS_PER_QUERY = 20
-
-
-@dataclass(frozen=True)
-class Deployment:
-    id: str
-    url: str
-    project_id: str
-    ready_state: str  # QUEUED | BUILDING | ERROR | INITIALIZING | READY | CANCELED
-    ready_substate: str | None  # STAGED | ROLLING | PROMOTED, only once READY
-    target: str | None  # "production" | "staging" | None for a preview
-    created_at_ms: int
-    meta: dict[str, str] = field(hash=False)
-    inspector_url: str | None
-
-
-@dataclass(frozen=True)
-class AliasRequest:
-    """The project's latest promote/rollback job (``lastAliasRequest``, §2.4)."""
-
-    from_deployment_id: str | None  # None when nothing served production before
-    to_deployment_id: str
-    job_status: str  # pending | in-progress | succeeded | failed | skipped
-    requested_at_ms: int
-    type: str  # promote | rollback
-
-
-@dataclass(frozen=True)
-class ProjectState:
-    production_id: str | None  # targets.production.id: what serves production now
-    last_alias_request: AliasRequest | None
-
-
-ROLLING_STATES = frozenset({"ACTIVE", "COMPLETE", "ABORTED"})
-
-
-@dataclass(frozen=True)
-class RollingStage:
-    index: int
-    target_percentage: float  # 0-100; the final stage is always 100 (§2.7)
-    is_final: bool
-
-
-@dataclass(frozen=True)
-class RollingRelease:
-    """A project's rolling release (``<RR>``, §2.7), reduced to what the gate acts on."""
-
-    state: str  # ACTIVE | COMPLETE | ABORTED
-    current_deployment_id: str | None  # what served production before the canary
-    canary_deployment_id: str | None
-    stages: tuple[RollingStage, ...]
-    active_stage_index: int | None  # None once aborted
-    next_stage_index: int | None  # None unless ACTIVE with a stage left
-    # Only the newest SDK reports it; between stages of a linear shift it is the true share.
-    current_canary_percentage: float | None = None
-
-    @property
-    def active_percentage(self) -> float | None:
-        """Share of traffic on the canary now, if Vercel says or the active stage implies it."""
-        if self.current_canary_percentage is not None:
-            return self.current_canary_percentage
-        for stage in self.stages:
-            if stage.index == self.active_stage_index:
-                return stage.target_percentage
-        return None
 
 
 class VercelClient(HttpClient):
@@ -169,7 +108,7 @@ class VercelClient(HttpClient):
 
     def get_deployment(self, deployment_id: str) -> Deployment:
         response = self.request("GET", f"/v13/deployments/{_seg(deployment_id)}", params=self._params())
-        return self.parse(response, _deployment_from)
+        return self.parse(response, deployment_from)
 
     def get_project(self, project_id: str) -> dict[str, Any]:
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
@@ -200,20 +139,20 @@ class VercelClient(HttpClient):
 
     def last_alias_request(self, project_id: str) -> AliasRequest | None:
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
-        return self.parse(response, _last_alias_request_from)
+        return self.parse(response, last_alias_request_from)
 
     def project_state(self, project_id: str) -> ProjectState:
         """What production serves and the last alias job, in one call (the rollback's hot path)."""
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
         return self.parse(
-            response, lambda data: ProjectState(_production_target_from(data), _last_alias_request_from(data))
+            response, lambda data: ProjectState(production_target_from(data), last_alias_request_from(data))
         )
 
     def rolling_release_stages(self, project_id: str) -> list[float] | None:
         """The stage percentages of the project's Rolling Releases setting; None when it has none
         (a promote then cuts production over instead of starting a rolling release)."""
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
-        return self.parse(response, _configured_stages_from)
+        return self.parse(response, configured_stages_from)
 
     def token_role(self) -> str:
         """The token's role in the client's team (``OWNER``, ``MEMBER``, ``VIEWER``...), or
@@ -236,7 +175,7 @@ class VercelClient(HttpClient):
     def rolling_release(self, project_id: str) -> RollingRelease | None:
         """The project's rolling release; None when the feature is on but nothing rolled yet."""
         response = self.request("GET", _rolling_path(project_id), params=self._params())
-        return self.parse(response, _optional_rolling_release_from)
+        return self.parse(response, optional_rolling_release_from)
 
     def start_rolling_release(self, project_id: str, canary_deployment_id: str) -> RollingRelease:
         # Idempotent for the same canary (§2.7), so a retry after a timeout is safe.
@@ -267,7 +206,7 @@ class VercelClient(HttpClient):
             "POST", f"{_rolling_path(project_id)}/{action}", params=self._params(), json=body
         )
         # A 200 means Vercel acted, so an unreadable answer still may have changed traffic.
-        return self.parse(response, _required_rolling_release_from, maybe_delivered=True)
+        return self.parse(response, required_rolling_release_from, maybe_delivered=True)
 
     def aliases_of(self, project_id: str, domains: Sequence[str]) -> dict[str, str]:
         """The deployment each of ``domains`` (as given) points at, for those that are this
@@ -280,8 +219,8 @@ class VercelClient(HttpClient):
                 "/v4/aliases",
                 params=self._params(("projectId", project_id), *(("domain", d) for d in chunk)),
             )
-            found = self.parse(response, lambda data: _deployments_by_domain(data, project_id))
-            served.update({d: found[_host(d)] for d in chunk if _host(d) in found})
+            found = self.parse(response, lambda data: deployments_by_domain(data, project_id))
+            served.update({d: found[host_of(d)] for d in chunk if host_of(d) in found})
         return served
 
     def production_deployment_id(self, project_id: str, domains: Sequence[str]) -> str | None:
@@ -291,35 +230,24 @@ class VercelClient(HttpClient):
         the project's ``targets.production`` is the fallback when no domain is given or none
         of them has an alias.
         """
-        for start in range(0, len(domains), MAX_DOMAINS_PER_QUERY):
-            chunk = domains[start : start + MAX_DOMAINS_PER_QUERY]
-            response = self.request(
-                "GET",
-                "/v4/aliases",
-                params=self._params(("projectId", project_id), *(("domain", d) for d in chunk)),
-            )
-            served = self.parse(response, lambda data: _deployments_by_domain(data, project_id))
-            found = [(d, served[_host(d)]) for d in chunk if _host(d) in served]
-            if found:
-                if len({deployment for _, deployment in found}) > 1:
-                    # Mid-promotion, or a domain pinned by hand: the first domain is the one
-                    # the operator named as "production", so it wins.
-                    logger.warning(
-                        "vercel.aliases.domains_disagree",
-                        extra={"project_id": project_id, "aliases": dict(found)},
-                    )
-                return found[0][1]
+        served = self.aliases_of(project_id, domains)
+        found = [(d, served[d]) for d in domains if d in served]
+        if found:
+            if len({deployment for _, deployment in found}) > 1:
+                # Mid-promotion, or a domain pinned by hand: the first domain is the one the
+                # operator named as "production", so it wins.
+                logger.warning(
+                    "vercel.aliases.domains_disagree",
+                    extra={"project_id": project_id, "aliases": dict(found)},
+                )
+            return found[0][1]
         response = self.request("GET", f"/v9/projects/{_seg(project_id)}", params=self._params())
-        return self.parse(response, _production_target_from)
+        return self.parse(response, production_target_from)
 
 
 def _seg(value: str) -> str:
     """One path segment: an id (or deployment hostname) must not be able to add path or query."""
     return quote(value, safe="")
-
-
-def _host(domain: str) -> str:
-    return domain.strip().rstrip(".").lower()
 
 
 def _epoch_seconds(value: object) -> float | None:
@@ -343,151 +271,5 @@ def _body_limit_reset(response: httpx.Response) -> float | None:
     return _epoch_seconds(limit.get("reset")) if isinstance(limit, dict) else None
 
 
-def _deployment_from(data: Any) -> Deployment:
-    body = as_dict(data, "deployment")
-    meta = body.get("meta") or {}  # absent or null on some deployments: no metadata
-    meta = as_dict(meta, "deployment.meta")
-    for key, value in meta.items():
-        if not isinstance(value, str):
-            raise MalformedAnswer(f"deployment.meta.{key}: expected a string")
-    return Deployment(
-        id=req_str(body, "id", "deployment"),
-        url=req_str(body, "url", "deployment"),
-        project_id=req_str(body, "projectId", "deployment"),
-        ready_state=req_str(body, "readyState", "deployment"),
-        ready_substate=opt_str(body, "readySubstate", "deployment"),
-        target=opt_str(body, "target", "deployment"),
-        created_at_ms=req_int(body, "createdAt", "deployment"),
-        meta=dict(meta),
-        inspector_url=opt_str(body, "inspectorUrl", "deployment"),
-    )
-
-
-def _last_alias_request_from(data: Any) -> AliasRequest | None:
-    project = as_dict(data, "project")
-    raw = project.get("lastAliasRequest")
-    if raw is None:  # no promote or rollback has ever run
-        return None
-    where = "project.lastAliasRequest"
-    request = as_dict(raw, where)
-    return AliasRequest(
-        from_deployment_id=opt_str(request, "fromDeploymentId", where),
-        to_deployment_id=req_str(request, "toDeploymentId", where),
-        job_status=req_str(request, "jobStatus", where),
-        requested_at_ms=req_int(request, "requestedAt", where),
-        type=req_str(request, "type", where),
-    )
-
-
-def _deployments_by_domain(data: Any, project_id: str) -> dict[str, str]:
-    body = as_dict(data, "aliases answer")
-    served: dict[str, str] = {}
-    for index, raw in enumerate(as_list(body.get("aliases"), "aliases")):
-        where = f"aliases[{index}]"
-        alias = as_dict(raw, where)
-        domain = req_str(alias, "alias", where)
-        deployment_id = opt_str(alias, "deploymentId", where)
-        owner = opt_str(alias, "projectId", where)
-        # A redirect-only alias has no deployment; another project's alias is not ours.
-        if deployment_id and (owner is None or owner == project_id):
-            served.setdefault(_host(domain), deployment_id)
-    return served
-
-
-def _production_target_from(data: Any) -> str | None:
-    project = as_dict(data, "project")
-    targets = project.get("targets")
-    if targets is None:
-        return None
-    production = as_dict(targets, "project.targets").get("production")
-    if production is None:  # never deployed to production
-        return None
-    return req_str(as_dict(production, "project.targets.production"), "id", "project.targets.production")
-
-
-def _configured_stages_from(data: Any) -> list[float] | None:
-    config = as_dict(data, "project").get("rollingRelease")
-    if config is None:
-        return None
-    stages = as_dict(config, "project.rollingRelease").get("stages")
-    if not stages:  # configured off, or an empty list: promotes cut over
-        return None
-    where = "project.rollingRelease.stages"
-    return [
-        _percentage(as_dict(stage, f"{where}[{i}]").get("targetPercentage"), f"{where}[{i}].targetPercentage")
-        for i, stage in enumerate(as_list(stages, where))
-    ]
-
-
 def _rolling_path(project_id: str) -> str:
     return f"/v1/projects/{_seg(project_id)}/rolling-release"
-
-
-def _optional_rolling_release_from(data: Any) -> RollingRelease | None:
-    raw = as_dict(data, "rolling-release answer").get("rollingRelease")
-    return None if raw is None else _rolling_release_from(raw)
-
-
-def _required_rolling_release_from(data: Any) -> RollingRelease:
-    raw = as_dict(data, "rolling-release answer").get("rollingRelease")
-    if raw is None:  # only GET may answer null; a start/approve/complete always returns one
-        raise MalformedAnswer("rollingRelease: expected an object, got null")
-    return _rolling_release_from(raw)
-
-
-def _rolling_release_from(raw: object) -> RollingRelease:
-    where = "rollingRelease"
-    body = as_dict(raw, where)
-    state = req_str(body, "state", where)
-    if state not in ROLLING_STATES:
-        # The gate's decisions hang on this state; guessing at a new one is worse than stopping.
-        raise MalformedAnswer(f"{where}.state: unknown state {state!r}")
-    stages = tuple(
-        _stage_from(stage, f"{where}.stages[{index}]")
-        for index, stage in enumerate(as_list(body.get("stages"), f"{where}.stages"))
-    )
-    active = _optional_stage_index(body, "activeStage", where)
-    if active is not None and all(stage.index != active for stage in stages):
-        raise MalformedAnswer(f"{where}.activeStage.index: {active} is not one of the stages")
-    canary_percentage = body.get("currentCanaryPercentage")
-    return RollingRelease(
-        state=state,
-        current_deployment_id=_optional_deployment_id(body, "currentDeployment", where),
-        canary_deployment_id=_optional_deployment_id(body, "canaryDeployment", where),
-        stages=stages,
-        active_stage_index=active,
-        next_stage_index=_optional_stage_index(body, "nextStage", where),
-        current_canary_percentage=(
-            None
-            if canary_percentage is None
-            else _percentage(canary_percentage, f"{where}.currentCanaryPercentage")
-        ),
-    )
-
-
-def _stage_from(raw: object, where: str) -> RollingStage:
-    stage = as_dict(raw, where)
-    is_final = stage.get("isFinalStage")
-    if not isinstance(is_final, bool):
-        raise MalformedAnswer(f"{where}.isFinalStage: expected a boolean, got {is_final!r}")
-    return RollingStage(
-        index=req_int(stage, "index", where),
-        target_percentage=_percentage(stage.get("targetPercentage"), f"{where}.targetPercentage"),
-        is_final=is_final,
-    )
-
-
-def _optional_stage_index(body: dict[str, Any], key: str, where: str) -> int | None:
-    raw = body.get(key)
-    return None if raw is None else req_int(as_dict(raw, f"{where}.{key}"), "index", f"{where}.{key}")
-
-
-def _optional_deployment_id(body: dict[str, Any], key: str, where: str) -> str | None:
-    raw = body.get(key)
-    return None if raw is None else req_str(as_dict(raw, f"{where}.{key}"), "id", f"{where}.{key}")
-
-
-def _percentage(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise MalformedAnswer(f"{where}: expected a percentage 0-100, got {value!r}")
-    return float(value)

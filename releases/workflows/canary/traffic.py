@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from releases.integrations import clients
-from releases.integrations.vercel.client import RollingRelease
+from releases.integrations.vercel.answers import RollingRelease
 from releases.models import Project
 
 

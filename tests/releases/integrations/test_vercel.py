@@ -8,13 +8,8 @@ import httpx
 import pytest
 
 from releases.core.errors import ProviderError, ProviderTimeout
-from releases.integrations.vercel.client import (
-    AliasRequest,
-    Deployment,
-    RollingRelease,
-    RollingStage,
-    VercelClient,
-)
+from releases.integrations.vercel.answers import AliasRequest, Deployment, RollingRelease, RollingStage
+from releases.integrations.vercel.client import VercelClient
 from tests.http import Vendor
 
 NOW = 1_767_225_600.0
