@@ -130,6 +130,15 @@ def start_simulator(gatekeeper_url: str = "") -> Simulator:
     return Simulator(process, line.strip().rsplit(" ", 1)[-1])
 
 
+@pytest.fixture(scope="module")
+def module_simulator() -> Iterator[Simulator]:
+    """A simulator of the module's own, without a Gatekeeper to send webhooks to: for tests that
+    only ask the vendors (sync_config, doctor). Reset it before use."""
+    simulator = start_simulator()
+    yield simulator
+    stop(simulator.process)
+
+
 def stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

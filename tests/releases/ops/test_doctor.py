@@ -4,7 +4,6 @@ every check, and each usual mistake fails its own line with what to fix."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
@@ -12,33 +11,26 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from releases.models import Project
-from tests.conftest import Simulator, start_simulator, stop
+from tests.conftest import Simulator
 from tests.factories import make_project
 
 PROJECT = "prj_doctor000000000000000001"
 KEY = "doctor0routing0key0000000000abcd"  # 32 letters and digits
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    simulator = start_simulator()
-    yield simulator
-    stop(simulator.process)
-
-
 @pytest.fixture
-def vendors(sim: Simulator, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+def vendors(module_simulator: Simulator, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Simulator:
     """Vercel serves a live deployment on the domain, Sentry has its sessions, Slack its channel."""
-    sim.control("POST", "/reset")
-    for name, value in sim.provider_env().items():
+    module_simulator.control("POST", "/reset")
+    for name, value in module_simulator.provider_env().items():
         setattr(settings, name, value)
     sentry = {"org": "acme", "project": "shop-web", "project_id": 4507, "environment": "production"}
-    sim.control(
+    module_simulator.control(
         "POST",
         "/vercel/projects",
         json={"id": PROJECT, "name": "shop-web", "domains": ["shop.example.com"], "sentry": sentry},
     )
-    sim.control(
+    module_simulator.control(
         "POST",
         "/vercel/deployments",
         json={
@@ -50,9 +42,9 @@ def vendors(sim: Simulator, settings: Any, monkeypatch: pytest.MonkeyPatch) -> S
             "webhooks": [],
         },
     )
-    sim.control("POST", "/slack/channels", json={"name": "releases"})
+    module_simulator.control("POST", "/slack/channels", json={"name": "releases"})
     monkeypatch.setenv("DOCTOR_PD_KEY", KEY)
-    return sim
+    return module_simulator
 
 
 def installed(**overrides: Any) -> Project:

@@ -4,7 +4,6 @@ endpoints take, and Vercel's Rolling Releases setting reported where it changes 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from django.test import Client
 
 from releases.models import Project
 from releases.workflows import sentry_project
-from tests.conftest import Simulator, start_simulator, stop
+from tests.conftest import Simulator
 from tests.factories import make_project
 
 ENTRY = {
@@ -26,20 +25,13 @@ ENTRY = {
 }
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    simulator = start_simulator()
-    yield simulator
-    stop(simulator.process)
-
-
 @pytest.fixture
-def sentry(sim: Simulator, settings: Any) -> Simulator:
-    sim.control("POST", "/reset")
-    sim.control("POST", "/sentry/projects", json={"org": "acme", "slug": "shop-web", "id": 4507})
-    settings.SENTRY_API_URL = f"{sim.url}/sentry/api/0"
-    settings.VERCEL_API_URL = f"{sim.url}/vercel"
-    return sim
+def sentry(module_simulator: Simulator, settings: Any) -> Simulator:
+    module_simulator.control("POST", "/reset")
+    module_simulator.control("POST", "/sentry/projects", json={"org": "acme", "slug": "shop-web", "id": 4507})
+    settings.SENTRY_API_URL = f"{module_simulator.url}/sentry/api/0"
+    settings.VERCEL_API_URL = f"{module_simulator.url}/vercel"
+    return module_simulator
 
 
 def sync(tmp_path: Path, *entries: dict[str, Any]) -> tuple[list[str], str]:
@@ -183,10 +175,14 @@ def test_the_admin_refuses_a_project_sentry_does_not_know_on_its_field(
 # --- Vercel's Rolling Releases setting ---------------------------------------------------------
 
 
-def vercel_project(sim: Simulator, stages: list[int] | None) -> None:
-    sim.control("POST", "/vercel/projects", json={"id": "prj_shop", "name": "shop-web", "domains": []})
+def vercel_project(module_simulator: Simulator, stages: list[int] | None) -> None:
+    module_simulator.control(
+        "POST", "/vercel/projects", json={"id": "prj_shop", "name": "shop-web", "domains": []}
+    )
     if stages is not None:
-        sim.control("PATCH", "/vercel/projects/prj_shop", json={"rolling_release": {"stages": stages}})
+        module_simulator.control(
+            "PATCH", "/vercel/projects/prj_shop", json={"rolling_release": {"stages": stages}}
+        )
 
 
 @pytest.mark.django_db
