@@ -32,6 +32,12 @@ def _schedule_watchdog(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         dispatch, sender.signature("releases.dispatch_due"), name="dispatch", expires=dispatch
     )
+    # Metric alerts whose webhook never arrived (releases/workflows/reconcile_alerts.py).
+    reconcile = float(settings.SENTRY_RECONCILE_INTERVAL)
+    if reconcile > 0:
+        sender.add_periodic_task(
+            reconcile, sender.signature("releases.reconcile_alerts"), name="reconcile", expires=reconcile
+        )
 
 
 # Beat's own schedule, the dispatcher every second and the watchdog every 15 s: their sends,

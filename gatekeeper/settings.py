@@ -231,6 +231,9 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("GATEKEEPER_INLINE_TASKS", False)
 # health checks, so a connection broken by a database restart is still replaced.
 CELERY_DB_REUSE_MAX = 10**9
 WATCHDOG_INTERVAL = env_float("WATCHDOG_INTERVAL", 15.0)
+# How often Sentry's open metric-alert incidents are read, so an alert whose webhook was lost
+# still rolls back (releases/workflows/reconcile_alerts.py); 0 turns it off.
+SENTRY_RECONCILE_INTERVAL = env_float("SENTRY_RECONCILE_INTERVAL", 180.0)
 # Polls are scheduled in PostgreSQL, not with broker countdowns (see releases/workflows/polls.py): beat
 # runs the dispatcher this often, so a due poll waits at most this long for its message.
 DISPATCH_INTERVAL = env_float("GATEKEEPER_DISPATCH_INTERVAL", 1.0)

@@ -119,16 +119,20 @@ def sentry_release_url(org: str, version: str, project: str = "") -> str:
     """Where a person opens the release in Sentry (not the API)."""
     if not version:
         return ""
-    base = settings.SENTRY_WEB_URL.rstrip("/")
-    release = quote(version, safe="")
     suffix = f"?project={quote(project, safe='')}" if project.isdigit() else ""
+    return sentry_web_url(org, f"releases/{quote(version, safe='')}/{suffix}")
+
+
+def sentry_web_url(org: str, path: str) -> str:
+    """A page of the organisation in Sentry's web app: ``path`` after the organisation part."""
+    base = settings.SENTRY_WEB_URL.rstrip("/")
     if base:
-        return f"{base}/organizations/{quote(org)}/releases/{release}/{suffix}"
+        return f"{base}/organizations/{quote(org)}/{path}"
     host = urlsplit(settings.SENTRY_API_URL).netloc
     if host == "sentry.io" or host.endswith(".sentry.io"):
-        return f"https://{quote(org)}.sentry.io/releases/{release}/{suffix}"
+        return f"https://{quote(org)}.sentry.io/{path}"
     scheme = urlsplit(settings.SENTRY_API_URL).scheme
-    return f"{scheme}://{host}/organizations/{quote(org)}/releases/{release}/{suffix}"
+    return f"{scheme}://{host}/organizations/{quote(org)}/{path}"
 
 
 def admin_url(release_id: int) -> str:

@@ -12,7 +12,7 @@ from celery import shared_task
 
 from releases.core import outbox
 from releases.scheduling import dispatcher, liveness, watchdog
-from releases.workflows import polls
+from releases.workflows import polls, reconcile_alerts
 
 
 # acks_late: a poll claimed by generation is harmless when redelivered, and one lost with a
@@ -56,6 +56,13 @@ def dispatch_due() -> dict[str, int]:
 @shared_task(name="releases.watchdog", soft_time_limit=60, time_limit=90)
 def watchdog_run() -> dict[str, int]:
     return watchdog.redrive()
+
+
+# Sent by beat every SENTRY_RECONCILE_INTERVAL (and after the spool replayed an outage's
+# deliveries); acknowledged on receipt, as a lost run is simply the next one.
+@shared_task(name="releases.reconcile_alerts", soft_time_limit=120, time_limit=150)
+def reconcile_alerts_run() -> dict[str, int]:
+    return reconcile_alerts.reconcile()
 
 
 # The liveness probe's task (releases/scheduling/liveness.py): it only proves a message was consumed.

@@ -56,8 +56,9 @@ def alert_body(body: dict[str, Any], now: float) -> dict[str, Any]:
         "name": rule_name,
         "organization_id": str(body.get("organization_id", "1203")),
         "dataset": "metrics",
-        "aggregate": "percentage(sessions_crashed, sessions) AS _crash_rate_alert_aggregate",
-        "query": "",
+        "aggregate": as_text(body, "aggregate")
+        or "percentage(sessions_crashed, sessions) AS _crash_rate_alert_aggregate",
+        "query": as_text(body, "query") or "",
         "environment": as_text(body, "environment") or "production",
         "time_window": 5,
         "resolution": 1,
@@ -111,9 +112,17 @@ def send_alert(sim: Simulator, body: dict[str, Any]) -> dict[str, Any]:
     repeat = body.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 100:
         raise ControlError("repeat: an integer from 1 to 100")
-    url = target_url(sim, body.get("target"), "/webhooks/sentry/")
     now = sim.now()
-    raw = json.dumps(alert_body(body, now), separators=(",", ":")).encode("utf-8")
+    payload = alert_body(body, now)
+    # The incident exists in Sentry whether or not its webhook arrives anywhere.
+    sim.sentry_incidents.record(as_text(body, "org") or "acme", payload["data"]["metric_alert"])
+    deliver = body.get("deliver", True)
+    if not isinstance(deliver, bool):
+        raise ControlError("deliver: true or false")
+    if not deliver:
+        return {"deliveries": [], "incident": payload["data"]["metric_alert"]["id"]}
+    url = target_url(sim, body.get("target"), "/webhooks/sentry/")
+    raw = json.dumps(payload, separators=(",", ":")).encode("utf-8")
     request_id = uuid.uuid4().hex
     timestamp = int(now - 3600) if tamper == "stale_timestamp" else int(now)
     headers = {

@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from simulator import sentry_events, sessions
+from simulator import sentry_events, sentry_incidents, sessions
 from simulator.service import RateWindow, Route, Service, resolve, route
 from simulator.wire import Request, Response, iso_z, json_response
 
@@ -43,6 +43,7 @@ class SentryService(Service):
         self.routes: list[Route] = [
             route("GET", r"/api/0/organizations/(?P<org>[^/]+)/sessions/?", self.sessions),
             route("GET", r"/api/0/organizations/(?P<org>[^/]+)/events/?", self.events),
+            route("GET", r"/api/0/organizations/(?P<org>[^/]+)/incidents/?", self.incidents),
             route("GET", r"/api/0/organizations/(?P<org>[^/]+)/?", self.organization),
             route("GET", r"/api/0/projects/(?P<org>[^/]+)/(?P<project>[^/]+)/?", self.project),
             route(
@@ -209,6 +210,27 @@ class SentryService(Service):
         body, has_previous, has_next = sentry_events.compute(traffic, query, now)
         link = self.link_header(request, query.offset, query.per_page, has_previous, has_next)
         return json_response(200, body, {"Link": link})
+
+    def incidents(self, request: Request, args: dict[str, str]) -> Response:
+        org = args["org"]
+        refusal = self.refused(request, org)
+        if refusal is not None:
+            return refusal
+        ids = [value for value in request.query.get("project", []) if value != "-1"]
+        slugs = None
+        if ids:
+            slugs = set()
+            for value in ids:
+                project, _ = self.sim.sentry_projects.lookup(org, value)
+                if project is not None:
+                    slugs.add(project.slug)
+        status = (request.query.get("status") or [None])[0]
+        rows = self.sim.sentry_incidents.listing(org, slugs, request.query.get("environment", []), status)
+        try:
+            chunk, link = sentry_incidents.page(request, rows)
+        except sentry_incidents.IncidentError as invalid:
+            return detail(400, str(invalid))
+        return json_response(200, chunk, {"Link": link})
 
     def link_header(
         self, request: Request, offset: int, per_page: int, has_prev: bool, has_next: bool

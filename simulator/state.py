@@ -17,6 +17,7 @@ from simulator.faults import FaultStore
 from simulator.pagerduty import PagerDutyService
 from simulator.posthog import PostHogService
 from simulator.sentry import SentryService
+from simulator.sentry_incidents import IncidentStore
 from simulator.sentry_projects import SentryDirectory
 from simulator.slack import SlackService
 from simulator.traffic import TrafficStore
@@ -117,6 +118,7 @@ class Simulator:
         self.webhooks = WebhookSender(self)
         self.traffic = TrafficStore(self)
         self.sentry_projects = SentryDirectory(self)
+        self.sentry_incidents = IncidentStore(self)
         self.vercel = VercelService(self)
         self.sentry = SentryService(self)
         self.slack = SlackService(self)
@@ -144,6 +146,7 @@ class Simulator:
             self.webhooks.clear()
             self.traffic.clear()
             self.sentry_projects.clear()
+            self.sentry_incidents.clear()
             for service in self.services.values():
                 service.reset()
             self.wake.set()

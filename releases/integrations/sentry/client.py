@@ -30,6 +30,7 @@ from releases.integrations.http import (
     parse_float,
     with_root,
 )
+from releases.integrations.sentry.incidents import OpenIncident, incidents_from
 
 API_ROOT = "/api/0"
 MAX_RELEASES_PER_QUERY = 100  # keeps the query string and the group count modest
@@ -229,6 +230,15 @@ class SentryClient(HttpClient):
             if isinstance(release, str) and isinstance(sessions, int) and sessions > 0:
                 return release, sessions
         return None
+
+    def open_incidents(self, org: str, projects: Sequence[str]) -> list[OpenIncident]:
+        """The organisation's metric-alert incidents not yet closed, for these project ids
+        (``GET /api/0/organizations/{org}/incidents/?status=open``, needs ``org:read``; §3.6)."""
+        params = [("status", "open"), *(("project", p) for p in projects), ("per_page", "100")]
+        found: list[OpenIncident] = []
+        for response in self._pages("GET", f"/organizations/{quote(org, safe='')}/incidents/", params):
+            found.extend(self.parse(response, incidents_from))
+        return found
 
     def _pages(self, method: str, path: str, params: list[tuple[str, str]]) -> Iterator[httpx.Response]:
         """Follow ``Link: <...>; rel="next"; results="true"; cursor="..."`` (§3.1).
