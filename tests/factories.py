@@ -156,3 +156,13 @@ def make_operator(user: Any, project: Project, *, override: bool = True) -> None
     # Django caches a user's permissions on the object: a fresh lookup sees the new ones.
     for cached in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         user.__dict__.pop(cached, None)
+
+
+def make_token(user: Any, **overrides: Any) -> str:
+    """A REST API token for ``user``; returns its key, which the database does not keep."""
+    from releases.models import ApiToken
+
+    token = ApiToken(user=user, **overrides)
+    key = token.set_new_key()
+    token.save()
+    return key

@@ -1,13 +1,14 @@
 """Gatekeeper's source of truth: projects, releases, every check, decision and side effect.
 
-One Django app's models, in three modules: ``project`` (the project and its policy), ``release``
-(a release, its analyses, their checks and its history) and ``records`` (the outbox, incidents,
-webhook deliveries). Import them from here.
+One Django app's models, in four modules: ``project`` (the project and its policy), ``release``
+(a release, its analyses, their checks and its history), ``records`` (the outbox, incidents,
+webhook deliveries) and ``tokens`` (REST API tokens, hashed). Import them from here.
 """
 
 from releases.models.project import DEFAULT_RELEASE_TEMPLATE, NEEDS_CHECKS, Project, _positive_duration
 from releases.models.records import Action, Incident, WebhookDelivery
 from releases.models.release import Analysis, AppendOnly, GateCheck, RampCheck, Release, ReleaseEvent
+from releases.models.tokens import ApiToken
 
 # _positive_duration: the migrations name the validator by its first home, releases.models.
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "NEEDS_CHECKS",
     "Action",
     "Analysis",
+    "ApiToken",
     "AppendOnly",
     "GateCheck",
     "Incident",

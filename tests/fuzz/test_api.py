@@ -14,10 +14,9 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 
 from releases.domain.lifecycle import ReleaseState
-from tests.factories import gating_release, make_project, make_release
+from tests.factories import gating_release, make_project, make_release, make_token
 from tests.fuzz import strategies as hs
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest
 
@@ -26,8 +25,20 @@ S = ReleaseState
 TARGET = "REST API (hypothesis)"
 SLO_TOKEN = "fuzz-slo-token-0c5e"
 ACTIONS = ["approve", "reject", "pause", "resume", "extend", "destroy", ""]
-AUTHS = ["token", "token", "session", "none", "bad_token", "malformed", "bearer", "basic", "slo"]
-ANONYMOUS = {"none", "bad_token", "malformed", "bearer", "basic", "slo"}
+AUTHS = [
+    "token",
+    "token",
+    "session",
+    "none",
+    "bad_token",
+    "malformed",
+    "bearer",
+    "bad_bearer",
+    "basic",
+    "slo",
+]
+# "bearer" is the API token under the Bearer keyword, which authenticates as "Token" does.
+ANONYMOUS = {"none", "bad_token", "malformed", "bad_bearer", "basic", "slo"}
 IDS = st.one_of(
     st.sampled_from(["1", "0", "-1", str(2**63), str(10**30), "abc", "1.5", "%00", "%C3%A9", "1e3", " 1"]),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
@@ -64,7 +75,7 @@ def scene(settings: Any, no_broker: list[Any]) -> Scene:
     client = Client(raise_request_exception=False)
     return Scene(
         client,
-        Token.objects.create(user=user).key,
+        make_token(user),
         [r.pk for r in releases],
         [r.deployment_id for r in releases],
     )
@@ -131,6 +142,7 @@ def credentials(scene: Scene, auth: str) -> dict[str, str]:
         "bad_token": {"HTTP_AUTHORIZATION": "Token " + "0" * 40},
         "malformed": {"HTTP_AUTHORIZATION": "Token a b c"},
         "bearer": {"HTTP_AUTHORIZATION": f"Bearer {scene.token}"},
+        "bad_bearer": {"HTTP_AUTHORIZATION": "Bearer " + "0" * 40},
         "basic": {"HTTP_AUTHORIZATION": "Basic ZnV6ei1zdGFmZjpmdXp6LXBhc3N3b3JkLTE="},  # a real password
         "slo": {"HTTP_AUTHORIZATION": f"Bearer {SLO_TOKEN}"},  # the SLO token is not an API credential
     }.get(auth, {})

@@ -14,10 +14,17 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from releases.models import WebhookDelivery
-from tests.factories import SENTRY_SECRET, VERCEL_SECRET, deployment_event, make_project, make_release, signed
+from tests.factories import (
+    SENTRY_SECRET,
+    VERCEL_SECRET,
+    deployment_event,
+    make_project,
+    make_release,
+    make_token,
+    signed,
+)
 from tests.fuzz.support import table_digest
 from tests.releases.inbound.test_sentry import alert, compact
 
@@ -39,7 +46,7 @@ def sentry_post(client: Client, body: bytes, **headers: str) -> Any:
 @pytest.fixture
 def staff() -> str:
     # A superuser: these findings are about the answers, not about who may see which project.
-    return Token.objects.create(user=User.objects.create_superuser("finder", "f@example.com", None)).key
+    return make_token(User.objects.create_superuser("finder", "f@example.com", None))
 
 
 # A WSGI server hands any non-ASCII header byte over as Latin-1 text; hmac.compare_digest raised

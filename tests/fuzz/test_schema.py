@@ -20,7 +20,6 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import given
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -31,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from releases.domain.lifecycle import ReleaseState
-from tests.factories import gating_release, make_project, make_release
+from tests.factories import gating_release, make_project, make_release, make_token
 from tests.fuzz.support import TALLY, changed_tables, fuzz_settings, table_digest
 
 S = ReleaseState
@@ -71,7 +70,7 @@ def releases(db: Any, settings: Any, no_broker: list[Any]) -> list[int]:
 @pytest.fixture
 def staff_token(db: Any) -> str:
     user = User.objects.create_user("schema-staff", is_staff=True)
-    return Token.objects.create(user=user).key
+    return make_token(user)
 
 
 @pytest.fixture(autouse=True)

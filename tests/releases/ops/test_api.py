@@ -10,12 +10,18 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from releases.domain.lifecycle import ReleaseState
 from releases.models import Action, GateCheck, Project, RampCheck, Release, ReleaseEvent
-from tests.factories import gating_release, make_analysis, make_operator, make_project, make_release
+from tests.factories import (
+    gating_release,
+    make_analysis,
+    make_operator,
+    make_project,
+    make_release,
+    make_token,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +36,7 @@ def user() -> User:
 @pytest.fixture
 def api(user: User) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user)}")
     return client
 
 
@@ -82,10 +88,9 @@ def test_drf_create_token_issues_a_token_that_works(user: User, project: Project
     out = StringIO()
     call_command("drf_create_token", "alice", stdout=out)
 
-    token = Token.objects.get(user=user)
-    assert token.key in out.getvalue()
+    key = out.getvalue().split("Generated token ", 1)[1].split()[0]
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/api/releases/").status_code == 200
 
 
@@ -393,7 +398,7 @@ def test_the_openapi_schema_lists_the_release_paths(api: APIClient) -> None:
 
 def token_for(user: User) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user)}")
     return client
 
 
