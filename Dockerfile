@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    DJANGO_SETTINGS_MODULE=gatekeeper.settings
+    DJANGO_SETTINGS_MODULE=gatekeeper.settings \
+    SPOOL_DIR=/var/lib/gatekeeper/spool
 
 WORKDIR /app
 
@@ -18,8 +19,11 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 # The process runs unprivileged. The code stays owned by root, so it cannot rewrite itself;
-# the only thing any process writes is beat's schedule file, under /tmp.
-RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin gatekeeper
+# what processes write is beat's schedule file, under /tmp, and the webhook spool (SPOOL_DIR).
+# The spool's directory exists in the image, owned by that user, so the named volume compose
+# mounts there starts out writable by it (Docker copies the owner into a new volume).
+RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin gatekeeper \
+    && install -d -o gatekeeper -g gatekeeper -m 0700 /var/lib/gatekeeper/spool
 
 COPY . .
 

@@ -32,6 +32,12 @@ def _schedule_watchdog(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         dispatch, sender.signature("releases.dispatch_due"), name="dispatch", expires=dispatch
     )
+    # Webhooks web kept while PostgreSQL was unreachable (releases/inbound/spool.py): an empty
+    # spool costs one listdir, so it can run often; a run left waiting past the next is dropped.
+    spool = float(settings.SPOOL_REPLAY_INTERVAL)
+    sender.add_periodic_task(
+        spool, sender.signature("releases.replay_spool"), name="replay_spool", expires=spool
+    )
     # Metric alerts whose webhook never arrived (releases/workflows/reconcile_alerts.py).
     reconcile = float(settings.SENTRY_RECONCILE_INTERVAL)
     if reconcile > 0:
@@ -42,7 +48,7 @@ def _schedule_watchdog(sender: Celery, **_: object) -> None:
 
 # Beat's own schedule, the dispatcher every second and the watchdog every 15 s: their sends,
 # receipts and successes are routine, not news. What they do that matters is logged by them.
-ROUTINE_TASKS = frozenset({"releases.dispatch_due", "releases.watchdog"})
+ROUTINE_TASKS = frozenset({"releases.dispatch_due", "releases.watchdog", "releases.replay_spool"})
 
 
 class RoutineAtDebug(logging.Filter):

@@ -23,6 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds, psycopg's connect_timeout unless DATABASE_URL sets one
 _DOTENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 _SINGLE_QUOTED = re.compile(r"'([^']*)'\s*(?:#.*)?")
 _DOUBLE_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"\s*(?:#.*)?')
@@ -197,6 +198,10 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, Any]:
                 raise ImproperlyConfigured(
                     f"DATABASE_URL prepare_threshold must be a number or none, not {threshold!r}"
                 )
+        # A PostgreSQL that drops packets (a partition, a dead host) would hold each connection
+        # attempt for the kernel's TCP timeout, minutes, past gunicorn's: a webhook would be lost
+        # instead of spooled. The URL may set its own.
+        options.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,

@@ -130,6 +130,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY
 # A Vercel delivery whose createdAt is older than this (seconds) is refused as a replay: Vercel's
 # retries end well within it, and it lets `prune_deliveries` drop rows older than it safely.
 WEBHOOK_REPLAY_WINDOW = env_int("WEBHOOK_REPLAY_WINDOW", 24 * 3600)
+# A signed webhook that arrives while PostgreSQL is unreachable is kept in this directory and
+# answered 503; the worker replays it every SPOOL_REPLAY_INTERVAL seconds (releases/inbound/spool.py).
+# Web and worker must see the same directory (docker-compose.yml mounts one volume in both).
+SPOOL_DIR = BASE_DIR / env_str("SPOOL_DIR", "var/spool")  # an absolute path replaces BASE_DIR
+SPOOL_REPLAY_INTERVAL = env_float("SPOOL_REPLAY_INTERVAL", 10.0)
 # A deployment.promoted this much older (seconds) than what is recorded as live is late or
 # replayed, and does not move "live"; within it, clocks may disagree, and it is taken as live.
 LIVE_ORDER_MARGIN = 60
@@ -206,7 +211,22 @@ CELERY_TIMEZONE = "UTC"
 # task that is still waiting (kombu#337); polls use none at all. A message whose worker died is
 # redelivered after it, but PostgreSQL leases send the work again long before: the late copy
 # finds its claim taken and does nothing.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+#
+# A Redis that accepts connections and never answers held webhooks and /healthz for minutes:
+# kombu waits forever for a reply unless given a socket timeout, and its publish path retried the
+# connection for CELERY_BROKER_CONNECTION_TIMEOUT on top. With these, a publish or a probe costs
+# one attempt of about BROKER_SOCKET_TIMEOUT, and the watchdog re-drives what was not sent.
+# Workers take the same options safely: they send BRPOP with a 1 s server-side timeout and read
+# its reply only once the socket is readable (kombu's event loop), so the read timeout never cuts
+# a wait short; a synchronous command (an ack, a publish from a task) now fails instead of hanging.
+BROKER_SOCKET_TIMEOUT = env_float("BROKER_SOCKET_TIMEOUT", 1.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_timeout": BROKER_SOCKET_TIMEOUT or None,  # 0: wait forever, as kombu does unset
+    "socket_connect_timeout": BROKER_SOCKET_TIMEOUT or None,
+    # How many times a publish reconnects before giving up (kombu's default_channel): none.
+    "max_retries": 0,
+}
 # One message at a time per process: a poll batch should never sit in a busy worker's buffer.
 # (Celery raises the prefetch for each ETA message it holds; MAX_COUNTDOWN bounds how many.)
 # task_acks_late stays off by default and is set per task, only where running twice is safe
@@ -249,6 +269,7 @@ CELERY_TASK_QUEUES = (Queue("celery"), Queue("schedule"))
 CELERY_TASK_ROUTES = {
     "releases.dispatch_due": {"queue": "schedule"},
     "releases.watchdog": {"queue": "schedule"},
+    "releases.replay_spool": {"queue": "schedule"},
 }
 # Releases per Sentry sessions request (at most 100); 1 is one request per release (bench/scale.py).
 POLL_BATCH = env_int("GATEKEEPER_POLL_BATCH", 100)

@@ -6,11 +6,13 @@ name (``releases/core/publish.py``), so the task layer sits above everything it 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from celery import shared_task
 
 from releases.core import outbox
+from releases.inbound import replay
 from releases.scheduling import dispatcher, liveness, watchdog
 from releases.workflows import polls, reconcile_alerts
 
@@ -63,6 +65,21 @@ def watchdog_run() -> dict[str, int]:
 @shared_task(name="releases.reconcile_alerts", soft_time_limit=120, time_limit=150)
 def reconcile_alerts_run() -> dict[str, int]:
     return reconcile_alerts.reconcile()
+
+
+# Sent by beat every SPOOL_REPLAY_INTERVAL; acknowledged on receipt, as a lost run is simply the
+# next one. A hard limit only: a soft one would raise inside a record's handling, which would
+# count as that record's failure; a run killed midway leaves its files to the next, and what it
+# had handled is a duplicate then.
+@shared_task(name="releases.replay_spool", time_limit=120)
+def replay_spool() -> dict[str, int]:
+    counts = replay.replay(budget=replay.RUN_BUDGET)
+    # The database was down: alerts of that time may also have missed this web process (another
+    # replica, a proxy in between), so ask Sentry now what is open rather than at the next pass.
+    if any(counts.get(outcome) for outcome in replay.HANDLED):
+        with contextlib.suppress(Exception):  # the broker is down: the periodic pass comes anyway
+            reconcile_alerts_run.apply_async(retry=False)
+    return counts
 
 
 # The liveness probe's task (releases/scheduling/liveness.py): it only proves a message was consumed.

@@ -57,6 +57,13 @@ def _secrets(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _own_spool(settings: Any, tmp_path: Path) -> None:
+    """A webhook kept while the database is unreachable lands in the test's own directory, never
+    in the checkout's var/spool (which a worker started by another test would replay)."""
+    settings.SPOOL_DIR = tmp_path / "spool"
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache() -> None:
     """What one test kept (an /api/slo/ measurement, a throttle's count) is not another's."""
     from django.core.cache import cache

@@ -21,7 +21,8 @@ def test_postgres_url_with_the_defaults() -> None:
         "db.internal",
         "6543",
     )
-    assert db["OPTIONS"] == {}  # psycopg's own defaults
+    # psycopg's own defaults, but a connection attempt to an unreachable host gives up in seconds.
+    assert db["OPTIONS"] == {"connect_timeout": "5"}
     assert db["CONN_HEALTH_CHECKS"] is True
 
 
@@ -30,6 +31,11 @@ def test_prepared_statements_can_be_tuned_or_turned_off_for_poolers(given: str, 
     db = database_from_url(f"postgres://gk@db/gatekeeper?prepare_threshold={given}&sslmode=require", BASE)
     assert db["OPTIONS"]["prepare_threshold"] == expected
     assert db["OPTIONS"]["sslmode"] == "require"
+
+
+def test_the_url_may_set_its_own_connect_timeout() -> None:
+    db = database_from_url("postgres://gk@db/gatekeeper?connect_timeout=20", BASE)
+    assert db["OPTIONS"]["connect_timeout"] == "20"
 
 
 def test_a_bad_prepare_threshold_is_refused_with_its_name() -> None:

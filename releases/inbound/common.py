@@ -1,7 +1,11 @@
 """What both webhooks share: the raw body, its HMAC signature, and JSON the database can store.
 
 Status codes: 401 bad or missing signature (or no secret configured), 413 body over the
-limit, 400 malformed or unsupported, 200 duplicate or ignored, 202 accepted.
+limit, 400 malformed or unsupported, 200 duplicate or ignored, 202 accepted, 503 PostgreSQL
+unreachable (the delivery is kept in the spool and replayed when it returns).
+
+A view verifies (its authentication class), then hands the verified bytes and the headers it
+reads, an ``Inbound``, to its source's ``take``: the one handling the spool's replay runs too.
 """
 
 from __future__ import annotations
@@ -17,15 +21,24 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from releases.inbound import spool
+from releases.inbound.spool import Inbound
+
 logger = logging.getLogger(__name__)
+
+# PostgreSQL unreachable (refused, reset, restarting): the delivery is kept, not lost. Any other
+# database error (an IntegrityError, a bug) is not an outage and is not spooled.
+DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -78,8 +91,12 @@ class HmacSignature(BaseAuthentication):
     @classmethod
     def signed(cls, request: HttpRequest, secret: str) -> bool:
         """Whether the header carries the HMAC of the raw body with ``secret`` (constant time)."""
-        body = raw_body(request)
         given = request.META.get("HTTP_" + cls.header.upper().replace("-", "_"), "")
+        return cls.matches(raw_body(request), given, secret)
+
+    @classmethod
+    def matches(cls, body: bytes, given: str, secret: str) -> bool:
+        """Whether ``given`` is the HMAC of ``body`` with ``secret`` (constant time)."""
         expected = hmac.new(secret.encode("utf-8"), body, cls.algorithm).hexdigest()
         # As bytes: a header with a non-ASCII byte arrives as Latin-1 text, and compare_digest
         # refuses non-ASCII str with a TypeError (a 500) instead of answering False.
@@ -98,12 +115,62 @@ class WebhookView(APIView):
     renderer_classes: list[Any] = [JSONRenderer]
     throttle_classes: list[Any] = []
 
+    source = ""
+    # What ``take`` reads besides the body, and the signature the replay checks again.
+    kept_headers: tuple[str, ...] = ()
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         raw_body(request._request)  # 413 before anything else reads or verifies the body
         super().initial(request, *args, **kwargs)
 
-    def parse_json(self, request: Request) -> dict[str, Any]:
-        return read_json(raw_body(request._request))
+    def take(self, inbound: Inbound) -> Response:
+        raise NotImplementedError
+
+    def take_or_keep(self, request: Request) -> Response:
+        """Handle the verified delivery; with PostgreSQL unreachable, keep it in the spool."""
+        inbound = Inbound(
+            source=self.source,
+            body=raw_body(request._request),
+            headers={name: request.headers[name] for name in self.kept_headers if name in request.headers},
+        )
+        try:
+            return self.take(inbound)
+        except DATABASE_DOWN as exc:
+            return kept(inbound, exc)
+
+
+def kept(inbound: Inbound, error: Exception) -> Response:
+    """503 either way, with JSON: kept for replay, or (the disk refused too) not kept."""
+    try:
+        path = spool.keep(inbound)
+    except OSError:
+        logger.error(
+            "spool.write_failed",
+            extra={"source": inbound.source, "record": inbound.id, "error": type(error).__name__},
+            exc_info=True,
+        )
+        return Response(
+            {"status": "unavailable", "detail": "database unreachable and the delivery could not be kept"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    logger.warning(
+        "spool.written",
+        extra={
+            "source": inbound.source,
+            "record": inbound.id,
+            "file": path.name,
+            "kept_by_process": spool.kept_total(),
+            "error": type(error).__name__,
+        },
+    )
+    return Response(
+        {
+            "status": "spooled",
+            "detail": "database unreachable; kept and replayed when it returns",
+            "id": inbound.id,
+        },
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
 
 
 def read_json(body: bytes) -> dict[str, Any]:

@@ -17,7 +17,7 @@ class DetailSerializer(serializers.Serializer):
 
 
 class WebhookAnswerSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="accepted, ignored or duplicate")
+    status = serializers.CharField(help_text="accepted, ignored, duplicate, spooled or unavailable")
     detail = serializers.CharField(required=False)
     id = serializers.CharField(required=False, help_text="the delivery id")
 
@@ -46,6 +46,10 @@ def webhook_responses() -> dict[int, Any]:
         400: detail("malformed, or an event or resource Gatekeeper does not take"),
         401: detail("signature missing or wrong, no secret configured, or (Sentry) a stale timestamp"),
         413: detail("body over WEBHOOK_MAX_BODY"),
+        503: OpenApiResponse(
+            WebhookAnswerSerializer,
+            description="PostgreSQL unreachable: spooled (kept, replayed when it returns) or unavailable",
+        ),
     }
 
 

@@ -5,7 +5,8 @@ decided in the request's transaction (``releases/workflows/alert_rollback.py``) 
 rollback is dispatched when that commits. Dispatch is on ``Sentry-Hook-Resource`` through a
 table: ``metric_alert`` is read, the other resources Sentry sends are acknowledged and ignored,
 anything else is a 400. Sentry gives each delivery a fresh Request-ID, so repeats are
-recognised by the incident and the action instead.
+recognised by the incident and the action instead: a delivery kept in the spool while PostgreSQL
+was down and replayed twice is a duplicate the second time.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from releases.core.deliveries import Outcome
-from releases.inbound.common import BadPayload, HmacSignature, Malformed, WebhookView, raw_body
+from releases.inbound.common import BadPayload, HmacSignature, Malformed, WebhookView, read_json
 from releases.inbound.schema import webhook_responses
+from releases.inbound.spool import Inbound
 from releases.models import WebhookDelivery
 from releases.workflows.alert_rollback import Alert, on_metric_alert
 
@@ -62,6 +64,8 @@ class SentryWebhookView(WebhookView):
     """Sentry's budget is one second and it never retries: record, enqueue on commit, answer."""
 
     authentication_classes = [SentrySignature]
+    source = "sentry"
+    kept_headers = ("sentry-hook-resource", "sentry-hook-timestamp", "sentry-hook-signature", "request-id")
 
     @extend_schema(
         request={"application/json": OpenApiTypes.OBJECT},
@@ -72,56 +76,64 @@ class SentryWebhookView(WebhookView):
         ],
     )
     def post(self, request: Request) -> Response:
-        resource = request.META.get("HTTP_SENTRY_HOOK_RESOURCE", "").strip()
-        if not resource:
-            raise Malformed("Sentry-Hook-Resource: the header is missing")
-        data = self.parse_json(request)
-        if resource in IGNORED_RESOURCES or resource not in READERS:
-            # A resource Sentry adds later is acknowledged like the ones we know we do not use:
-            # Sentry marks an integration whose webhook answers errors as failing.
-            note = (
-                f"{resource}: not used by Gatekeeper"
-                if resource in IGNORED_RESOURCES
-                else f"{resource}: a resource Gatekeeper does not know; acknowledged"
-            )
-            # Keyed by the signed bytes, not the Request-ID: a retry or a replayed capture carries
-            # a new Request-ID over the same body, and each one would otherwise write a row.
-            key = hashlib.sha256(raw_body(request._request)).hexdigest()
-            _, created = WebhookDelivery.objects.get_or_create(
+        return self.take_or_keep(request)
+
+    def take(self, inbound: Inbound) -> Response:
+        return take(inbound)
+
+
+def take(inbound: Inbound) -> Response:
+    """Handle a delivery whose signature was checked: the live request's path and the replay's."""
+    resource = inbound.headers.get("sentry-hook-resource", "").strip()
+    if not resource:
+        raise Malformed("Sentry-Hook-Resource: the header is missing")
+    data = read_json(inbound.body)
+    if resource in IGNORED_RESOURCES or resource not in READERS:
+        # A resource Sentry adds later is acknowledged like the ones we know we do not use:
+        # Sentry marks an integration whose webhook answers errors as failing.
+        note = (
+            f"{resource}: not used by Gatekeeper"
+            if resource in IGNORED_RESOURCES
+            else f"{resource}: a resource Gatekeeper does not know; acknowledged"
+        )
+        # Keyed by the signed bytes, not the Request-ID: a retry or a replayed capture carries
+        # a new Request-ID over the same body, and each one would otherwise write a row.
+        key = hashlib.sha256(inbound.body).hexdigest()
+        _, created = WebhookDelivery.objects.get_or_create(
+            source="sentry",
+            delivery_id=f"{resource}:{key}",
+            defaults={
+                "event_type": resource,
+                "outcome": WebhookDelivery.Outcome.IGNORED,
+                "payload": data,
+                "note": note,
+            },
+        )
+        return Response({"status": "ignored" if created else "duplicate"}, status=status.HTTP_200_OK)
+    try:
+        alert = READERS[resource](data)
+    except BadPayload as exc:
+        raise Malformed(str(exc)) from exc
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
                 source="sentry",
-                delivery_id=f"{resource}:{key}",
-                defaults={
-                    "event_type": resource,
-                    "outcome": WebhookDelivery.Outcome.IGNORED,
-                    "payload": data,
-                    "note": note,
-                },
+                delivery_id=alert.delivery_id,
+                event_type=f"{resource}.{alert.action}",
+                outcome=WebhookDelivery.Outcome.IGNORED,
+                payload=data,
             )
-            return Response({"status": "ignored" if created else "duplicate"}, status=status.HTTP_200_OK)
-        try:
-            alert = READERS[resource](data)
-        except BadPayload as exc:
-            raise Malformed(str(exc)) from exc
-        try:
-            with transaction.atomic():
-                delivery = WebhookDelivery.objects.create(
-                    source="sentry",
-                    delivery_id=alert.delivery_id,
-                    event_type=f"{resource}.{alert.action}",
-                    outcome=WebhookDelivery.Outcome.IGNORED,
-                    payload=data,
-                )
-                outcome = HANDLERS[resource](alert, delivery)
-        except IntegrityError:
-            return Response({"status": "duplicate", "id": alert.delivery_id}, status=status.HTTP_200_OK)
-        logger.info(
-            "sentry.webhook.received",
-            extra={"resource": resource, "action": alert.action, "outcome": outcome.status},
-        )
-        code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
-        return Response(
-            {"status": outcome.status, "detail": outcome.detail, "id": alert.delivery_id}, status=code
-        )
+            outcome = HANDLERS[resource](alert, delivery)
+    except IntegrityError:
+        return Response({"status": "duplicate", "id": alert.delivery_id}, status=status.HTTP_200_OK)
+    logger.info(
+        "sentry.webhook.received",
+        extra={"resource": resource, "action": alert.action, "outcome": outcome.status},
+    )
+    code = status.HTTP_202_ACCEPTED if outcome.accepted else status.HTTP_200_OK
+    return Response(
+        {"status": outcome.status, "detail": outcome.detail, "id": alert.delivery_id}, status=code
+    )
 
 
 IGNORED_RESOURCES = frozenset(
