@@ -14,6 +14,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatekeeper.settings")
 app = Celery("gatekeeper")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Every worker watches that the dispatcher runs, and pages once when it stops: beat's own tasks
+# cannot tell that beat is gone (releases/scheduling/stall.py). Named, not imported: the models it
+# needs load only once Django is set up, which the worker does before it builds its steps.
+app.steps["worker"].add("releases.scheduling.stall:StallWatch")
 
 
 @app.on_after_finalize.connect

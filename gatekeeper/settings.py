@@ -260,6 +260,24 @@ DISPATCH_INTERVAL = env_float("GATEKEEPER_DISPATCH_INTERVAL", 1.0)
 # A dispatched poll is not sent again for this long; if its message was lost, it is due again after.
 DISPATCH_LEASE = env_float("GATEKEEPER_DISPATCH_LEASE", 60.0)
 DISPATCH_LIMIT = env_int("GATEKEEPER_DISPATCH_LIMIT", 5000)  # due releases taken per dispatch run
+# Two beats may run: the one holding this PostgreSQL lease sends the schedule, and the other takes
+# over within about a lease after it stops renewing (releases/scheduling/beat.py). `celery beat`
+# and `worker --beat` both read the scheduler class from here.
+CELERY_BEAT_SCHEDULER = "releases.scheduling.beat:LeasedScheduler"
+BEAT_LEASE_NAME = env_str("GATEKEEPER_BEAT_LEASE_NAME", "beat")
+BEAT_LEASE_SECONDS = env_float("GATEKEEPER_BEAT_LEASE", 10.0)
+if BEAT_LEASE_SECONDS < 2:
+    raise ImproperlyConfigured(f"GATEKEEPER_BEAT_LEASE={BEAT_LEASE_SECONDS:g} is too short: at least 2 s")
+# No dispatch for this long is a stall: every worker checks every DISPATCH_STALL_CHECK seconds (0:
+# never), and the first to see one pages and posts once (releases/scheduling/stall.py).
+DISPATCH_STALL_SECONDS = env_float("DISPATCH_STALL_SECONDS", 60.0)
+DISPATCH_STALL_CHECK = env_float("GATEKEEPER_DISPATCH_STALL_CHECK", 10.0)
+# Where a stall is told. Unset, every project's PagerDuty routing key and Slack channel: a stalled
+# dispatcher stops every project's gates, and those are the destinations a new install already has.
+# Set them to send it to the team that runs Gatekeeper instead (the variable's name, as in
+# gatekeeper.yaml's routing_key_env).
+OPS_PAGERDUTY_ROUTING_KEY_ENV = env_str("OPS_PAGERDUTY_ROUTING_KEY_ENV")
+OPS_SLACK_CHANNEL = env_str("OPS_SLACK_CHANNEL")
 # The dispatcher and the watchdog have their own queue: behind a long queue of poll batches they
 # would be late, and so would every poll after them. Workers consume every queue listed here
 # unless told otherwise (-Q); kombu takes from the queues in turn, so a dispatch waits at most

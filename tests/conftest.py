@@ -227,6 +227,11 @@ def worker_env(simulator: Simulator, database_name: str, **extra: str) -> dict[s
         PD_KEY_ENV: PD_KEY,
         "DEBUG": "1",
         "GATEKEEPER_DISPATCH_INTERVAL": "0.5",
+        # The suite empties the tables between tests, heartbeat included: a worker watching for a
+        # stalled dispatcher would page about that. The tests that watch ask for it.
+        "GATEKEEPER_DISPATCH_STALL_CHECK": "0",
+        # A worker killed with its beat leaves the lease held: its restart leads again this soon.
+        "GATEKEEPER_BEAT_LEASE": "3",
         **simulator.provider_env(),
         **extra,
     }

@@ -1,15 +1,20 @@
-"""GET /healthz: 200 when PostgreSQL and the broker answer, 503 naming what does not."""
+"""GET /healthz: 200 when PostgreSQL and the broker answer, 503 naming what does not; and whether the
+poll dispatcher runs, which changes the body, never the status code."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from gatekeeper.celery import app
+from releases.scheduling import lease, liveness
 
 pytestmark = pytest.mark.django_db
 
@@ -58,3 +63,35 @@ def test_healthz_is_503_naming_the_broker_when_it_is_unreachable(client: Client,
     assert body["database"] == "ok"
     assert body["broker"].startswith("unreachable (")
     assert broker_down not in response.content.decode()  # says what is down, not where it lives
+
+
+def test_healthz_reports_when_the_dispatcher_last_ran_and_which_beat_leads(
+    client: Client, settings: Any
+) -> None:
+    settings.BEAT_LEASE_NAME = "healthz-test"
+    lease.hold("healthz-test", "beat-1:7:abc123", 10)
+    liveness.mark_dispatch(timezone.now() - timedelta(seconds=0.8))
+
+    body = client.get("/healthz").json()
+
+    assert re.fullmatch(r"ok \([01]\.\d s ago\)", body["dispatch"]), body["dispatch"]
+    assert body["dispatch_stalled"] is False
+    assert body["beat_leader"] == "beat-1:7:abc123"
+
+
+def test_a_stalled_dispatcher_is_reported_in_the_body_and_still_answers_200(
+    client: Client, settings: Any
+) -> None:
+    settings.BEAT_LEASE_NAME = "healthz-test-nobody"
+    settings.DISPATCH_STALL_SECONDS = 60
+    liveness.mark_dispatch(timezone.now() - timedelta(seconds=75))
+
+    response = client.get("/healthz")
+
+    # Web still takes webhooks: out of rotation it would lose them (gatekeeper/health.py).
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True
+    assert body["dispatch"] == "stalled: last ran 75 s ago"
+    assert body["dispatch_stalled"] is True and body["dispatch_age_s"] >= 75
+    assert body["beat_leader"] is None

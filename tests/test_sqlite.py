@@ -2,7 +2,8 @@
 
 The suite runs on PostgreSQL, so this runs the paths whose queries lean on the database (the
 dispatcher's SKIP LOCKED claim, the outbox claim and insert, the poll claim, the alert's project
-and live-release lookups) in a child process on a fresh SQLite file.
+and live-release lookups, the beat lease's date arithmetic) in a child process on a fresh SQLite
+file.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ SCRIPT = textwrap.dedent(
     assert polls.poll_batch([(gating.pk, gating.generation)], now) == {}  # claimed once
     gating.refresh_from_db()
     assert (gating.generation, gating.release.sessions) == (1, 5)
+
+    from releases.scheduling import lease
+    assert lease.hold("beat", "a", 10) and not lease.hold("beat", "b", 10) and lease.hold("beat", "a", 10)
+    assert lease.give_up("beat", "a") and lease.hold("beat", "b", 10)
+    assert lease.read("beat").held_by() == "b"
     print("sqlite ok")
     """
 )

@@ -6,29 +6,34 @@ is answered by the worker's main process even then, so it proves little. ``probe
 sends a real task to the worker's own queue (``worker_direct``) and waits for it to run: the
 answer comes back only if the worker fetched a message and a pool process executed it.
 
-``mark_dispatch`` / ``dispatch_age``: the dispatcher notes each run, so a check can tell that
-beat is sending and that some worker is consuming the ``schedule`` queue.
+``mark_dispatch`` / ``dispatch_age``: the dispatcher notes each run in PostgreSQL (one UPDATE of
+one row a second), so a check can tell that beat is sending and that some worker is consuming the
+``schedule`` queue. Not in Redis: the broker may lose everything, and a stall must not be
+reported (or missed) because it did.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 import uuid
+from datetime import datetime
 
 import redis
 from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
 
 from releases.core.publish import task
+from releases.models import Heartbeat
 
 ALIVE_PREFIX = "gatekeeper:alive:"
-DISPATCH_KEY = "gatekeeper:dispatch:last"
+DISPATCH = "dispatch"  # the dispatcher's Heartbeat
 _clients: dict[str, redis.Redis] = {}
 
 
 def _redis() -> redis.Redis:
-    # One pool per broker URL: the dispatcher notes every run, once a second.
+    # One pool per broker URL: a probe polls for its answer every 50 ms.
     url = settings.CELERY_BROKER_URL
     if url not in _clients:
         _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
@@ -61,14 +66,21 @@ def probe_worker(hostname: str, timeout: float) -> float | None:
     return None
 
 
-def mark_dispatch() -> None:
-    """Note that the dispatcher ran (one SET a second; losing it with Redis costs nothing)."""
-    # The dispatch itself already failed or succeeded; this is only for healthchecks.
-    with contextlib.suppress(redis.RedisError):
-        _redis().set(DISPATCH_KEY, repr(time.time()), ex=3600)
+def mark_dispatch(now: datetime | None = None) -> None:
+    """Note that the dispatcher ran: called after each run that did not fail."""
+    now = now or timezone.now()
+    if not Heartbeat.objects.filter(name=DISPATCH).update(last_at=now, runs=F("runs") + 1):
+        # A new database's first run. Two at once: one insert wins, the other run goes uncounted.
+        Heartbeat.objects.bulk_create([Heartbeat(name=DISPATCH, last_at=now, runs=1)], ignore_conflicts=True)
 
 
-def dispatch_age() -> float | None:
-    """Seconds since the dispatcher last ran; None if never (or Redis forgot)."""
-    raw = _redis().get(DISPATCH_KEY)
-    return None if raw is None else max(0.0, time.time() - float(raw))
+def dispatch_heartbeat() -> Heartbeat | None:
+    return Heartbeat.objects.filter(name=DISPATCH).first()
+
+
+def dispatch_age(now: datetime | None = None) -> float | None:
+    """Seconds since the dispatcher last ran; None if it never did."""
+    beat = dispatch_heartbeat()
+    if beat is None or beat.last_at is None:
+        return None
+    return max(0.0, ((now or timezone.now()) - beat.last_at).total_seconds())

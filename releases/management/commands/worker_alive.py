@@ -3,8 +3,9 @@
     python manage.py worker_alive [--hostname celery@host] [--timeout 20] [--dispatch 60]
     python manage.py worker_alive --dispatch-only [--dispatch 60]
 
-The worker container's healthcheck: a worker that is up but fetches nothing fails it. Beat's:
-the dispatcher (which beat sends every second) has not run for a minute.
+The worker container's healthcheck: a worker that is up but fetches nothing fails it.
+``--dispatch-only`` fails when the dispatcher (which beat sends every second) has not run for a
+minute, whichever beat sent it; beat's own healthcheck is ``beat_alive``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dispatch-only",
             action="store_true",
-            help="check only the dispatcher (beat's healthcheck: beat runs no tasks itself)",
+            help="check only that the dispatcher runs (needs no worker in this container)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -58,7 +59,7 @@ class Command(BaseCommand):
         try:
             age = liveness.dispatch_age()
         except Exception as exc:
-            raise CommandError(f"cannot reach the broker ({type(exc).__name__})") from exc
+            raise CommandError(f"cannot read the dispatcher's heartbeat ({type(exc).__name__})") from exc
         if age is None or age > limit:
             seen = "never" if age is None else f"{age:.0f} s ago"
             raise CommandError(f"the poll dispatcher last ran {seen} (limit {limit:g} s)")

@@ -6,13 +6,17 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
+from releases.models import Heartbeat
 from releases.scheduling import liveness
 from tests.conftest import Worker, wait_for
 
@@ -59,13 +63,19 @@ def test_another_workers_name_gets_no_answer(worker: Worker) -> None:
         call_command("worker_alive", hostname="nobody@nowhere", timeout=1, stdout=StringIO())
 
 
+@pytest.mark.django_db
 def test_a_stale_dispatcher_fails_the_dispatch_check(worker: Worker) -> None:
     wait_for(lambda: _try(timeout=5), timeout=60, what="a worker consuming")
+    Heartbeat.objects.filter(name=liveness.DISPATCH).delete()  # a real beat may share the database
     with pytest.raises(CommandError, match="dispatcher last ran never"):
+        alive(timeout=5, dispatch=30)
+    liveness.mark_dispatch(timezone.now() - timedelta(seconds=45))
+    with pytest.raises(CommandError, match="dispatcher last ran 45 s ago"):
         alive(timeout=5, dispatch=30)
     liveness.mark_dispatch()
     assert "poll dispatcher ran" in alive(timeout=5, dispatch=30)
-    assert liveness.dispatch_age() is not None and liveness.dispatch_age() < 30
+    age = liveness.dispatch_age()
+    assert age is not None and age < 30
 
 
 def test_an_unreachable_broker_fails_without_naming_its_address(settings: Any) -> None:
@@ -82,10 +92,24 @@ def _try(**options: Any) -> str | None:
         return None
 
 
+@pytest.mark.django_db
 def test_the_dispatch_only_check_needs_no_worker(flush_broker: None) -> None:
+    Heartbeat.objects.filter(name=liveness.DISPATCH).delete()
     with pytest.raises(CommandError, match="last ran never"):
         call_command("worker_alive", dispatch_only=True, stdout=StringIO())
     liveness.mark_dispatch()
     out = StringIO()
     call_command("worker_alive", dispatch_only=True, dispatch=10, stdout=out)
     assert "poll dispatcher ran" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_dispatchers_heartbeat_survives_a_flushed_broker(flush_broker: None) -> None:
+    liveness.mark_dispatch()
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).flushdb()
+
+    age = liveness.dispatch_age()
+
+    assert age is not None and age < 10
+    beat = Heartbeat.objects.get(name=liveness.DISPATCH)
+    assert beat.runs >= 1
