@@ -32,6 +32,9 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
     Project, Release = old.get_model("releases", "Project"), old.get_model("releases", "Release")
     GateCheck, RampCheck = old.get_model("releases", "GateCheck"), old.get_model("releases", "RampCheck")
     now = timezone.now()
+    # Due later than the test lasts: a worker of the e2e tests, on the same database, would
+    # otherwise dispatch these rows and move their next check while this test reads it.
+    due = now + timedelta(hours=1)
     project = Project.objects.create(
         name="shop-web",
         vercel_project_id="prj_1",
@@ -47,7 +50,7 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
         deployment_id="dpl_gating",
         state="gating",
         generation=7,
-        next_poll_at=now,
+        next_poll_at=due,
         gating_started_at=now - timedelta(minutes=5),
         consecutive_errors=2,
         extra_wait=timedelta(minutes=30),
@@ -59,7 +62,7 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
         state="promoted",
         verdict="pass",
         generation=4,
-        next_poll_at=now,
+        next_poll_at=due,
         gating_started_at=now - timedelta(hours=1),
         promoted_at=now - timedelta(minutes=10),
         watch_until=now + timedelta(minutes=50),
@@ -72,7 +75,7 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
         deployment_id="dpl_ramping",
         state="ramping",
         generation=9,
-        next_poll_at=now,
+        next_poll_at=due,
         gating_started_at=now - timedelta(minutes=20),
         ramp_policy=policy,
         ramp_stage=1,
@@ -90,7 +93,7 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
     NewCheck, NewRampCheck = new.get_model("releases", "GateCheck"), new.get_model("releases", "RampCheck")
 
     (gate,) = Analysis.objects.filter(release_id=gating.pk)
-    assert (gate.kind, gate.phase, gate.generation, gate.next_check_at) == ("gate", "running", 7, now)
+    assert (gate.kind, gate.phase, gate.generation, gate.next_check_at) == ("gate", "running", 7, due)
     assert (gate.consecutive_errors, gate.extra_wait) == (2, timedelta(minutes=30))
     assert gate.started_at == gating.gating_started_at
     assert (gate.policy["min_sessions"], gate.policy["crash_free_threshold"]) == (500, 0.995)
@@ -98,7 +101,7 @@ def test_the_gate_the_bake_watch_and_the_canary_stages_become_analyses(migrator:
     kinds = {a.kind: a for a in Analysis.objects.filter(release_id=watched.pk)}
     assert (kinds["gate"].phase, kinds["gate"].next_check_at) == ("passed", None)
     bake = kinds["bake"]
-    assert (bake.phase, bake.generation, bake.next_check_at) == ("running", 4, now)
+    assert (bake.phase, bake.generation, bake.next_check_at) == ("running", 4, due)
     assert bake.ends_at == watched.watch_until and bake.policy["crash_free_threshold"] == 0.99
     assert sorted(
         NewCheck.objects.filter(release_id=watched.pk).values_list("analysis__kind", flat=True)
