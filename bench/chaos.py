@@ -5,13 +5,17 @@
 
 It starts its own PostgreSQL cluster and Redis server on free ports (it restarts them, so never
 the shared ones), the simulator, and Gatekeeper's web (gunicorn), one Celery worker (prefork)
-and beat (its own process). It creates the gates (40% good, 30% bad, 10% slow, 10% canary ramps,
-10% promoted and then hit by a Sentry alert; see bench/chaos_scenario.py) and, while they run,
-SIGKILLs the worker (every third kill a pool child instead), flushes and restarts Redis, restarts
-PostgreSQL, and has the simulator answer a share of all vendor calls with 5xx, timeouts (half of
-them after doing the work) and 429s with each vendor's reset headers. Then it turns the faults
-off, waits for quiet (every gate decided, no action pending) and prints what it found (see
-bench/chaos_report.py for what counts as a duplicate). Exits 1 when the target is missed.
+and two beats (their own processes, one leading by lease). It creates the gates (40% good, 30%
+bad, 10% slow, 10% canary ramps, 10% promoted and then hit by a Sentry alert; see
+bench/chaos_scenario.py) and, while they run, SIGKILLs the worker (every third kill a pool child
+instead), SIGKILLs the beat that leads, stops both beats long enough for the stalled-dispatch
+page, flushes and restarts Redis, restarts PostgreSQL, and has the simulator answer a share of
+all vendor calls with 5xx, timeouts (half of them after doing the work) and 429s with each
+vendor's reset headers. Once the last builds of some projects are live, it stops PostgreSQL and
+sends their Sentry alerts while it is down (traffic stays healthy, so only the alert can roll
+them back), then starts it again. Then it turns the faults off, waits for quiet (every gate
+decided, no action pending) and prints what it found (see bench/chaos_report.py for what counts
+as a duplicate). Exits 1 when the target is missed.
 """
 
 from __future__ import annotations
@@ -31,9 +35,18 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.chaos_infra import Chaos, Faults, PrivatePostgres, PrivateRedis, Stack, run_directory, sim_env
+from bench.chaos_infra import (
+    Chaos,
+    Faults,
+    Outage,
+    PrivatePostgres,
+    PrivateRedis,
+    Stack,
+    run_directory,
+    sim_env,
+)
 from bench.chaos_report import Figures, collect, render
-from bench.chaos_scenario import PD_KEY, PD_KEY_ENV, Driver, Plan, plan, setup
+from bench.chaos_scenario import OUTAGE_INCIDENTS, PD_KEY, PD_KEY_ENV, Driver, Plan, plan, setup
 from bench.common import bench_env
 
 VERCEL_SECRET, SENTRY_SECRET = "chaos-vercel-secret", "chaos-sentry-secret"
@@ -46,6 +59,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--kills", type=int, default=10, help="worker SIGKILLs (default 10)")
     add("--redis-restarts", type=int, default=2, help="FLUSHALL + restart of Redis (default 2)")
     add("--pg-restarts", type=int, default=1, help="PostgreSQL restarts (default 1)")
+    add("--beat-kills", type=int, default=2, help="SIGKILLs of the beat holding the lease (default 2)")
+    add(
+        "--beat-outage",
+        type=float,
+        default=40,
+        help="both beats down this long once, s (default 40; 0: never)",
+    )
+    add(
+        "--stall-seconds",
+        type=float,
+        default=20,
+        help="DISPATCH_STALL_SECONDS: no dispatch this long pages (default 20)",
+    )
+    add("--outage-alerts", type=int, default=2, help="alerts sent while PostgreSQL is down (default 2)")
+    add("--outage-seconds", type=float, default=15, help="how long PostgreSQL is down for them (default 15)")
     add("--error-rate", type=float, default=0.20, help="vendor answers that are 5xx (default 0.20)")
     add("--timeout-rate", type=float, default=0.05, help="vendor calls that time out (default 0.05)")
     add("--rate-limit-rate", type=float, default=0.03, help="vendor answers that are 429 (default 0.03)")
@@ -114,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             GATEKEEPER_DISPATCH_LEASE=str(args.dispatch_lease),
             WATCHDOG_INTERVAL=str(args.watchdog_interval),
             GATEKEEPER_DISPATCH_INTERVAL="1",
+            # Where web keeps what arrives while PostgreSQL is down, and the worker replays it from.
+            SPOOL_DIR=str(root / "spool"),
+            DISPATCH_STALL_SECONDS=str(args.stall_seconds),
+            GATEKEEPER_DISPATCH_STALL_CHECK="2",
             **{PD_KEY_ENV: PD_KEY},
         )
         stack = Stack(root, env, args.concurrency)
@@ -141,7 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         django.setup()
         call_command("migrate", verbosity=0)
         stack.start_gatekeeper()
-        the_plan = plan(args.gates, args.seed, stage_window=args.chaos_seconds * 0.6, per_lane=args.per_lane)
+        the_plan = plan(
+            args.gates,
+            args.seed,
+            stage_window=args.chaos_seconds * 0.6,
+            per_lane=args.per_lane,
+            outage_alerts=args.outage_alerts,
+        )
         figures, faults = run(args, stack, pg, redis, the_plan)
         deaths = {name: service.died for name, service in stack.services.items()}
         lines = render(figures, faults.done, deaths)
@@ -185,7 +223,14 @@ def run(
         if time.monotonic() > deadline:
             raise RuntimeError("the baselines never went live in Gatekeeper (see web.log, worker.log)")
         time.sleep(0.3)
-    faults = Faults(args.kills, args.redis_restarts, args.pg_restarts, args.chaos_seconds)
+    faults = Faults(
+        args.kills,
+        args.redis_restarts,
+        args.pg_restarts,
+        args.chaos_seconds,
+        beat_kills=args.beat_kills,
+        beat_outage=args.beat_outage,
+    )
     window = [last_seq(sim), 0]  # the request log's sequence numbers while the vendors fail
     sim_faults(sim, args)
     chaos = Chaos(faults, stack, pg, redis, args.seed)
@@ -193,12 +238,13 @@ def run(
     chaos.start()
     ids = [gate.deployment_id for gate in the_plan.gates]
     states: dict[str, str] = {}
+    outage: Outage | None = None
     quiet_by: float | None = None
     next_report = 0.0
     try:
         while True:
             time.sleep(0.5)
-            for name in ("web", "beat", "simulator", "worker"):
+            for name in ("web", "beat", "beat-2", "simulator", "worker"):
                 stack.services[name].check()
             try:
                 close_old_connections()
@@ -210,6 +256,16 @@ def run(
                 connection.close()
                 continue
             driver.step(states)
+            ready = driver.outage_ready(states) if outage is None else None
+            if ready:
+                outage = Outage(
+                    pg,
+                    ready,
+                    lambda gate: driver.alert_now(gate, OUTAGE_INCIDENTS + gate.index),
+                    args.outage_seconds,
+                )
+                outage.start()
+                faults.done["postgres_outage"] = 1
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + 10
                 decided = sum(gate.done(states.get(gate.deployment_id)) for gate in the_plan.gates)
@@ -230,6 +286,14 @@ def run(
     finally:
         chaos.stopping.set()
         chaos.join(timeout=120)
+        chaos.join_beat_faults(timeout=60)
+        if outage is not None:
+            outage.join(timeout=120)
+            if outage.error:
+                faults.errors.append(f"outage: {outage.error}")
+            faults.log.append(
+                f"PostgreSQL down {outage.down_for:.1f} s while {len(outage.gates)} alerts came"
+            )
         driver.close()
     close_old_connections()
     if args.keep:  # for a post-mortem: what every vendor was asked, and answered

@@ -25,6 +25,7 @@ import httpx
 from bench.common import PYTHON, ROOT, free_port, gunicorn_command
 
 DATABASE = "gatekeeper_chaos"
+BEATS = ("beat", "beat-2")
 
 
 def _pg_bin(name: str) -> str:
@@ -59,6 +60,12 @@ class PrivatePostgres:
     def __init__(self, root: Path) -> None:
         self.dir = root / "pg"
         self.port = free_port()
+        # A restart and an outage never overlap: a restart would end the outage early.
+        self.lock = threading.Lock()
+        self.options = (
+            f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
 
     def start(self) -> None:
         self.dir.mkdir(parents=True)
@@ -73,11 +80,7 @@ class PrivatePostgres:
             check=True,
             capture_output=True,
         )
-        options = (
-            f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        self._ctl("start", "-o", options, "-l", str(self.dir / "log"))
+        self._ctl("start", "-o", self.options, "-l", str(self.dir / "log"))
         subprocess.run(
             ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q", "-c",
              f'CREATE DATABASE "{DATABASE}"'],
@@ -87,9 +90,17 @@ class PrivatePostgres:
 
     def restart(self) -> float:
         """pg_ctl restart -m fast (every connection is cut); returns the seconds it took."""
-        started = time.monotonic()
-        self._ctl("restart", "-m", "fast", "-l", str(self.dir / "log"))
-        return time.monotonic() - started
+        with self.lock:
+            started = time.monotonic()
+            self._ctl("restart", "-m", "fast", "-l", str(self.dir / "log"))
+            return time.monotonic() - started
+
+    def down(self) -> None:
+        """pg_ctl stop -m fast: every connection is cut and new ones are refused until ``up``."""
+        self._ctl("stop", "-m", "fast")
+
+    def up(self) -> None:
+        self._ctl("start", "-o", self.options, "-l", str(self.dir / "log"))
 
     def stop(self) -> None:
         if (self.dir / "data" / "postmaster.pid").exists():
@@ -250,8 +261,10 @@ class Stack:
         self._add("web", gunicorn_command(int(port)), self.env, ready=f"{self.web_url}/healthz")
         # Beat is its own process, as docker-compose runs it: killing a worker must not stop the
         # dispatcher, or every kill would also be a beat outage and the run would measure that.
-        schedule = str(self.root / "beat-schedule")
-        self._add("beat", celery("beat", "--schedule", schedule), self.env)
+        # Two of them, as docker-compose runs: the one holding the PostgreSQL lease sends.
+        for name in BEATS:
+            schedule = str(self.root / f"{name}-schedule")
+            self._add(name, celery("beat", "--schedule", schedule), self.env)
         # Prefork, as production runs: a SIGKILL of the main process orphans the children
         # mid-task, and killing one child loses only the task it ran.
         worker = celery(
@@ -276,7 +289,7 @@ class Stack:
                     time.sleep(0.2)
 
     def stop(self) -> None:
-        for name in ("worker", "beat", "web", "simulator"):
+        for name in ("worker", *BEATS, "web", "simulator"):
             if name in self.services:
                 self.services[name].stop()
 
@@ -289,6 +302,8 @@ class Faults:
     redis_restarts: int
     pg_restarts: int
     seconds: float
+    beat_kills: int = 0
+    beat_outage: float = 0.0  # both beats down this long, once: the stalled-dispatch page
     done: dict[str, int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -298,6 +313,9 @@ class Faults:
         events = [(rng.uniform(0.05, 0.95) * self.seconds, "kill") for _ in range(self.kills)]
         events += [(rng.uniform(0.15, 0.85) * self.seconds, "redis") for _ in range(self.redis_restarts)]
         events += [(rng.uniform(0.25, 0.75) * self.seconds, "postgres") for _ in range(self.pg_restarts)]
+        events += [(rng.uniform(0.1, 0.9) * self.seconds, "beat") for _ in range(self.beat_kills)]
+        if self.beat_outage > 0:
+            events.append((rng.uniform(0.2, 0.4) * self.seconds, "beat_outage"))
         return sorted(events)
 
 
@@ -311,6 +329,8 @@ class Chaos(threading.Thread):
         self.faults, self.stack, self.pg, self.redis = faults, stack, pg, redis
         self.rng = random.Random(seed)
         self.stopping = threading.Event()
+        self.beat_lock = threading.Lock()
+        self.beat_faults: list[threading.Thread] = []
 
     def run(self) -> None:
         started = time.monotonic()
@@ -322,6 +342,12 @@ class Chaos(threading.Thread):
                 if what == "kill":
                     kills += 1
                     self._kill(child=kills % 3 == 0)
+                elif what in ("beat", "beat_outage"):
+                    # In a thread of its own, so the faults after it keep their moments.
+                    fault = self._kill_beat if what == "beat" else self._beat_outage
+                    thread = threading.Thread(target=self._beats_fault, args=(fault,), daemon=True)
+                    thread.start()
+                    self.beat_faults.append(thread)
                 elif what == "redis":
                     self.redis.flush_and_restart(down_for=self.rng.uniform(1.0, 3.0))
                     self._note("redis", started, "FLUSHALL + SHUTDOWN NOSAVE, started again")
@@ -346,9 +372,85 @@ class Chaos(threading.Thread):
         self.stopping.wait(self.rng.uniform(0.5, 3.0))  # down a moment, as a supervisor restarts it
         worker.start()
 
+    def _beats_fault(self, fault: Any) -> None:
+        with self.beat_lock:  # one at a time: a beat kill must not end an outage of both early
+            try:
+                fault()
+            except Exception as exc:
+                self.faults.errors.append(f"beats: {type(exc).__name__}: {exc}")
+
+    def join_beat_faults(self, timeout: float) -> None:
+        for thread in self.beat_faults:
+            thread.join(timeout)
+
+    def _kill_beat(self) -> None:
+        """SIGKILL the beat holding the lease (the one sending); the other must take over."""
+        leader = self._beat_leader()
+        self.stack.services[leader].kill()
+        self._note("beat_kills", 0.0, f"SIGKILL {leader}, the beat holding the lease")
+        self.stopping.wait(self.rng.uniform(5.0, 15.0))
+        self.stack.services[leader].start()
+
+    def _beat_outage(self) -> None:
+        """Both beats down: nothing dispatches, so Gatekeeper must page once and resolve once."""
+        for name in BEATS:
+            self.stack.services[name].kill()
+        started = time.monotonic()
+        self.stopping.wait(self.faults.beat_outage)
+        for name in BEATS:
+            self.stack.services[name].start()
+        self._note("beat_outage", 0.0, f"both beats down {time.monotonic() - started:.0f} s")
+
+    def _beat_leader(self) -> str:
+        from django.conf import settings
+        from django.db import connection
+
+        from releases.scheduling.lease import read
+
+        try:
+            lease = read(settings.BEAT_LEASE_NAME)
+        finally:
+            connection.close()  # this thread's own connection
+        holder = lease.held_by() if lease is not None else ""
+        pid = holder.split(":")[1] if holder.count(":") >= 2 else ""
+        for name in BEATS:
+            process = self.stack.services[name].process
+            if process is not None and str(process.pid) == pid:
+                return name
+        return BEATS[0]  # nobody holds it right now: either will do
+
     def _note(self, what: str, started: float, text: str) -> None:
         self.faults.done[what] = self.faults.done.get(what, 0) + 1
         self.faults.log.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+
+class Outage(threading.Thread):
+    """PostgreSQL down while Sentry alerts arrive: stop it, send the alerts, start it again.
+
+    Sentry never retries an alert, so each must be kept by the web process (the spool) and acted
+    on once the database is back."""
+
+    def __init__(self, pg: PrivatePostgres, gates: list[Any], send: Any, seconds: float) -> None:
+        super().__init__(daemon=True, name="outage")
+        self.pg, self.gates, self.send, self.seconds = pg, gates, send, seconds
+        self.down_for = 0.0
+        self.error = ""
+
+    def run(self) -> None:
+        with self.pg.lock:
+            try:
+                self.pg.down()
+            except Exception as exc:
+                self.error = f"stop: {type(exc).__name__}: {exc}"
+                return
+            started = time.monotonic()
+            try:
+                for gate in self.gates:
+                    self.send(gate)
+                time.sleep(max(0.0, self.seconds - (time.monotonic() - started)))
+            finally:
+                self.pg.up()
+                self.down_for = time.monotonic() - started
 
 
 def run_directory() -> Path:

@@ -22,7 +22,9 @@ from urllib.parse import unquote
 
 import httpx
 
-from bench.chaos_scenario import EXPECTED, Gate, Plan
+from bench.chaos_scenario import EXPECTED, OUTAGE_INCIDENTS, Gate, Plan
+
+STALL_TEXT = "Gatekeeper's poll dispatcher"
 
 
 def applied(entry: dict[str, Any]) -> bool:
@@ -54,11 +56,22 @@ class Figures:
     injected: dict[str, int] = field(default_factory=dict)
     vendor_requests: int = 0
     faulted_while_on: tuple[int, int] = (0, 0)  # (faulted, all) vendor answers while faults were on
+    # Alerts sent while PostgreSQL was down: what the web answered, and what became of them.
+    outage_alerts: list[str] = field(default_factory=list)
+    outage_alerts_kept: int = 0  # answered 503 (spooled) and rolled back once the database returned
+    # The dispatcher's stalls (both beats down): episodes recorded, and what PagerDuty saw of them.
+    stall_episodes: int = 0
+    stall_episodes_open: int = 0
+    stall_pages: int = 0
+    stall_pages_resolved: int = 0
+    duplicate_stall_posts: dict[str, int] = field(default_factory=dict)  # channel: posts
     log_complete: bool = True
 
     def target_met(self) -> bool:
         return (
             self.decided == self.total
+            and self.stall_pages <= self.stall_episodes
+            and not self.duplicate_stall_posts
             and not self.lost
             and not self.duplicate_promotes
             and not self.duplicate_rollbacks
@@ -109,6 +122,11 @@ def _from_database(plan: Plan, figures: Figures) -> None:
         "release__deployment_id", "checked_at"
     ):
         ramps[deployment].append(at)
+    _outage_alerts(plan, releases, figures)
+    from releases.models import DispatchStall
+
+    figures.stall_episodes = DispatchStall.objects.count()
+    figures.stall_episodes_open = DispatchStall.objects.filter(resumed_at__isnull=True).count()
     for deployment, release in releases.items():
         _overdue(by_id[deployment], release, checks[deployment], sorted(ramps[deployment]), figures)
     actions = Action.objects.filter(release__deployment_id__in=by_id)
@@ -119,6 +137,28 @@ def _from_database(plan: Plan, figures: Figures) -> None:
         took = (finished - created).total_seconds()
         if kind in ("promote", "rollback", "traffic") and took > figures.longest_action_s:
             figures.longest_action_s, figures.longest_action_where = took, key
+
+
+def _outage_alerts(plan: Plan, releases: dict[str, Any], figures: Figures) -> None:
+    from releases.models import WebhookDelivery
+
+    for gate in plan.gates:
+        if gate.kind != "outage_alert":
+            continue
+        release = releases.get(gate.deployment_id)
+        delivery = WebhookDelivery.objects.filter(
+            source="sentry", delivery_id=f"metric_alert:{OUTAGE_INCIDENTS + gate.index}:critical"
+        ).first()
+        if delivery is None:
+            how = "never recorded"
+        elif "reconciled_from" in delivery.payload:
+            how = "found open in Sentry by the reconciliation"
+        else:
+            how = "replayed from the spool"
+        state = release.state if release is not None else "never reached Gatekeeper"
+        figures.outage_alerts.append(f"{gate.version}: answered {gate.alert_status or '-'}, {how}, {state}")
+        if gate.alert_status == "503" and how == "replayed from the spool" and state == "rolled_back":
+            figures.outage_alerts_kept += 1
 
 
 def _overdue(
@@ -177,12 +217,27 @@ def _from_simulator(plan: Plan, sim: httpx.Client, figures: Figures, window: tup
         if named in staged:
             figures.staged_rollbacks.append(f"{named} rolled production back")
     pages = sim.get("/_sim/pagerduty/incidents").json()["incidents"]
+    from notifications.operations import STALL_DEDUP_KEY
+
+    # Each stall of the dispatcher is its own PagerDuty incident under one key (a trigger after a
+    # resolve opens a new one): more incidents than recorded episodes would be a duplicate.
+    stalls = [incident for incident in pages if incident["dedup_key"] == STALL_DEDUP_KEY]
+    figures.stall_pages = len(stalls)
+    figures.stall_pages_resolved = sum(1 for incident in stalls if incident["status"] == "resolved")
+    pages = [incident for incident in pages if incident["dedup_key"] != STALL_DEDUP_KEY]
     opened = Counter(incident["dedup_key"] for incident in pages)
     figures.duplicate_pages = {k: n for k, n in opened.items() if n > 1}
     figures.repeated_triggers = sum(
         max(0, sum(1 for e in i["events"] if e.get("event_action") == "trigger") - 1) for i in pages
     )
     messages = sim.get("/_sim/slack/messages").json()["messages"]
+    # Two stalls of the same length read the same; each episode posts once to each channel that
+    # it stalled, and once that it resumed.
+    stall_posts = Counter(m["channel"] for m in messages if STALL_TEXT in m["text"])
+    figures.duplicate_stall_posts = {
+        channel: n for channel, n in stall_posts.items() if n > 2 * figures.stall_episodes
+    }
+    messages = [m for m in messages if STALL_TEXT not in m["text"]]
     posted = Counter((m["channel"], m["text"]) for m in messages)
     figures.duplicate_slack = {f"{c} {t[:80]}": n for (c, t), n in posted.items() if n > 1}
     for lane in plan.lanes:
@@ -225,6 +280,12 @@ def render(figures: Figures, faults_done: dict[str, int], deaths: dict[str, list
         *(f"  unexpected: {text}" for text in figures.unexpected),
         *(f"  {text}" for text in figures.staged_rollbacks),
         *(f"  {text}" for text in figures.wrong_production),
+        f"alerts while PostgreSQL was down {len(figures.outage_alerts)}, kept by the spool and rolled "
+        f"back {figures.outage_alerts_kept}",
+        *(f"  {text}" for text in figures.outage_alerts),
+        f"dispatcher stalls           {figures.stall_episodes} recorded ({figures.stall_episodes_open} still "
+        f"open); PagerDuty incidents {figures.stall_pages}, resolved {figures.stall_pages_resolved}; "
+        f"channels posted to more than twice an episode {len(figures.duplicate_stall_posts)}",
         f"Slack posts given up (outcome unknown, not resent) {figures.slack_not_sent}; "
         f"repeated PagerDuty triggers folded by dedup_key {figures.repeated_triggers}",
         "faults injected            "

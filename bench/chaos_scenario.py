@@ -38,11 +38,15 @@ EXPECTED = {
     "slow": ("rolled_back",),
     "canary_abort": ("rolled_back",),
     "alert": ("rolled_back",),
+    "outage_alert": ("rolled_back",),
 }
 # Decided: the gate is over, whatever its verdict (held asks a human; that is a decision too).
 DONE = frozenset({"promoted", "superseded", "rolled_back", "held", "cancelled"})
 # Would change what production serves when it passes: one at a time per project.
-SHIPPING = ("good", "alert", "canary_ok", "canary_abort")
+SHIPPING = ("good", "alert", "outage_alert", "canary_ok", "canary_abort")
+# Alerted once live: not over while promoted.
+ALERTED = ("alert", "outage_alert")
+OUTAGE_INCIDENTS = 8000  # the incident id of outage alert n is this plus the gate's index
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Gate:
     def done(self, state: str | None) -> bool:
         if state is None or state not in DONE:
             return False
-        return not (self.kind == "alert" and state == "promoted")  # its alert is still to come
+        return not (self.kind in ALERTED and state == "promoted")  # its alert is still to come
 
 
 @dataclass
@@ -79,14 +83,16 @@ class Plan:
     lanes: list[Lane]
 
 
-def counts(total: int) -> dict[str, int]:
-    """~40% good, 30% bad, 10% slow, 10% canary ramps (4 in 10 aborting), 10% alerts."""
+def counts(total: int, outage_alerts: int = 0) -> dict[str, int]:
+    """~40% good, 30% bad, 10% slow, 10% canary ramps (4 in 10 aborting), 10% alerts; the alerts
+    sent while PostgreSQL is down are taken from the good builds."""
     canary = max(2, round(total * 0.1)) if total >= 10 else round(total * 0.1)
     found = {
         "bad": round(total * 0.3),
         "slow": max(1, round(total * 0.1)),
         "canary_abort": max(1, round(canary * 0.4)) if canary >= 2 else 0,
         "alert": max(1, round(total * 0.1)),
+        "outage_alert": outage_alerts,
     }
     found["canary_ok"] = canary - found["canary_abort"]
     found["good"] = total - sum(found.values())
@@ -95,10 +101,10 @@ def counts(total: int) -> dict[str, int]:
     return found
 
 
-def plan(total: int, seed: int, stage_window: float, per_lane: float = 2.5) -> Plan:
+def plan(total: int, seed: int, stage_window: float, per_lane: float = 2.5, outage_alerts: int = 0) -> Plan:
     rng = random.Random(seed)
-    wanted = counts(total)
-    shipping = wanted["good"] + wanted["alert"]
+    wanted = counts(total, outage_alerts)
+    shipping = wanted["good"] + wanted["alert"] + wanted["outage_alert"]
     lanes = [Lane(f"chaos-g{n}", False) for n in range(max(1, math.ceil(shipping / per_lane)))]
     canary_total = wanted["canary_ok"] + wanted["canary_abort"]
     lanes += [Lane(f"chaos-c{n}", True) for n in range(math.ceil(canary_total / 2))]
@@ -126,6 +132,10 @@ def plan(total: int, seed: int, stage_window: float, per_lane: float = 2.5) -> P
             else gated[-1 - n]
         )
         lane.queue.append(add("alert", lane))
+    # Then the ones alerted while PostgreSQL is down, in the lanes that ship least.
+    for _ in range(wanted["outage_alert"]):
+        lane = sorted(gated, key=lambda lane: (len(lane.queue), lane.project))[0]
+        lane.queue.append(add("outage_alert", lane))
     kinds = ["canary_ok"] * wanted["canary_ok"] + ["canary_abort"] * wanted["canary_abort"]
     rng.shuffle(kinds)
     for n, kind in enumerate(kinds):
@@ -258,6 +268,29 @@ class Driver:
             "webhooks": ["deployment.succeeded"],  # the simulator retries it as Vercel does
         }
         self.pool.submit(self._send, gate, "/_sim/vercel/deployments", body, "deploy_status")
+
+    def outage_ready(self, states: dict[str, str]) -> list[Gate] | None:
+        """The gates to alert while PostgreSQL is down, once each is live (or already over)."""
+        gates = [g for g in self.plan.gates if g.kind == "outage_alert" and g.alert_sent_at is None]
+        if not gates:
+            return None
+        live = [g for g in gates if states.get(g.deployment_id) == "promoted"]
+        settled = all(g in live or g.done(states.get(g.deployment_id)) for g in gates)
+        return live if live and settled else None
+
+    def alert_now(self, gate: Gate, incident: int) -> None:
+        """A critical alert for a live release, sent at once and waited for: traffic stays healthy,
+        so only the alert (not the bake watch) can roll it back."""
+        gate.alert_sent_at = time.monotonic() - self.started
+        body = {
+            "action": "critical",
+            "project": gate.project,
+            "org": "acme",
+            "environment": "production",
+            "date_started": time.time(),
+            "incident_id": str(incident),
+        }
+        self._send(gate, "/_sim/sentry/webhooks", body, "alert_status")
 
     def _alert(self, gate: Gate) -> None:
         gate.alert_sent_at = time.monotonic() - self.started
