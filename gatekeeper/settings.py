@@ -284,6 +284,10 @@ OPS_SLACK_CHANNEL = env_str("OPS_SLACK_CHANNEL")
 # for the task being run.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_QUEUES = (Queue("celery"), Queue("schedule"))
+# Off for a worker that runs only the `schedule` queue (docker-compose's `scheduler`): Flower turns
+# task events on through remote control, and the dispatcher's run every second would bury the
+# polls and actions people look for there.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = env_bool("GATEKEEPER_WORKER_REMOTE_CONTROL", True)
 CELERY_TASK_ROUTES = {
     "releases.dispatch_due": {"queue": "schedule"},
     "releases.watchdog": {"queue": "schedule"},

@@ -123,16 +123,26 @@ def enqueue_actions(actions: Iterable[Action]) -> None:
         then = [action.pk for action in pending[1:]]
         # robust: a broker outage must not undo or break the committed decision; the watchdog
         # re-drives anything whose message was lost, followers included.
-        transaction.on_commit(lambda: dispatch(lead.pk, then=then), robust=True)
+        label = about(lead)
+        transaction.on_commit(lambda: dispatch(lead.pk, then=then, label=label), robust=True)
         return
     for action in pending:
-        action_id = action.pk
-        transaction.on_commit(functools.partial(dispatch, action_id), robust=True)
+        transaction.on_commit(functools.partial(dispatch, action.pk, label=about(action)), robust=True)
 
 
-def dispatch(action_id: int, countdown: float | None = None, then: Sequence[int] = ()) -> None:
+def about(action: Action) -> str:
+    """How Flower and the worker's log name this action's task: its kind and its release."""
+    return f"{action.kind} for release {action.release_id}"
+
+
+def dispatch(
+    action_id: int, countdown: float | None = None, then: Sequence[int] = (), label: str = ""
+) -> None:
     try:
         extra: dict[str, Any] = {"kwargs": {"then": list(then)}} if then else {}
+        if label:
+            # Monitoring only (Flower, logs): the task still runs by its name, with the id.
+            extra.update(shadow=f"releases.run_action: {label}", argsrepr=f"({action_id}, {label!r})")
         task("releases.run_action").apply_async((action_id,), countdown=countdown, retry=False, **extra)
     except Exception:  # the broker is down; PostgreSQL still has the row
         logger.warning("dispatch_failed", extra={"action_id": action_id}, exc_info=True)
@@ -209,7 +219,7 @@ def _run(action_id: int) -> str:
             result=outcome.result,
             next_attempt_at=timezone.now() + timedelta(seconds=outcome.recheck_in),
         )
-        dispatch(action.pk, countdown=outcome.recheck_in)
+        dispatch(action.pk, countdown=outcome.recheck_in, label=about(action))
         return "confirming"
     with transaction.atomic():
         if _finish(action, Action.Status.SUCCEEDED, result=outcome.result) and handler.on_success:
@@ -238,7 +248,7 @@ def _after_error(action: Action, handler: Handler, exc: ProviderError) -> str:
         next_attempt_at=timezone.now() + timedelta(seconds=wait),
     )
     if wait <= settings.MAX_COUNTDOWN:
-        dispatch(action.pk, countdown=wait)
+        dispatch(action.pk, countdown=wait, label=about(action))
     return "retrying"
 
 
@@ -295,7 +305,7 @@ def recover_expired(now: Any = None) -> tuple[int, int]:
             )
             redriven += moved
             if moved:
-                dispatch(action.pk)
+                dispatch(action.pk, label=about(action))
         else:
             with transaction.atomic():
                 action.status = Action.Status.RUNNING

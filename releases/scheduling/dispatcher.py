@@ -24,8 +24,8 @@ RUNNING = Q(phase=Analysis.Phase.RUNNING)
 GATE_OR_BAKE = Q(RUNNING, kind__in=POLLED)
 
 
-def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime]]:
-    """(id, generation, kind, project, when due) of up to ``limit`` due analyses, leased.
+def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int, str, int, datetime, int]]:
+    """(id, generation, kind, project, when due, release) of up to ``limit`` due analyses, leased.
 
     A project's due gate and bake polls are topped up with its polls due next (within
     POLL_COALESCE seconds) to fill whole batches: 120 due take 200 if 80 more are due soon, so
@@ -38,7 +38,7 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
     """
     soon = now + timedelta(seconds=settings.POLL_COALESCE)
     size = batch_size()
-    fields = ("pk", "generation", "kind", "release__project_id", "next_check_at")
+    fields = ("pk", "generation", "kind", "release__project_id", "next_check_at", "release_id")
     with transaction.atomic():
         due = dict(
             Analysis.objects.filter(GATE_OR_BAKE, next_check_at__lte=now)
@@ -58,7 +58,7 @@ def _take_due(now: datetime, limit: int, lease: datetime) -> list[tuple[int, int
         taken: dict[int, int] = {}
         rows = []
         for row in candidates:
-            _, _, kind, project_id, _ = row
+            _, _, kind, project_id, _, _ = row
             if kind != Analysis.Kind.CANARY:
                 whole_batches = -(-due.get(project_id, 0) // size) * size
                 if taken.get(project_id, 0) >= whole_batches:
@@ -82,21 +82,33 @@ def dispatch_due(now: datetime | None = None, limit: int | None = None) -> dict[
     now = now or timezone.now()
     rows = _take_due(now, limit or settings.DISPATCH_LIMIT, now + timedelta(seconds=settings.DISPATCH_LEASE))
     by_project: dict[int, list[tuple[int, int, float]]] = {}
+    releases: dict[int, list[int]] = {}
     ticks, size = 0, batch_size()
-    for analysis_id, generation, kind, project_id, due_at in rows:
+    for analysis_id, generation, kind, project_id, due_at, release_id in rows:
         if kind == Analysis.Kind.CANARY:
-            enqueue_poll(analysis_id, generation)
+            enqueue_poll(analysis_id, generation, release_id=release_id)
             ticks += 1
         else:
             by_project.setdefault(project_id, []).append((analysis_id, generation, due_at.timestamp()))
+            releases.setdefault(project_id, []).append(release_id)
     batches = 0
-    for items in by_project.values():
+    for project_id, items in by_project.items():
         for first in range(0, len(items), size):
+            named = releases[project_id][first : first + size]
             try:
                 task("releases.poll_batch").apply_async(
-                    (items[first : first + size], now.isoformat()), retry=False
+                    (items[first : first + size], now.isoformat()),
+                    retry=False,
+                    # Flower and the worker's log name the batch: its project and its releases.
+                    shadow=f"releases.poll_batch: project {project_id}, {len(named)} releases",
+                    argsrepr=f"(releases {_ids(named)}, {now.isoformat()!r})",
                 )
             except Exception:  # the broker is down: the lease ends and they are due again
                 logger.warning("dispatch.publish_failed", exc_info=True)
             batches += 1
     return {"due": len(rows), "batches": batches, "ticks": ticks}
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:10])
+    return f"[{shown}{f', ... {len(ids) - 10} more' if len(ids) > 10 else ''}]"

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from releases.core.outbox import dispatch, recover_expired
+from releases.core.outbox import about, dispatch, recover_expired
 from releases.models import Action, Analysis
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,10 @@ def redrive(now: datetime | None = None) -> dict[str, int]:
             status__in=[Action.Status.PENDING, Action.Status.CONFIRMING], next_attempt_at__lt=cutoff
         )
         .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:WATCHDOG_BATCH]
+        .only("pk", "kind", "release_id")[:WATCHDOG_BATCH]
     )
-    for action_id in actions:
-        dispatch(action_id)
+    for action in actions:
+        dispatch(action.pk, label=about(action))
     counts = {
         "orphans": orphans,
         "actions": len(actions) + redriven,

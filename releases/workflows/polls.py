@@ -54,9 +54,22 @@ def poll_lease() -> timedelta:
     return timedelta(seconds=2 * float(settings.PROVIDER_TIMEOUT) + 10)
 
 
-def enqueue_poll(analysis_id: int, generation: int, countdown: float | None = None) -> None:
+def enqueue_poll(
+    analysis_id: int, generation: int, countdown: float | None = None, release_id: int | None = None
+) -> None:
+    # Flower and the worker's log name the release; the task itself takes the analysis.
+    named = (
+        {
+            "shadow": f"releases.poll_release: release {release_id}",
+            "argsrepr": f"({analysis_id}, {generation})",
+        }
+        if release_id is not None
+        else {}
+    )
     try:
-        task("releases.poll_release").apply_async((analysis_id, generation), countdown=countdown, retry=False)
+        task("releases.poll_release").apply_async(
+            (analysis_id, generation), countdown=countdown, retry=False, **named
+        )
     except Exception:  # the broker is down: the lease on next_check_at ends and it is due again
         logger.warning("poll.enqueue_failed", extra={"analysis_id": analysis_id}, exc_info=True)
 

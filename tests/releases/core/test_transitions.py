@@ -131,7 +131,20 @@ def test_pending_actions_are_dispatched_only_after_commit(
 
     promote = Action.objects.get(key="promote:now")
     assert len(callbacks) == 1  # the skipped action is never dispatched
-    assert no_broker == [("releases.run_action", (promote.pk,), {"countdown": None, "retry": False})]
+    # Flower and the worker's log name the action's kind and release (the task still takes the id).
+    label = f"promote for release {promote.release_id}"
+    assert no_broker == [
+        (
+            "releases.run_action",
+            (promote.pk,),
+            {
+                "countdown": None,
+                "retry": False,
+                "shadow": f"releases.run_action: {label}",
+                "argsrepr": f"({promote.pk}, {label!r})",
+            },
+        )
+    ]
 
 
 def test_the_move_is_dropped_when_the_row_moved_underneath(project: Project) -> None:

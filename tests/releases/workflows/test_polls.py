@@ -299,6 +299,17 @@ def test_dispatch_sends_due_polls_one_batch_per_project_and_leases_them(
     assert dispatcher.dispatch_due(now + timedelta(seconds=61))["due"] == 4
 
 
+def test_a_dispatched_batch_is_named_by_its_project_and_releases_in_flower(
+    project: Project, no_broker: list[Any]
+) -> None:
+    now = timezone.now()
+    due = [gating(project, next_check_at=now - timedelta(seconds=s)) for s in (2, 1)]
+    dispatcher.dispatch_due(now)
+    ((_, _, options),) = [sent for sent in no_broker if sent[0] == "releases.poll_batch"]
+    assert options["shadow"] == f"releases.poll_batch: project {project.pk}, 2 releases"
+    assert f"releases [{due[0].release_id}, {due[1].release_id}]" in options["argsrepr"]
+
+
 def test_dispatch_splits_a_big_project_into_batches_of_one_hundred(
     project: Project, no_broker: list[Any]
 ) -> None:
@@ -368,7 +379,9 @@ def test_the_watchdog_redrives_due_actions_and_orphaned_gates(project: Project, 
         next_attempt_at=timezone.now() - timedelta(minutes=1),
     )
     counts = watchdog.redrive()
-    assert ("releases.run_action", (action.pk,), {"countdown": None, "retry": False}) in no_broker
+    label = f"{action.kind} for release {action.release_id}"
+    named = {"shadow": f"releases.run_action: {label}", "argsrepr": f"({action.pk}, {label!r})"}
+    assert ("releases.run_action", (action.pk,), {"countdown": None, "retry": False, **named}) in no_broker
     assert not [name for name, *_ in no_broker if name.startswith("releases.poll")]  # dispatch_due's job
     assert counts["orphans"] == 1 and counts["actions"] == 1
     orphan.refresh_from_db()
