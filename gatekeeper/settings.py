@@ -151,7 +151,8 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
 # with subdomains: those of Gatekeeper's own host). Each can be turned off; without TLS they stay
 # off, so `make run`, the tests and the benchmarks keep speaking plain HTTP.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
-SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]  # probes inside the network speak plain HTTP
+# Probes (/healthz) and Prometheus' scrapes (/metrics) inside the network speak plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^metrics/?$"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if BEHIND_TLS_PROXY else 0)
@@ -336,16 +337,37 @@ SLO_AUTH_TOKEN = env_str("SLO_AUTH_TOKEN")
 SLO_PUBLIC = env_bool("SLO_PUBLIC", False)
 # One measurement per deployment serves every caller for this long (a cron storm costs one).
 SLO_CACHE_SECONDS = env_float("SLO_CACHE_SECONDS", 15.0)
+# GET /metrics wants `Authorization: Bearer <this>` when set; unset, it is open, for Prometheus on
+# the internal network (releases/ops/metrics_api.py).
+METRICS_AUTH_TOKEN = env_str("METRICS_AUTH_TOKEN")
 PROVIDER_TIMEOUT = env_float("PROVIDER_TIMEOUT", 10.0)
 
+# `text`: one readable line per record with its extra fields as key=value; `json`: one JSON object
+# per line, for a log pipeline (gatekeeper/logs.py). Web, worker and beat all log through this.
+LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: expected text or json")
+# Celery would otherwise replace the root logger's handlers with its own plain format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "gatekeeper.logs.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"()": "gatekeeper.logs.JsonFormatter"},
+    },
     # The dispatcher's per-second lines (beat's send, the worker's receipt and success) are
     # DEBUG, not INFO (gatekeeper/celery.py, RoutineAtDebug).
     "filters": {"routine_at_debug": {"()": "gatekeeper.celery.RoutineAtDebug"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},
@@ -353,6 +375,8 @@ LOGGING = {
         "celery.beat": {"filters": ["routine_at_debug"]},
         "celery.worker.strategy": {"filters": ["routine_at_debug"]},
         "celery.app.trace": {"filters": ["routine_at_debug"]},
+        # A task logger (celery.utils.log.get_task_logger) would otherwise get Celery's own format.
+        "celery.task": {"handlers": ["console"], "propagate": False},
         # Django's default config already gave this logger a console handler; one is enough.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },

@@ -11,6 +11,7 @@ from gatekeeper.health import healthz
 from releases.inbound.sentry import SentryWebhookView
 from releases.inbound.vercel import VercelWebhookView
 from releases.ops.api import ReleaseViewSet
+from releases.ops.metrics_api import metrics
 from releases.ops.slo_api import SloView
 
 router = DefaultRouter()
@@ -28,6 +29,8 @@ urlpatterns = [
     path("webhooks/sentry/", SentryWebhookView.as_view(), name="webhook-sentry"),
     path("healthz", healthz, name="healthz"),
     path("healthz/", healthz),
+    path("metrics", metrics, name="metrics"),
+    path("metrics/", metrics),
 ]
 
 

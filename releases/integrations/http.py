@@ -30,6 +30,7 @@ import certifi
 import httpx
 
 from releases.core.errors import ProviderError, ProviderTimeout
+from releases.integrations import call_counts
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
@@ -188,13 +189,16 @@ class HttpClient:
     ) -> httpx.Response:
         """``data``: a form body, for the vendor methods that read no JSON."""
         try:
-            return self._request(
+            response = self._request(
                 method, path, params=params, json=json, data=data, headers=headers, expect=expect
             )
         except ProviderError as exc:
+            call_counts.record(self.provider, call_counts.result_of(exc))
             exc.message = self.scrub(exc.message)
             exc.args = (exc.message,)
             raise
+        call_counts.record(self.provider, "ok")
+        return response
 
     def _request(
         self,

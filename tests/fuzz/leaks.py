@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
+from gatekeeper.logs import TextFormatter
 from releases.models import Action, Incident, Project, Release, WebhookDelivery
 
 
@@ -52,7 +53,8 @@ def captured_logs() -> Iterator[io.StringIO]:
     """Everything the process logs at DEBUG, formatted as production prints it (tracebacks too)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(settings.LOGGING["formatters"]["plain"]["format"]))
+    # The production formatter, extra fields included: a secret passed as extra= is a leak too.
+    handler.setFormatter(TextFormatter(settings.LOGGING["formatters"]["plain"]["format"]))
     handler.setLevel(logging.DEBUG)
     # httpx and httpcore too, though settings keep them at WARNING: an operator chasing a
     # problem turns them up, and then every request URL and line is logged.
