@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's files from our own static files (WhiteNoise), not a CDN.
+    "drf_spectacular_sidecar",
     # Throttles the admin's login (django-axes: a maintained lockout, rather than our own).
     "axes",
     "releases",
@@ -199,6 +201,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Like every other route under /api/: nothing is shown to a caller who has not logged in.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Celery (broker only: PostgreSQL is the source of truth; Redis may vanish) ---------------

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from gatekeeper.health import healthz
@@ -23,6 +23,7 @@ admin.site.site_title = "Gatekeeper"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/slo/", SloView.as_view(), name="slo"),
     path("api/", include(router.urls)),
     path("webhooks/vercel/", VercelWebhookView.as_view(), name="webhook-vercel"),

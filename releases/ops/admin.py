@@ -8,144 +8,96 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from notifications.messages import percent, sentry_release_url
+from notifications.messages import percent
 from releases.core.errors import ProviderError
-from releases.models import (
-    Action,
-    Analysis,
-    GateCheck,
-    Incident,
-    Project,
-    RampCheck,
-    Release,
-    ReleaseEvent,
-    WebhookDelivery,
-)
+from releases.models import Action, Incident, Project, Release, WebhookDelivery
+from releases.ops import release_page
 from releases.ops.access import OVERRIDE, visible_projects, visible_releases
-from releases.ops.overrides import OverrideRefused, approve, extend_wait, pause, reject, resume
+from releases.ops.overrides import ADMITS, OverrideRefused, approve, extend_wait, pause, reject, resume
+from releases.ops.release_page import evidence_so_far, rule_of
 from releases.workflows.sentry_project import Unresolvable, resolve, store
 
 EXTEND_BY = timedelta(minutes=30)
 
 
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+# Admin action name: (the override in overrides.ADMITS, the confirmation's verb, the button).
+OVERRIDE_VERBS = {
+    "approve_promote_now": ("approve", "Approve", "Approve"),
+    "reject_roll_back_now": ("reject", "Reject", "Reject"),
+    "pause": ("pause", "Pause", "Pause"),
+    "resume": ("resume", "Resume", "Resume"),
+    "extend_wait_by_30_minutes": ("extend", "Give 30 more minutes to", "Extend the wait by 30 minutes"),
+}
 
 
-class AnalysisInline(ReadOnlyInline):
-    """The release's analyses: its gate, its bake watch, each canary stage, with their schedule."""
+def _override(label: str, run: Callable[[Release, str, str], Any], name: str = "") -> Callable[..., Any]:
+    """An admin action that first shows what is being overruled and asks why (Django's
+    intermediate-page pattern: the POST without ``confirm`` renders the page), then records the
+    note and the user through releases/ops/overrides.py, as the REST API does."""
+    name = name or label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    verb = OVERRIDE_VERBS[name][1] if name in OVERRIDE_VERBS else label
 
-    model = Analysis
-    fields = (
-        "kind",
-        "stage",
-        "phase",
-        "started_at",
-        "ends_at",
-        "next_check_at",
-        "consecutive_errors",
-        "passes",
-        "failures",
-        "extra_wait",
-        "ended_at",
-    )
-    readonly_fields = fields
-    ordering = ("created_at", "id")
-
-
-class GateCheckInline(ReadOnlyInline):
-    model = GateCheck
-    fields = (
-        "checked_at",
-        "analysis",
-        "sessions",
-        "crashed",
-        "rate",
-        "outcome",
-        "rule",
-        "reasons",
-        "error",
-        "duration_ms",
-    )
-    readonly_fields = fields
-    ordering = ("-checked_at",)
-
-    @admin.display(description="crash-free")
-    def rate(self, obj: GateCheck) -> str:
-        return percent(obj.crash_free_rate)
-
-
-class RampCheckInline(ReadOnlyInline):
-    """Each SLO check of a ramping canary: at which stage, and every signal's figures."""
-
-    model = RampCheck
-    verbose_name = "canary check"
-    fields = ("checked_at", "stage", "percent", "confirmation", "ok", "signals", "reasons", "duration_ms")
-    readonly_fields = fields
-    ordering = ("-checked_at",)
-
-    @admin.display(description="signals")
-    def signals(self, obj: RampCheck) -> str:
-        rows = []
-        for check in obj.checks:
-            value = "—" if check.get("value") is None else f"{check['value']:.6g}"
-            baseline = "" if check.get("baseline") is None else f" (previous {check['baseline']:.6g})"
-            mark = "ok" if check.get("ok") else "FAIL"
-            rows.append(f"{mark} {check.get('name')}: {value}{baseline} {check.get('threshold', '')}")
-        return format_html_join("\n", "<div>{}</div>", ((row,) for row in rows)) or "—"
-
-
-class ReleaseEventInline(ReadOnlyInline):
-    model = ReleaseEvent
-    fields = ("created_at", "kind", "from_state", "to_state", "actor", "reason")
-    readonly_fields = fields
-
-
-class ActionInline(ReadOnlyInline):
-    model = Action
-    fields = (
-        "created_at",
-        "kind",
-        "key",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "last_error",
-        "result",
-        "finished_at",
-    )
-    readonly_fields = fields
-
-
-def _override(label: str, run: Callable[[Release, str], Any], name: str = "") -> Callable[..., None]:
-    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Release]) -> None:
+    def action(
+        modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Release]
+    ) -> TemplateResponse | None:
+        note = request.POST.get("note", "").strip()
+        if request.POST.get("confirm") and not note:
+            modeladmin.message_user(request, "Say why in the note: the history keeps it.", messages.ERROR)
+        if not request.POST.get("confirm") or not note:
+            return _confirmation(modeladmin, request, queryset, name=name, verb=verb, title=label)
         for release in queryset:
             try:
-                run(release, request.user.get_username())
+                run(release, request.user.get_username(), note)
             except OverrideRefused as exc:
                 modeladmin.message_user(request, f"{release}: {exc}", messages.WARNING)
             else:
                 modeladmin.message_user(request, f"{release}: {label.lower()} recorded", messages.SUCCESS)
+        return None
 
     action.short_description = label  # type: ignore[attr-defined]
-    action.__name__ = name or label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    action.__name__ = name
     # Offered only to holders of releases.override_release (ReleaseAdmin.has_override_permission).
     action.allowed_permissions = ("override",)  # type: ignore[attr-defined]
     return action
+
+
+def _confirmation(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Release],
+    *,
+    name: str,
+    verb: str,
+    title: str,
+) -> TemplateResponse:
+    rows = [
+        {
+            "pk": release.pk,
+            "name": f"{release.project.name}@{release.version or release.deployment_id}",
+            "evidence": evidence_so_far(release),
+            "state": release.get_state_display(),
+        }
+        for release in queryset.select_related("project")
+    ]
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "opts": modeladmin.model._meta,
+        "title": title,
+        "verb": verb,
+        "action": name,
+        "rows": rows,
+        "note": request.POST.get("note", ""),
+    }
+    return TemplateResponse(request, "admin/releases/release/confirm_override.html", context)
 
 
 class ScopedAdmin(admin.ModelAdmin):
@@ -170,29 +122,55 @@ class ReleaseAdmin(ScopedAdmin):
         "age",
         "crash_free",
         "sessions",
-        "verdict_rule",
+        "rule",
     )
     list_filter = ("state", "project", "verdict")
     search_fields = ("deployment_id", "version")
     list_select_related = ("project",)
     date_hierarchy = "created_at"
-    inlines = [AnalysisInline, GateCheckInline, RampCheckInline, ReleaseEventInline, ActionInline]
-    readonly_fields = [f.name for f in Release._meta.fields] + ["links", "traffic_share"]
     actions = [
         _override(
             "Approve (promote now; a canary: advance now)",
-            lambda r, u: approve(r.pk, u),
+            lambda r, u, n: approve(r.pk, u, n),
             "approve_promote_now",
         ),
         _override(
             "Reject (roll back now; a canary: abort now)",
-            lambda r, u: reject(r.pk, u),
+            lambda r, u, n: reject(r.pk, u, n),
             "reject_roll_back_now",
         ),
-        _override("Pause", lambda r, u: pause(r.pk, u)),
-        _override("Resume", lambda r, u: resume(r.pk, u)),
-        _override("Extend wait by 30 minutes", lambda r, u: extend_wait(r.pk, u, EXTEND_BY)),
+        _override("Pause", lambda r, u, n: pause(r.pk, u, n)),
+        _override("Resume", lambda r, u, n: resume(r.pk, u, n)),
+        _override("Extend wait by 30 minutes", lambda r, u, n: extend_wait(r.pk, u, EXTEND_BY, n)),
     ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """A page to read, not a form: nothing on a release is edited by hand, and every change
+        goes through an override (and its confirmation page)."""
+        # get_object looks through get_queryset: a project the user does not operate reads as a
+        # release that does not exist, as on Django's own change view.
+        release = self.get_object(request, unquote(object_id))
+        if release is None:
+            self.message_user(request, f"Release {object_id} does not exist.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:index", current_app=self.admin_site.name))
+        if not self.has_view_or_change_permission(request, release):
+            raise PermissionDenied
+        overrides = [
+            (name, button)
+            for name, (kind, _, button) in OVERRIDE_VERBS.items()
+            if release.state in ADMITS[kind] and self.has_override_permission(request)
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            **release_page.context(release),
+            "opts": self.model._meta,
+            "title": str(release),
+            "may_override": bool(overrides),
+            "overrides": overrides,
+        }
+        return TemplateResponse(request, "admin/releases/release/detail.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -204,7 +182,9 @@ class ReleaseAdmin(ScopedAdmin):
         return request.user.has_perm(OVERRIDE)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return visible_releases(request.user, super().get_queryset(request))
+        # Whether a Sentry alert is on record tells an alert rollback from a bake one (rule_of).
+        alerted = Exists(Incident.objects.filter(release=OuterRef("pk")))
+        return visible_releases(request.user, super().get_queryset(request)).annotate(alerted=alerted)
 
     @admin.display(description="release", ordering="version")
     def version_short(self, obj: Release) -> str:
@@ -215,39 +195,20 @@ class ReleaseAdmin(ScopedAdmin):
     def age(self, obj: Release) -> str:
         return timesince(obj.created_at, timezone.now())
 
-    @admin.display(description="crash-free", ordering="crash_free_rate")
+    @admin.display(description="crash-free / threshold", ordering="crash_free_rate")
     def crash_free(self, obj: Release) -> str:
-        return f"{percent(obj.crash_free_rate)} / {percent(obj.project.crash_free_threshold)}"
+        threshold = percent(obj.project.crash_free_threshold)
+        if not obj.sessions:
+            return f"no sessions / {threshold}"
+        shown = f"{percent(obj.crash_free_rate)} / {threshold}"
+        # A rate over a handful of sessions (a release decided by hand early) is not a pass.
+        if obj.sessions < (obj.project.min_sessions or 0):
+            shown += f" (only {obj.sessions:,} sessions)"
+        return shown
 
-    @admin.display(description="canary traffic over time")
-    def traffic_share(self, obj: Release) -> str:
-        """The canary's share of production traffic, move by move, and the stages of its policy."""
-        moves = ReleaseEvent.objects.filter(release=obj, kind=ReleaseEvent.Kind.TRAFFIC).order_by(
-            "created_at"
-        )
-        canary = list(obj.analyses.filter(kind=Analysis.Kind.CANARY).order_by("pk"))
-        stage = canary[-1] if canary else None
-        stages = stage.policy.get("stages", []) if stage is not None else []
-        if not stages and not moves:
-            return "—"
-        placed = [a.stage for a in canary if a.started_at is not None]
-        in_place = placed[-1] if placed else None
-        plan = " → ".join(
-            f"[{s['percent']:g}%]" if i == in_place else f"{s['percent']:g}%" for i, s in enumerate(stages)
-        )
-        rows = [(f"{e.created_at:%Y-%m-%d %H:%M:%S} UTC", f"{e.data.get('percent', 0):g}%") for e in moves]
-        history = format_html_join("", "<div>{}: {}</div>", rows)
-        paused = " (paused)" if stage is not None and stage.phase == Analysis.Phase.PAUSED else ""
-        return format_html("<div>stages: {}{}</div>{}", plan, paused, history)
-
-    @admin.display(description="links")
-    def links(self, obj: Release) -> str:
-        sentry = sentry_release_url(obj.project.sentry_org, obj.version, obj.project.sentry_query_project)
-        return format_html(
-            '<a href="{}">Sentry release</a> · <a href="{}">Vercel deployment</a>',
-            sentry or "#",
-            obj.inspector_url or "#",
-        )
+    @admin.display(description="rule", ordering="verdict_rule")
+    def rule(self, obj: Release) -> str:
+        return rule_of(obj, alerted=getattr(obj, "alerted", None)) or "—"
 
 
 class ProjectForm(forms.ModelForm):

@@ -181,7 +181,7 @@ class OverrideSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
 
 
-class ExtendSerializer(serializers.Serializer):
+class ExtendSerializer(OverrideSerializer):
     by = serializers.CharField(help_text="a duration such as 30m or 2h")
 
     def validate_by(self, value: str) -> Any:
@@ -304,7 +304,12 @@ class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
         body = ExtendSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            extend_wait(release.pk, request.user.get_username(), body.validated_data["by"])
+            extend_wait(
+                release.pk,
+                request.user.get_username(),
+                body.validated_data["by"],
+                body.validated_data["note"],
+            )
         except OverrideRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         release.refresh_from_db()

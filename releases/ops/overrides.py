@@ -17,6 +17,17 @@ from releases.workflows.promotion import start_promotion, start_rollback
 S = ReleaseState
 
 
+# The states each override below accepts (each still checks, under its row lock): the release
+# page offers only these.
+ADMITS = {
+    "approve": frozenset({S.GATING, S.PASSED, S.HELD, S.FAILED, S.RAMPING}),
+    "reject": frozenset({S.GATING, S.FAILED, S.HELD, S.PROMOTED, S.SUPERSEDED, S.RAMPING}),
+    "pause": frozenset({S.GATING, S.RAMPING}),
+    "resume": frozenset({S.HELD, S.RAMPING}),
+    "extend": frozenset({S.GATING, S.HELD}),
+}
+
+
 class OverrideRefused(Exception):
     """The release is not in a state where this override makes sense."""
 
@@ -51,6 +62,7 @@ def approve(release_id: int, username: str, note: str = "") -> Release:
             )
         if release.state not in (S.PASSED, S.HELD, S.FAILED):
             raise OverrideRefused(f"cannot approve a release that is {release.state}")
+        _decided_by_hand(release, "approved", "override:approve")
         start_promotion(release, actor=_actor(username), reason=reason, outcome="info")
     return release
 
@@ -73,6 +85,7 @@ def reject(release_id: int, username: str, note: str = "") -> Release:
             )
         if release.state not in (S.FAILED, S.HELD, S.PROMOTED, S.SUPERSEDED):
             raise OverrideRefused(f"cannot reject a release that is {release.state}")
+        _decided_by_hand(release, "rejected", "override:reject")
         if not start_rollback(release, actor=_actor(username), reason=reason, outcome="fail"):
             if release.state == S.FAILED:
                 return release  # no known-good target: Slack says so; nothing else to do
@@ -118,8 +131,20 @@ def resume(release_id: int, username: str, note: str = "") -> Release:
             raise OverrideRefused(f"only a held release can be resumed; this one is {release.state}")
         if not release.version:
             raise OverrideRefused("this release has no Sentry release name; approve or reject it")
-        start_gate(release, reason=f"resumed by {username}" + (f": {note}" if note else ""))
+        start_gate(
+            release,
+            reason=f"resumed by {username}" + (f": {note}" if note else ""),
+            actor=_actor(username),
+        )
     return release
+
+
+def _decided_by_hand(release: Release, verdict: str, rule: str) -> None:
+    """A human's decision replaces the gate's on the release, so the list shows who decided."""
+    fields = {"verdict": verdict, "verdict_rule": rule, "decided_at": release.decided_at or timezone.now()}
+    Release.objects.filter(pk=release.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(release, name, value)
 
 
 def _note(release: Release, username: str, reason: str) -> None:
@@ -136,7 +161,7 @@ def _moving(release: Release) -> bool:
     ).exists()
 
 
-def extend_wait(release_id: int, username: str, by: timedelta) -> Release:
+def extend_wait(release_id: int, username: str, by: timedelta, note: str = "") -> Release:
     """Give the gate more time; a release held for lack of a verdict goes back to gating."""
     if by <= timedelta(0):
         raise OverrideRefused("extend by a positive duration")
@@ -153,9 +178,11 @@ def extend_wait(release_id: int, username: str, by: timedelta) -> Release:
             release=release,
             kind=ReleaseEvent.Kind.OVERRIDE,
             actor=_actor(username),
-            reason=f"wait extended by {by} by {username}",
+            reason=f"wait extended by {by} by {username}" + (f": {note}" if note else ""),
             data={"extra_wait_seconds": extra.total_seconds()},
         )
         if release.state == S.HELD and release.version:
-            start_gate(release, reason=f"resumed by {username} with {by} more to wait")
+            start_gate(
+                release, reason=f"resumed by {username} with {by} more to wait", actor=_actor(username)
+            )
     return release

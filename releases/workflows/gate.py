@@ -65,15 +65,14 @@ def _open_analysis(release: Release, now: datetime, *, resumed: bool) -> Analysi
     return gate
 
 
-def start_gate(release: Release, *, reason: str = "") -> bool:
-    """received/held -> gating, with its gate analysis due for a first check now."""
+def start_gate(release: Release, *, reason: str = "", actor: str = GATEKEEPER) -> bool:
+    """received/held -> gating, with its gate analysis due for a first check now; ``actor`` is
+    who restarts it (a human resuming a held release is recorded as ``user:<name>``)."""
     now = timezone.now()
     resumed = release.gating_started_at is not None
     fields = {} if resumed else {"gating_started_at": now}
     with transaction.atomic():
-        moved = transition(
-            release, S.GATING, actor=GATEKEEPER, reason=reason or _reason(release), fields=fields
-        )
+        moved = transition(release, S.GATING, actor=actor, reason=reason or _reason(release), fields=fields)
         if moved is None:
             return False
         _open_analysis(release, now, resumed=resumed)
