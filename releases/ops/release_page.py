@@ -123,8 +123,11 @@ def verdict_sentence(release: Release) -> str:
     sentence = f"{state}: {tail}"
     if found:
         sentence += f" ({method}: {found})"
-    if release.verdict_reasons and release.state in {S.HELD, S.FAILED, S.ROLLED_BACK, S.ROLLING_BACK}:
-        sentence += f". {release.verdict_reasons[0]}"
+    reason = release.verdict_reasons[0] if release.verdict_reasons else ""
+    # The rule's own reason, unless it only says again what the evidence clause said.
+    decided = release.state in {S.HELD, S.FAILED, S.ROLLED_BACK, S.ROLLING_BACK}
+    if reason and decided and not (found and found in reason):
+        sentence += f". {reason}"
     return sentence
 
 

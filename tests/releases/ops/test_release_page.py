@@ -416,3 +416,47 @@ def test_the_swagger_ui_loads_its_files_from_our_static_files(staff: Client) -> 
 
 def test_the_swagger_ui_needs_a_login(client: Client) -> None:
     assert client.get("/api/docs/").status_code in {401, 403}
+
+
+def test_a_rollback_decided_by_the_sequential_test_states_its_evidence_once(
+    staff: Client, project: Project
+) -> None:
+    from notifications.messages import evidence
+
+    release = make_release(
+        project,
+        state=S.ROLLED_BACK,
+        version="bad1",
+        gating_started_at=timezone.now() - timedelta(seconds=30),
+        decided_at=timezone.now(),
+        sessions=97,
+        crashed=3,
+        crash_free_rate=1 - 3 / 97,
+        verdict="fail",
+        verdict_rule="sequential_fail",
+    )
+    add_checks(release, (97, 3))
+    figures = {
+        "sessions": 97,
+        "crashed": 3,
+        "crash_free_rate": 1 - 3 / 97,
+        "method": "sequential",
+        "good_crash_rate": 0.002,
+        "bad_crash_rate": 0.008,
+        "rollback_statistic": 5.45,
+        "rollback_level": 3.18,
+    }
+    GateCheck.objects.filter(release=release).update(figures=figures)
+    # The rule's reason, as the gate writes it: the figures, then the same evidence clause.
+    Release.objects.filter(pk=release.pk).update(
+        verdict_reasons=[f"97 sessions, 3 crashed (crash-free 96.91%): {evidence(figures, 'fail')}"]
+    )
+
+    html = page(staff, release)
+
+    verdict = re.search(r'id="verdict"><strong>(.*?)</strong>', html, re.S)
+    assert verdict is not None and verdict.group(1).startswith(
+        "Rolled back: 96.91% crash-free over 97 sessions"
+    )
+    assert "(sequential test: evidence" in verdict.group(1)
+    assert verdict.group(1).count("rolls back at") == 1
