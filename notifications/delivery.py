@@ -10,10 +10,8 @@ or undo the deployment change.
 
 from __future__ import annotations
 
-import os
-
 from notifications import clients
-from releases.core.errors import ProviderError
+from notifications.pagerduty import routing_key_from_env
 from releases.core.outbox import Done, Handler, mark_started, register
 from releases.models import Action
 
@@ -33,13 +31,7 @@ def _page(action: Action) -> Done:
     """Send a PagerDuty event. Idempotent by dedup_key, so a retry after a lost answer is safe."""
     payload = action.payload
     name = payload["routing_key_env"]
-    routing_key = os.environ.get(name, "").strip()
-    if not routing_key:
-        raise ProviderError(
-            f"the environment variable {name} (the PagerDuty routing key) is not set",
-            provider="pagerduty",
-            permanent=True,
-        )
+    routing_key = routing_key_from_env(name)
     pagerduty = clients.pagerduty()
     if payload["event_action"] == "resolve":
         key = pagerduty.resolve(routing_key, payload["dedup_key"])

@@ -7,7 +7,6 @@ failure, its ``permanent`` and ``maybe_delivered`` saying whether a retry can he
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ from django.conf import settings
 
 from notifications import clients
 from notifications.messages import duration
-from releases.core.errors import ProviderError
+from notifications.pagerduty import routing_key_from_env
 
 # One alert for the dispatcher whichever episode it is: a trigger after a resolve opens a new one.
 STALL_DEDUP_KEY = "gatekeeper-dispatch-stalled"
@@ -29,18 +28,6 @@ class StallFacts:
     started_at: datetime  # when a check first saw the stall
     lease_holder: str  # the beat holding the lease, "" when none does
     lease_expires_at: datetime | None
-
-
-def routing_key(name: str) -> str:
-    """The key in the environment variable ``name``; refused for good when it is not set."""
-    key = os.environ.get(name, "").strip()
-    if not key:
-        raise ProviderError(
-            f"the environment variable {name} (the PagerDuty routing key) is not set",
-            provider="pagerduty",
-            permanent=True,
-        )
-    return key
 
 
 def _health_url() -> str:
@@ -75,7 +62,7 @@ def resumed_text(stalled_for: float) -> str:
 def page_stalled(routing_key_env: str, facts: StallFacts) -> None:
     last = "never ran" if facts.last_dispatch_at is None else f"not run for {duration(facts.stalled_for)}"
     clients.pagerduty().trigger(
-        routing_key(routing_key_env),
+        routing_key_from_env(routing_key_env),
         dedup_key=STALL_DEDUP_KEY,
         summary=f"Gatekeeper's poll dispatcher has {last}: release gates are not being decided",
         source=urlsplit(settings.GATEKEEPER_PUBLIC_URL).netloc or "gatekeeper",
@@ -97,7 +84,7 @@ def page_stalled(routing_key_env: str, facts: StallFacts) -> None:
 
 
 def resolve_stalled(routing_key_env: str) -> None:
-    clients.pagerduty().resolve(routing_key(routing_key_env), STALL_DEDUP_KEY)
+    clients.pagerduty().resolve(routing_key_from_env(routing_key_env), STALL_DEDUP_KEY)
 
 
 def post(channel: str, text: str) -> None:

@@ -11,6 +11,7 @@ never echoed in our own messages, and scrubbed from anything PagerDuty sends bac
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -181,3 +182,16 @@ def _scrub(exc: ProviderError, routing_key: str) -> None:
     message = exc.message.replace(routing_key, REDACTED) if routing_key else exc.message
     exc.message = _truncated(message, MAX_ERROR_TEXT)
     exc.args = (exc.message,)
+
+
+def routing_key_from_env(name: str) -> str:
+    """The routing key in the environment variable ``name`` (keys are never stored): refused for
+    good when it is not set."""
+    key = os.environ.get(name, "").strip()
+    if not key:
+        raise ProviderError(
+            f"the environment variable {name} (the PagerDuty routing key) is not set",
+            provider="pagerduty",
+            permanent=True,
+        )
+    return key

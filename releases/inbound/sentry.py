@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -31,7 +30,7 @@ from releases.inbound.common import BadPayload, HmacSignature, Malformed, Webhoo
 from releases.inbound.schema import webhook_responses
 from releases.inbound.spool import Inbound
 from releases.models import WebhookDelivery
-from releases.workflows.alert_rollback import Alert, on_metric_alert
+from releases.workflows.alert_rollback import Alert, decide_once
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +113,8 @@ def take(inbound: Inbound) -> Response:
         alert = READERS[resource](data)
     except BadPayload as exc:
         raise Malformed(str(exc)) from exc
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                source="sentry",
-                delivery_id=alert.delivery_id,
-                event_type=f"{resource}.{alert.action}",
-                outcome=WebhookDelivery.Outcome.IGNORED,
-                payload=data,
-            )
-            outcome = HANDLERS[resource](alert, delivery)
-    except IntegrityError:
+    outcome = HANDLERS[resource](alert, data)
+    if outcome is None:
         return Response({"status": "duplicate", "id": alert.delivery_id}, status=status.HTTP_200_OK)
     logger.info(
         "sentry.webhook.received",
@@ -196,5 +186,5 @@ def read_metric_alert(data: dict[str, Any]) -> Alert:
     )
 
 
-HANDLERS: dict[str, Callable[[Alert, WebhookDelivery], Outcome]] = {"metric_alert": on_metric_alert}
+HANDLERS: dict[str, Callable[[Alert, dict[str, Any]], Outcome | None]] = {"metric_alert": decide_once}
 READERS: dict[str, Callable[[dict[str, Any]], Alert]] = {"metric_alert": read_metric_alert}

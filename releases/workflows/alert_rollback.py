@@ -89,6 +89,28 @@ def _stale_reason(alert: Alert, project: Project, release: Release) -> str:
     return ""
 
 
+def decide_once(alert: Alert, payload: dict[str, Any], note: str = "") -> Outcome | None:
+    """Record the alert's delivery and decide it, in one transaction; None when this incident and
+    action were recorded before: a repeat, or its webhook and the reconciliation both.
+
+    ``note`` is added to the delivery's own (where the alert came from, when not a webhook)."""
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                source=SENTRY,
+                delivery_id=alert.delivery_id,
+                event_type=f"metric_alert.{alert.action}",
+                outcome=WebhookDelivery.Outcome.IGNORED,
+                payload=payload,
+            )
+            outcome = on_metric_alert(alert, delivery)
+            if note:
+                WebhookDelivery.objects.filter(pk=delivery.pk).update(note=f"{outcome.detail} ({note})")
+    except IntegrityError:
+        return None
+    return outcome
+
+
 def on_metric_alert(alert: Alert, delivery: WebhookDelivery) -> Outcome:
     """Decide, and record the incident, inside the request's transaction; its actions are
     published when it commits."""

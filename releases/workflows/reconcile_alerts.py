@@ -14,14 +14,12 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict
 
-from django.db import IntegrityError, transaction
-
 from notifications.messages import sentry_web_url
 from releases.core.errors import ProviderError
 from releases.integrations import clients
 from releases.integrations.sentry.incidents import OpenIncident
 from releases.models import Project, WebhookDelivery
-from releases.workflows.alert_rollback import Alert, on_metric_alert
+from releases.workflows.alert_rollback import Alert, decide_once
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +76,9 @@ def _act(org: str, incident: OpenIncident) -> bool:
         **asdict(incident),
         "started_at": incident.started_at.isoformat() if incident.started_at else None,
     }
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                source="sentry",
-                delivery_id=alert.delivery_id,
-                event_type=f"metric_alert.{alert.action}",
-                outcome=WebhookDelivery.Outcome.IGNORED,
-                payload={"reconciled_from": "sentry incidents", "org": org, "incident": record},
-            )
-            outcome = on_metric_alert(alert, delivery)
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(
-                note=f"{outcome.detail} (found open in Sentry; no webhook had arrived)"
-            )
-    except IntegrityError:  # its webhook arrived while we were deciding
+    payload = {"reconciled_from": "sentry incidents", "org": org, "incident": record}
+    outcome = decide_once(alert, payload, note="found open in Sentry; no webhook had arrived")
+    if outcome is None:  # its webhook arrived while we were deciding
         return False
     logger.info(
         "sentry.reconcile.acted",
