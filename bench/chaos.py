@@ -35,16 +35,8 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.chaos_infra import (
-    Chaos,
-    Faults,
-    Outage,
-    PrivatePostgres,
-    PrivateRedis,
-    Stack,
-    run_directory,
-    sim_env,
-)
+from bench.chaos_faults import Chaos, Faults, Outage
+from bench.chaos_infra import PrivatePostgres, PrivateRedis, Stack, run_directory, sim_env
 from bench.chaos_report import Figures, collect, render
 from bench.chaos_scenario import OUTAGE_INCIDENTS, PD_KEY, PD_KEY_ENV, Driver, Plan, plan, setup
 from bench.common import bench_env

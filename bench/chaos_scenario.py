@@ -281,28 +281,11 @@ class Driver:
     def alert_now(self, gate: Gate, incident: int) -> None:
         """A critical alert for a live release, sent at once and waited for: traffic stays healthy,
         so only the alert (not the bake watch) can roll it back."""
-        gate.alert_sent_at = time.monotonic() - self.started
-        body = {
-            "action": "critical",
-            "project": gate.project,
-            "org": "acme",
-            "environment": "production",
-            "date_started": time.time(),
-            "incident_id": str(incident),
-        }
-        self._send(gate, "/_sim/sentry/webhooks", body, "alert_status")
+        self._send(gate, "/_sim/sentry/webhooks", self._critical(gate, incident), "alert_status")
 
     def _alert(self, gate: Gate) -> None:
-        gate.alert_sent_at = time.monotonic() - self.started
         phase = {"org": "acme", "environment": "production", "release": gate.version, "crash_rate": BAD_CRASH}
-        body = {
-            "action": "critical",
-            "project": gate.project,
-            "org": "acme",
-            "environment": "production",
-            "date_started": time.time(),
-            "incident_id": str(7000 + gate.index),
-        }
+        body = self._critical(gate, 7000 + gate.index)
 
         def send() -> None:
             # Users start crashing, then Sentry's alert fires (and is never retried by Sentry; if
@@ -312,6 +295,18 @@ class Driver:
             self._send(gate, "/_sim/sentry/webhooks", body, "alert_status")
 
         self.pool.submit(send)
+
+    def _critical(self, gate: Gate, incident: int) -> dict[str, Any]:
+        """A critical metric alert for the gate's project, starting now (so never stale)."""
+        gate.alert_sent_at = time.monotonic() - self.started
+        return {
+            "action": "critical",
+            "project": gate.project,
+            "org": "acme",
+            "environment": "production",
+            "date_started": time.time(),
+            "incident_id": str(incident),
+        }
 
     def _send(self, gate: Gate, path: str, body: dict[str, Any], what: str) -> None:
         try:
